@@ -1,0 +1,141 @@
+# crmsync: developer and CI entry points.
+#
+#   make run            install, start the sandboxes, migrate, run every flow once
+#   make test           install, ruff + mypy, pytest (and again on PostgreSQL when CRMSYNC_PG_URL is set)
+#   make help           everything else
+#
+# Every target runs with the environment of scripts/env.sh (`source scripts/env.sh` gives
+# your shell the same one).
+
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+.NOTPARALLEL:
+.DELETE_ON_ERROR:
+
+# ---- knobs (override on the command line: `make run DB=postgres`) ------------------------
+PYTHON_BOOTSTRAP ?= python3.11
+VENV             ?= $(CURDIR)/.venv
+# Local by default, whatever AIRFLOW_HOME your shell has: `make run AIRFLOW_HOME=...` to change.
+AIRFLOW_HOME     := $(CURDIR)/var/airflow
+DB               ?= sqlite
+FLOW             ?=
+PYTEST_ARGS      ?=
+# Second pytest pass, on PostgreSQL, when CRMSYNC_PG_URL is set (`PG_PYTEST_ARGS=` runs the whole suite).
+PG_PYTEST_ARGS   ?= -m postgres
+ARGS             ?=
+
+PY    := $(VENV)/bin/python
+STAMP := $(VENV)/.crmsync-installed
+REQUIREMENT_FILES := requirements.txt requirements-dev.txt constraints.txt pyproject.toml
+
+export CRMSYNC_ROOT := $(CURDIR)
+export AIRFLOW_HOME
+export CRMSYNC_DB := $(DB)
+export PATH := $(VENV)/bin:$(PATH)
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+ENV := source $(CURDIR)/scripts/env.sh
+
+# pytest exits 5 when it collected no test (e.g. an empty marker selection): not a failure.
+PYTEST_FN := run_pytest() { local rc=0; $(PY) -m pytest "$$@" || rc=$$?; \
+  if [ "$$rc" -eq 5 ]; then echo "make: pytest collected no test ($$*)"; rc=0; fi; return "$$rc"; }
+
+.PHONY: help install venv sandboxes stop status migrate run sync up test lint bench chaos \
+        clean distclean constraints
+
+help: ## show this help
+	@echo "Usage: make <target> [DB=sqlite|postgres] [FLOW=<dag_id>]"
+	@echo
+	@grep -hE '^[a-z][a-zA-Z_-]*:.*## ' $(MAKEFILE_LIST) | \
+	  awk 'BEGIN {FS = ":.*## "} {printf "  %-12s %s\n", $$1, $$2}'
+
+# ---- install ----------------------------------------------------------------------------
+$(PY):
+	$(PYTHON_BOOTSTRAP) -m venv $(VENV)
+
+# Re-installs only when a requirement file changed (the stamp is newer than all of them).
+$(STAMP): $(REQUIREMENT_FILES) | $(PY)
+	$(PY) -m pip install --progress-bar off -r requirements.txt -r requirements-dev.txt -c constraints.txt
+	$(PY) -m pip install --progress-bar off --no-deps -e .
+	touch $@
+
+venv: $(PY)
+
+install: $(STAMP) ## create .venv (python3.11) and install pinned deps + the package (skipped when up to date)
+
+# ---- local stack ------------------------------------------------------------------------
+sandboxes: install ## start both API sandboxes in the background (var/log, var/run)
+	bash scripts/sandboxes.sh start
+
+stop: ## stop the sandboxes started by make
+	bash scripts/sandboxes.sh stop
+
+status: ## say whether the sandboxes answer
+	bash scripts/sandboxes.sh status
+
+migrate: install ## airflow db migrate (Airflow's tables and the link store's)
+	$(ENV); mkdir -p "$$AIRFLOW_HOME"; airflow db migrate
+
+run: install sandboxes migrate ## run every flow once against the sandboxes (or the connections you set)
+	$(ENV); $(PY) scripts/run_flows.py --all $(ARGS)
+
+sync: install sandboxes migrate ## run one flow: make sync FLOW=contact_customer
+	@if [ -z "$(FLOW)" ]; then echo "usage: make sync FLOW=<dag_id>" >&2; exit 2; fi
+	$(ENV); $(PY) scripts/run_flows.py --flow $(FLOW) $(ARGS)
+
+up: install migrate ## airflow standalone with the UI on :8080, sandboxes started, DAGs unpaused
+	bash scripts/standalone.sh
+
+# ---- quality ----------------------------------------------------------------------------
+lint: install ## ruff check + mypy
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+# Tests are hermetic: they get a throwaway AIRFLOW_HOME and the default (sandbox)
+# connections, never the ones in your shell; they start their own sandboxes.
+test: lint ## lint, then pytest (+ a PostgreSQL pass when CRMSYNC_PG_URL is set)
+	$(PYTEST_FN); \
+	pg_url="$${CRMSYNC_PG_URL:-}"; \
+	unset AIRFLOW__DATABASE__SQL_ALCHEMY_CONN AIRFLOW_CONN_CRMSYNC_STORE \
+	      AIRFLOW_CONN_CHARGEBEE_DEFAULT AIRFLOW_CONN_CUSTOMCRM_DEFAULT CRMSYNC_TEST_DB; \
+	rm -rf var/test; mkdir -p var/test/airflow var/test/airflow-pg; \
+	status=0; \
+	if [ -n "$$pg_url" ]; then \
+	  echo "== pytest on PostgreSQL ($(or $(strip $(PG_PYTEST_ARGS)),whole suite))"; \
+	  ( export AIRFLOW_HOME="$(CURDIR)/var/test/airflow-pg" CRMSYNC_DB=postgres \
+	           CRMSYNC_TEST_DB=postgres CRMSYNC_PG_URL="$$pg_url"; \
+	    $(ENV); run_pytest -q $(PG_PYTEST_ARGS) $(PYTEST_ARGS) ) || status=1; \
+	fi; \
+	echo "== pytest"; \
+	( export AIRFLOW_HOME="$(CURDIR)/var/test/airflow" CRMSYNC_DB=sqlite; unset CRMSYNC_PG_URL; \
+	  $(ENV); run_pytest -q $(PYTEST_ARGS) ) || status=1; \
+	exit $$status
+
+bench: install ## benchmark against the sandboxes: python -m bench
+	$(ENV); $(PY) -m bench $(ARGS)
+
+chaos: install ## fault-injection run (sandbox faults on): python -m bench.chaos
+	$(ENV); $(PY) -m bench.chaos $(ARGS)
+
+# ---- housekeeping -----------------------------------------------------------------------
+clean: stop ## stop the sandboxes, delete var/ (local Airflow DB, sandbox state, logs) and caches
+	rm -rf var .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	find . -path ./.venv -prune -o -name __pycache__ -type d -print0 | xargs -0 rm -rf
+
+distclean: clean ## clean, and delete .venv
+	rm -rf $(VENV)
+
+# Airflow's "own constraints" method: resolve requirements*.txt in a fresh venv and freeze it.
+constraints: ## regenerate constraints.txt from a fresh resolve of requirements*.txt
+	rm -rf var/venv-constraints
+	$(PYTHON_BOOTSTRAP) -m venv var/venv-constraints
+	var/venv-constraints/bin/pip install --progress-bar off -r requirements.txt -r requirements-dev.txt
+	{ echo "# Pinned constraints for crmsync: Apache Airflow's \"own constraints\" method, a full"; \
+	  echo "# \`pip freeze\` of a fresh venv resolved from requirements.txt + requirements-dev.txt"; \
+	  echo "# with Python 3.11 on Linux x86_64. Regenerate with \`make constraints\`."; \
+	  echo "# Generated $$(date -u +%Y-%m-%d) with $$(var/venv-constraints/bin/python --version), $$(var/venv-constraints/bin/pip --version | cut -d' ' -f1-2)."; \
+	  var/venv-constraints/bin/pip freeze --exclude-editable; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
+	rm -rf var/venv-constraints
+	@echo "constraints.txt regenerated: review 'git diff constraints.txt', then 'make install'"

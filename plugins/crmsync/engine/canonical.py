@@ -1,0 +1,193 @@
+"""Raw records of either side ⇄ the flow's canonical record. Pure: no I/O.
+
+The canonical record is a flat ``{field name: value}`` dict in the form the mapping's
+transforms produce. Everything the engine compares, hashes, merges and stores as the
+merge base is canonical; raw shapes only exist at the edges (extract and upsert).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from crmsync.mapping.model import FieldMap, Side
+from crmsync.mapping.model import Mapping as FlowMapping
+from crmsync.mapping.transforms import TRANSFORMS, Canonical, check_format, has_control_chars
+
+CanonicalRecord = dict[str, Canonical]
+
+
+@dataclass(frozen=True)
+class SideRecord:
+    """One record of one side as the engine sees it: identity, versions, canonical values."""
+
+    side: Side
+    id: str
+    values: CanonicalRecord
+    updated_at: float = 0.0  # Unix seconds (Chargebee's unit); 0 when unknown
+    version: str | None = None  # Customcrm Version / Chargebee resource_version
+    deleted: bool = False
+    external_ref: str | None = None  # Customcrm's stored Chargebee id, for crash recovery
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Why a value cannot be written, said so a person can fix it."""
+
+    field: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Meta:
+    """Where each side keeps a record's identity and version (configurable for Customcrm)."""
+
+    id: str
+    updated_at: str
+    version: str | None
+    deleted: str
+    external_ref: str | None = None
+
+
+CHARGEBEE_META = Meta(id="id", updated_at="updated_at", version="resource_version", deleted="deleted")
+CUSTOMCRM_META = Meta(
+    id="Id", updated_at="UpdatedAt", version="Version", deleted="Deleted", external_ref="ExternalRef"
+)
+
+
+def get_path(raw: Mapping[str, Any], path: str) -> Any:
+    """``get_path({"a": {"b": 1}}, "a.b") == 1``; a missing step gives None."""
+    cur: Any = raw
+    for part in path.split("."):
+        if not isinstance(cur, Mapping):
+            return None
+        cur = cur.get(part)
+    return cur
+
+
+def set_path(target: dict[str, Any], path: str, value: Any) -> None:
+    parts = path.split(".")
+    cur = target
+    for part in parts[:-1]:
+        cur = cur.setdefault(part, {})
+    cur[parts[-1]] = value
+
+
+def to_canonical(mapping: FlowMapping, side: Side, raw: Mapping[str, Any]) -> CanonicalRecord:
+    """Map a raw record of ``side`` to canonical values (every mapped field present)."""
+    out: CanonicalRecord = {}
+    for f in mapping.fields:
+        out[f.name] = TRANSFORMS[f.transform](get_path(raw, mapping.source_path(f, side)))
+    return out
+
+
+def to_side(mapping: FlowMapping, side: Side, values: Mapping[str, Canonical]) -> dict[str, Any]:
+    """Canonical values → the nested raw shape ``side`` accepts on write."""
+    out: dict[str, Any] = {}
+    for name, value in values.items():
+        set_path(out, mapping.source_path(mapping.field(name), side), value)
+    return out
+
+
+def _timestamp(value: Any) -> float:
+    if value is None or value == "":
+        return 0.0
+    if isinstance(value, int | float):
+        return float(value)
+    try:
+        return datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return 0.0
+
+
+def side_record(mapping: FlowMapping, side: Side, raw: Mapping[str, Any], meta: Meta) -> SideRecord:
+    """Build the engine's view of a raw API record."""
+    version = raw.get(meta.version) if meta.version else None
+    ext = raw.get(meta.external_ref) if meta.external_ref else None
+    return SideRecord(
+        side=side,
+        id=str(raw[meta.id]),
+        values=to_canonical(mapping, side, raw),
+        updated_at=_timestamp(raw.get(meta.updated_at)),
+        version=None if version is None else str(version),
+        deleted=bool(raw.get(meta.deleted)),
+        external_ref=None if ext in (None, "") else str(ext),
+    )
+
+
+def content_hash(values: Mapping[str, Canonical]) -> str:
+    """Stable hash of canonical content: equal hashes mean nothing to sync."""
+    blob = json.dumps(values, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:32]
+
+
+def match_key(mapping: FlowMapping, values: Mapping[str, Canonical]) -> str | None:
+    """The value records are matched on before a create; None when any key is blank."""
+    parts = []
+    for key in mapping.match.keys:
+        v = values.get(key)
+        if v is None:
+            return None
+        parts.append(str(v))
+    return "\x1f".join(parts)
+
+
+@dataclass
+class Validation:
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def validate(
+    mapping: FlowMapping,
+    values: Mapping[str, Canonical],
+    *,
+    source: Side,
+    target: Side,
+    names: Iterable[str] | None = None,
+) -> list[Problem]:
+    """Check values read on ``source`` before they are written to ``target``.
+
+    The message names the field on the side where a person must fix it, the limit that
+    is broken and what to do, e.g. ``Email: 'a@@b' is not a valid email address; fix
+    it in Customcrm``.
+    """
+    fix_in = "Customcrm" if source is Side.CUSTOMCRM else "Chargebee"
+    target_label = (
+        f"Chargebee {mapping.chargebee.label}" if target is Side.CHARGEBEE else "Customcrm"
+    )
+    problems: list[Problem] = []
+    for name in names if names is not None else values.keys():
+        f: FieldMap = mapping.field(name)
+        value = values.get(name)
+        where = mapping.source_path(f, source)
+        if value is None:
+            if f.required:
+                problems.append(Problem(name, f"{where} is empty but required; fill it in {fix_in}"))
+            continue
+        if has_control_chars(value):
+            problems.append(
+                Problem(name, f"{where} contains control characters; remove them in {fix_in}")
+            )
+            continue
+        if f.max_length is not None and isinstance(value, str) and len(value) > f.max_length:
+            problems.append(
+                Problem(
+                    name,
+                    f"{where} is {len(value)} characters; {target_label} "
+                    f"{mapping.source_path(f, target)} allows at most {f.max_length}; "
+                    f"shorten it in {fix_in}",
+                )
+            )
+            continue
+        why = check_format(f.format, value)
+        if why:
+            problems.append(Problem(name, f"{where}: {why}; fix it in {fix_in}"))
+    return problems

@@ -1,0 +1,259 @@
+"""One decision per record pair: what to write where, and why. Pure: no I/O.
+
+The transform task gathers, for each pair, the link (if any), the staged records of
+both sides (or the link's last snapshot of a side that did not change) and hands them
+to :func:`decide`. The result is one plan row. Upsert tasks execute plan rows; they
+never decide anything themselves, so a rerun can only repeat what the plan says.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from crmsync.engine.canonical import CanonicalRecord, Problem, SideRecord, validate
+from crmsync.engine.merge import Conflict, Note, merge
+from crmsync.mapping.model import DeletePolicy, Side
+from crmsync.mapping.model import Mapping as FlowMapping
+from crmsync.mapping.transforms import Canonical
+
+
+class Action(StrEnum):
+    CREATE = "create"  # a record new on one side is created on the other
+    LINK_BY_MATCH = "link_by_match"  # two unlinked records matched on the match keys
+    UPDATE = "update"  # a linked pair with changes to write
+    UNCHANGED = "unchanged"  # nothing to write (includes echoes of our own writes)
+    DELETE = "delete"  # a delete propagated to the other side
+    UNLINK = "unlink"  # a delete on one side ends the link, the other side stays
+    RESTORE = "restore"  # a deleted record is re-created from the other side
+    SKIP = "skip"  # nothing to do and nothing to link (e.g. deleted before ever linked)
+    WAIT = "wait"  # cannot proceed yet (a dependency is missing); retried next run
+    QUARANTINE = "quarantine"  # bad data or ambiguous match; needs a person
+
+
+class Op(StrEnum):
+    CREATE = "create"
+    UPDATE = "update"
+    DELETE = "delete"
+
+
+@dataclass(frozen=True)
+class LinkState:
+    """What the link store knows of a linked pair."""
+
+    crm_id: str
+    cb_id: str
+    base: CanonicalRecord
+    crm_snapshot: CanonicalRecord
+    cb_snapshot: CanonicalRecord
+    crm_version: str | None = None
+    cb_version: str | None = None
+    crm_updated_at: float = 0.0
+    cb_updated_at: float = 0.0
+
+
+@dataclass
+class SideWrite:
+    op: Op
+    changes: dict[str, Canonical]
+    #: the version the write is conditional on (Customcrm If-Match); None = unconditional
+    if_version: str | None = None
+
+
+@dataclass
+class Decision:
+    action: Action
+    crm_id: str | None
+    cb_id: str | None
+    merged: CanonicalRecord | None = None
+    crm_write: SideWrite | None = None
+    cb_write: SideWrite | None = None
+    conflicts: list[Conflict] = field(default_factory=list)
+    notes: list[Note] = field(default_factory=list)
+    reason: str | None = None
+    #: for QUARANTINE/WAIT: which side's record is held, and the kind of hold
+    held_side: Side | None = None
+    hold_kind: str | None = None  # invalid | ambiguous | waiting
+
+    def write_for(self, side: Side) -> SideWrite | None:
+        return self.crm_write if side is Side.CUSTOMCRM else self.cb_write
+
+
+def _label(mapping: FlowMapping, side: Side) -> str:
+    return f"Customcrm {mapping.customcrm.label}" if side is Side.CUSTOMCRM else (
+        f"Chargebee {mapping.chargebee.label}"
+    )
+
+
+def _quarantine(
+    mapping: FlowMapping, rec: SideRecord, problems: list[Problem], *, other_id: str | None = None
+) -> Decision:
+    reason = f"{_label(mapping, rec.side)} {rec.id}: " + "; ".join(p.message for p in problems)
+    crm_id, cb_id = (rec.id, other_id) if rec.side is Side.CUSTOMCRM else (other_id, rec.id)
+    return Decision(
+        Action.QUARANTINE, crm_id, cb_id, reason=reason, held_side=rec.side, hold_kind="invalid"
+    )
+
+
+def _check(
+    mapping: FlowMapping, changes: dict[str, Canonical], source: Side, record: SideRecord | None,
+    link_id_other: str | None,
+) -> Decision | None:
+    """Quarantine the *source* record when a value it would send cannot be written."""
+    if not changes or record is None:
+        return None
+    problems = validate(mapping, changes, source=source, target=source.other)
+    if problems:
+        return _quarantine(mapping, record, problems, other_id=link_id_other)
+    return None
+
+
+def decide_new(mapping: FlowMapping, rec: SideRecord) -> Decision:
+    """An unlinked record with no match on the other side: create it there."""
+    if rec.deleted:
+        return Decision(
+            Action.SKIP,
+            rec.id if rec.side is Side.CUSTOMCRM else None,
+            rec.id if rec.side is Side.CHARGEBEE else None,
+            reason="deleted before it was ever linked",
+        )
+    values = {k: v for k, v in rec.values.items() if v is not None}
+    problems = validate(mapping, rec.values, source=rec.side, target=rec.side.other)
+    missing = [k for k in mapping.match.keys if rec.values.get(k) is None]
+    if missing:
+        problems.insert(
+            0,
+            Problem(
+                missing[0],
+                f"{', '.join(mapping.source_path(mapping.field(k), rec.side) for k in missing)} is "
+                f"empty; it is the match key, so the record could be a duplicate; fill it in "
+                f"{'Customcrm' if rec.side is Side.CUSTOMCRM else 'Chargebee'}",
+            ),
+        )
+    if problems:
+        return _quarantine(mapping, rec, problems)
+    write = SideWrite(Op.CREATE, values)
+    if rec.side is Side.CUSTOMCRM:
+        return Decision(Action.CREATE, rec.id, None, merged=dict(rec.values), cb_write=write)
+    return Decision(Action.CREATE, None, rec.id, merged=dict(rec.values), crm_write=write)
+
+
+def decide_match(mapping: FlowMapping, crm: SideRecord, cb: SideRecord) -> Decision:
+    """Two unlinked records with the same match key: link them and merge with no base."""
+    result = merge(
+        mapping, None, crm.values, cb.values, crm_updated_at=crm.updated_at, cb_updated_at=cb.updated_at
+    )
+    for source, changes, rec, other in (
+        (Side.CUSTOMCRM, result.to_chargebee, crm, cb.id),
+        (Side.CHARGEBEE, result.to_customcrm, cb, crm.id),
+    ):
+        held = _check(mapping, changes, source, rec, other)
+        if held:
+            return held
+    return Decision(
+        Action.LINK_BY_MATCH,
+        crm.id,
+        cb.id,
+        merged=result.merged,
+        crm_write=SideWrite(Op.UPDATE, result.to_customcrm, crm.version) if result.to_customcrm else None,
+        cb_write=SideWrite(Op.UPDATE, result.to_chargebee, cb.version) if result.to_chargebee else None,
+        conflicts=result.conflicts,
+        notes=result.notes,
+    )
+
+
+def decide_linked(
+    mapping: FlowMapping, link: LinkState, crm: SideRecord | None, cb: SideRecord | None
+) -> Decision:
+    """A linked pair where at least one side was staged (changed since the watermark)."""
+    crm_deleted = crm is not None and crm.deleted
+    cb_deleted = cb is not None and cb.deleted
+    if crm_deleted or cb_deleted:
+        return _decide_delete(mapping, link, crm, cb, crm_deleted, cb_deleted)
+
+    crm_values = crm.values if crm else link.crm_snapshot
+    cb_values = cb.values if cb else link.cb_snapshot
+    crm_version = crm.version if crm else link.crm_version
+    cb_version = cb.version if cb else link.cb_version
+    result = merge(
+        mapping,
+        link.base,
+        crm_values,
+        cb_values,
+        crm_updated_at=crm.updated_at if crm else link.crm_updated_at,
+        cb_updated_at=cb.updated_at if cb else link.cb_updated_at,
+    )
+    for source, changes, rec, other in (
+        (Side.CUSTOMCRM, result.to_chargebee, crm, link.cb_id),
+        (Side.CHARGEBEE, result.to_customcrm, cb, link.crm_id),
+    ):
+        held = _check(mapping, changes, source, rec, other)
+        if held:
+            return held
+    action = Action.UPDATE if result.writes else Action.UNCHANGED
+    return Decision(
+        action,
+        link.crm_id,
+        link.cb_id,
+        merged=result.merged,
+        crm_write=SideWrite(Op.UPDATE, result.to_customcrm, crm_version) if result.to_customcrm else None,
+        cb_write=SideWrite(Op.UPDATE, result.to_chargebee, cb_version) if result.to_chargebee else None,
+        conflicts=result.conflicts,
+        notes=result.notes,
+    )
+
+
+def _decide_delete(
+    mapping: FlowMapping,
+    link: LinkState,
+    crm: SideRecord | None,
+    cb: SideRecord | None,
+    crm_deleted: bool,
+    cb_deleted: bool,
+) -> Decision:
+    if crm_deleted and cb_deleted:
+        return Decision(Action.UNLINK, link.crm_id, link.cb_id, reason="deleted on both sides")
+    deleted_on = Side.CUSTOMCRM if crm_deleted else Side.CHARGEBEE
+    survivor = deleted_on.other
+    policy = mapping.delete.policy_for(deleted_on)
+    where = "Customcrm" if deleted_on is Side.CUSTOMCRM else "Chargebee"
+    if policy is DeletePolicy.PROPAGATE:
+        write = SideWrite(Op.DELETE, {})
+        if survivor is Side.CUSTOMCRM:
+            write.if_version = crm.version if crm else link.crm_version
+            return Decision(
+                Action.DELETE, link.crm_id, link.cb_id, crm_write=write,
+                reason=f"deleted in {where}; policy propagate deletes the Customcrm record",
+            )
+        return Decision(
+            Action.DELETE, link.crm_id, link.cb_id, cb_write=write,
+            reason=f"deleted in {where}; policy propagate deletes the Chargebee record",
+        )
+    if policy is DeletePolicy.RESTORE:
+        survivor_values = (cb.values if cb else link.cb_snapshot) if survivor is Side.CHARGEBEE else (
+            crm.values if crm else link.crm_snapshot
+        )
+        values = {k: v for k, v in survivor_values.items() if v is not None}
+        write = SideWrite(Op.CREATE, values)
+        reason = f"deleted in {where}; policy restore re-creates it from the {survivor.value} record"
+        if deleted_on is Side.CUSTOMCRM:
+            return Decision(Action.RESTORE, None, link.cb_id, merged=dict(survivor_values),
+                            crm_write=write, reason=reason)
+        return Decision(Action.RESTORE, link.crm_id, None, merged=dict(survivor_values),
+                        cb_write=write, reason=reason)
+    return Decision(
+        Action.UNLINK, link.crm_id, link.cb_id,
+        reason=f"deleted in {where}; policy unlink keeps the {survivor.value} record and ends the link",
+    )
+
+
+def ambiguous(mapping: FlowMapping, rec: SideRecord, candidates: list[str], why: str) -> Decision:
+    """A record whose match key points at more than one record, or at a linked one."""
+    reason = (
+        f"{_label(mapping, rec.side)} {rec.id}: {why} ({', '.join(candidates)}); "
+        "merge or correct the duplicates so that one record per side carries the match key"
+    )
+    crm_id, cb_id = (rec.id, None) if rec.side is Side.CUSTOMCRM else (None, rec.id)
+    return Decision(
+        Action.QUARANTINE, crm_id, cb_id, reason=reason, held_side=rec.side, hold_kind="ambiguous"
+    )

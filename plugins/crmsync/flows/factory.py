@@ -1,0 +1,132 @@
+"""Mapping file → DAG. Cheap to parse: no network, no database, no heavy imports.
+
+Each flow DAG has the same six tasks; the task callables live in
+:mod:`crmsync.flows.tasks` and import hooks, SQLAlchemy and the engine only when they
+run. Nothing goes through XCom: tasks share state through the link store, keyed by the
+DAG run's id.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pendulum
+
+from crmsync.mapping.model import Mapping as FlowMapping, load_mapping
+
+DEFAULT_ARGS: dict[str, Any] = {
+    "owner": "crmsync",
+    "retries": 2,
+    "retry_delay": timedelta(seconds=30),
+    "retry_exponential_backoff": True,
+    "execution_timeout": timedelta(hours=6),
+}
+
+_DOC = """\
+### {flow}: Customcrm {crm_label} ⇄ Chargebee {cb_label}
+
+{description}
+
+**Tasks.** `extract_customcrm` and `extract_chargebee` stage what changed since each
+side's watermark; `transform` matches, merges and writes one plan row per pair;
+`upsert_chargebee` / `upsert_customcrm` execute the plan; `update_links` records links,
+quarantines what failed (with the reason), advances watermarks and logs the summary.
+Any task can be cleared and rerun: reruns never repeat a write that was done.
+
+**Params.** `full_resync` ignores the watermarks (re-reads everything, writes only
+differences); `dry_run` plans and summarises without writing; `approve_large_change`
+lets a run past the circuit breaker ({max_writes} writes, or {fraction:.0%} of links).
+
+**Policies.** Conflicts: `{conflict}` (tie → {tie}). Deletes: Customcrm → `{on_crm}`,
+Chargebee → `{on_cb}`. Blank values never overwrite unless a field says so.
+Match key: {keys}.
+
+**Chargebee limits for this flow.** {limits}
+
+**Field pairs.**
+
+| field | Customcrm | Chargebee | direction |
+|---|---|---|---|
+{fields}
+"""
+
+
+def doc_md(mapping: FlowMapping) -> str:
+    from crmsync.mapping.capabilities import capability
+
+    cap = capability(mapping.chargebee.resource)
+    fields = "\n".join(
+        f"| {f.name} | `{f.customcrm}` | `{f.chargebee}` | {f.direction.value} |" for f in mapping.fields
+    )
+    routed = sorted({r for r in cap.update_routes.values() if r != "update"})
+    limits = cap.limitation or "Chargebee can create, update and delete this resource."
+    if routed:
+        limits += " Some fields are written through dedicated endpoints: " + ", ".join(f"`{r}`" for r in routed) + "."
+    return _DOC.format(
+        flow=mapping.flow,
+        crm_label=mapping.customcrm.label,
+        cb_label=mapping.chargebee.label,
+        description=mapping.description.strip(),
+        max_writes=mapping.limits.max_writes_per_run,
+        fraction=mapping.limits.max_write_fraction,
+        conflict=mapping.conflict.policy.value,
+        tie=mapping.conflict.tie_breaker.value,
+        on_crm=mapping.delete.on_customcrm_delete.value,
+        on_cb=mapping.delete.on_chargebee_delete.value,
+        keys=", ".join(mapping.match.keys),
+        limits=limits,
+        fields=fields,
+    )
+
+
+def build_dag(mapping_file: str | Path) -> Any:
+    """One DAG for one mapping file."""
+    from airflow.providers.standard.operators.python import PythonOperator
+    from airflow.sdk import DAG, Param
+
+    from crmsync.flows.tasks import run_step
+
+    path = str(Path(mapping_file).resolve())
+    mapping = load_mapping(path)
+    with DAG(
+        dag_id=mapping.flow,
+        description=f"Customcrm {mapping.customcrm.label} ⇄ Chargebee {mapping.chargebee.label}",
+        schedule=mapping.schedule,
+        start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+        catchup=False,
+        max_active_runs=1,
+        tags=["crmsync", *mapping.tags],
+        doc_md=doc_md(mapping),
+        default_args=DEFAULT_ARGS,
+        params={
+            "full_resync": Param(False, type="boolean", description="Ignore watermarks and re-read everything."),
+            "dry_run": Param(False, type="boolean", description="Plan and summarise without writing."),
+            "approve_large_change": Param(
+                False, type="boolean", description="Let a run past the circuit breaker."
+            ),
+        },
+    ) as dag:
+
+        def step(task_id: str, name: str, side: str | None = None, **extra: Any) -> Any:
+            kwargs: dict[str, Any] = {"step": name, "mapping_file": path}
+            if side:
+                kwargs["side"] = side
+            return PythonOperator(task_id=task_id, python_callable=run_step, op_kwargs=kwargs, **extra)
+
+        extract_crm = step("extract_customcrm", "extract", "customcrm")
+        extract_cb = step("extract_chargebee", "extract", "chargebee")
+        transform = step("transform", "transform")
+        upsert_cb = step("upsert_chargebee", "upsert", "chargebee")
+        upsert_crm = step("upsert_customcrm", "upsert", "customcrm")
+        # all_done: the writes that did succeed must become links even when an upsert
+        # task failed (error budget), or the next run would not know about them.
+        links = step("update_links", "update_links", trigger_rule="all_done")
+        [extract_crm, extract_cb] >> transform >> [upsert_cb, upsert_crm] >> links
+    return dag
+
+
+def build_dags(folder: str | Path) -> dict[str, Any]:
+    """Every mapping in ``folder`` → {dag_id: DAG}."""
+    return {dag.dag_id: dag for dag in (build_dag(p) for p in sorted(Path(folder).glob("*.yaml")))}

@@ -1,0 +1,170 @@
+"""update_links: finished plan rows → links, quarantine and audit (one transaction per chunk).
+
+The rules, per pair:
+
+* every planned write done → the link's base becomes the merged record, and each
+  side's snapshot becomes what that side now holds (the write's response, or the
+  staged record when nothing was written there);
+* a write failed or went stale → the base stays as it was (so the next run's merge
+  still sees the unsynced edit), the sides that did change get new snapshots, and the
+  source record is held with the reason; a create that failed makes no link;
+* a record held by the plan (invalid, ambiguous, waiting) goes to quarantine with its
+  staged data, so it can be retried without an API call and repaired by a person.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from sqlalchemy.engine import RowMapping
+
+from crmsync.engine.canonical import content_hash, match_key
+from crmsync.mapping.model import Mapping as FlowMapping, Side
+from crmsync.store.repository import dumps, loads
+
+OK = {None, "done"}
+
+
+def _side_after(row: RowMapping, prefix: str, old: dict[str, Any] | None) -> dict[str, Any]:
+    """Values, version and updated_at a side holds after this run."""
+    result = loads(row[f"{prefix}_result"])
+    if row[f"{prefix}_status"] == "done" and result and "values" in result:
+        return {"values": result["values"], "version": result.get("version"), "updated_at": result.get("updated_at")}
+    staged = loads(row[f"{prefix}_staged"])
+    if staged:
+        return {"values": staged["values"], "version": staged.get("version"), "updated_at": staged.get("updated_at")}
+    assert old is not None
+    return old
+
+
+def apply_plan_rows(mapping: FlowMapping, repo: Any, run_id: str, rows: list[RowMapping]) -> None:
+    upserts: list[dict[str, Any]] = []
+    deletes: list[tuple[str, str]] = []
+    hold: list[dict[str, Any]] = []
+    release: list[tuple[str, str]] = []
+    audits: list[dict[str, Any]] = []
+
+    for row in rows:
+        action = row["action"]
+        detail = loads(row["detail"]) or {}
+        for c in detail.get("conflicts", []):
+            audits.append(
+                {"kind": "conflict", "crm_id": row["crm_id"], "cb_id": row["cb_id"], "field": c["field"],
+                 "detail": dumps(c)}
+            )
+        for n in detail.get("notes", []):
+            if n["kind"] == "reverted_read_only":
+                audits.append(
+                    {"kind": n["kind"], "crm_id": row["crm_id"], "cb_id": row["cb_id"], "field": n["field"],
+                     "detail": dumps(n)}
+                )
+
+        if action in ("quarantine", "wait"):
+            side = row["held_side"]
+            staged = row["crm_staged"] if side == Side.CUSTOMCRM.value else row["cb_staged"]
+            rid = row["crm_id"] if side == Side.CUSTOMCRM.value else row["cb_id"]
+            hold.append(
+                {"side": side, "record_id": rid, "kind": row["hold_kind"] or "waiting",
+                 "reason": row["reason"] or "", "staged": staged,
+                 "content_hash": content_hash(loads(staged)["values"]) if staged else None}
+            )
+            continue
+        if action == "skip":
+            continue
+        if action == "unlink":
+            deletes.append((row["crm_id"], row["cb_id"]))
+            audits.append({"kind": "unlink", "crm_id": row["crm_id"], "cb_id": row["cb_id"], "field": None,
+                           "detail": dumps({"reason": row["reason"]})})
+            continue
+        if action == "delete":
+            if row["crm_status"] in OK and row["cb_status"] in OK:
+                deletes.append((row["crm_id"], row["cb_id"]))
+                audits.append({"kind": "delete", "crm_id": row["crm_id"], "cb_id": row["cb_id"], "field": None,
+                               "detail": dumps({"reason": row["reason"]})})
+            else:
+                _hold_failed(row, hold)
+            continue
+
+        # create / restore / link_by_match / update / unchanged
+        crm_result = loads(row["crm_result"]) or {}
+        cb_result = loads(row["cb_result"]) or {}
+        crm_id = row["crm_id"] or crm_result.get("id")
+        cb_id = row["cb_id"] or cb_result.get("id")
+        if not crm_id or not cb_id:
+            _hold_failed(row, hold)  # a create failed: no link, the source is retried
+            continue
+        old = repo.get_link(cb_id=cb_id) if row["link_id"] is not None or action == "restore" else None
+        if action == "restore":
+            old_link = repo.get_link(crm_id=row["crm_id"]) if row["crm_id"] else None
+            if old_link is not None:
+                deletes.append((old_link["crm_id"], old_link["cb_id"]))
+            if old is not None:
+                deletes.append((old["crm_id"], old["cb_id"]))
+            old = None
+        all_ok = row["crm_status"] in OK and row["cb_status"] in OK
+        old_crm = old_cb = None
+        if old is not None:
+            old_crm = {"values": json.loads(old["crm_snapshot"]), "version": old["crm_version"],
+                       "updated_at": old["crm_updated_at"]}
+            old_cb = {"values": json.loads(old["cb_snapshot"]), "version": old["cb_version"],
+                      "updated_at": old["cb_updated_at"]}
+        crm_now = _side_after(row, "crm", old_crm)
+        cb_now = _side_after(row, "cb", old_cb)
+        merged = loads(row["merged"]) or {}
+        if all_ok:
+            base = merged
+        elif old is not None:
+            base = json.loads(old["base"])
+        else:
+            base = {}
+        upserts.append(
+            {
+                "crm_id": crm_id,
+                "crm_slot": "",
+                "cb_id": cb_id,
+                "match_key": match_key(mapping, merged or crm_now["values"]),
+                "base": dumps(base),
+                "crm_snapshot": dumps(crm_now["values"]),
+                "cb_snapshot": dumps(cb_now["values"]),
+                "base_hash": content_hash(base),
+                "crm_version": None if crm_now["version"] is None else str(crm_now["version"]),
+                "cb_version": None if cb_now["version"] is None else str(cb_now["version"]),
+                "crm_updated_at": crm_now["updated_at"] or 0.0,
+                "cb_updated_at": cb_now["updated_at"] or 0.0,
+            }
+        )
+        if all_ok:
+            release.extend([(Side.CUSTOMCRM.value, crm_id), (Side.CHARGEBEE.value, cb_id)])
+        else:
+            _hold_failed(row, hold)
+    repo.apply(
+        run_id,
+        [r["id"] for r in rows],
+        upsert_links=upserts,
+        delete_links=deletes,
+        hold=hold,
+        release=release,
+        audits=audits,
+    )
+
+
+def _hold_failed(row: RowMapping, hold: list[dict[str, Any]]) -> None:
+    """Hold the record whose data a failed write carried (stale writes need no hold)."""
+    for prefix, target in (("crm", Side.CUSTOMCRM), ("cb", Side.CHARGEBEE)):
+        status = row[f"{prefix}_status"]
+        if status in OK or status == "stale":
+            continue
+        source = target.other
+        src_prefix = "crm" if source is Side.CUSTOMCRM else "cb"
+        staged = row[f"{src_prefix}_staged"]
+        rid = row[f"{src_prefix}_id"]
+        if rid is None:
+            continue
+        kind = "invalid" if status == "rejected" else "failed"
+        # "rejected" is kept as kind "rejected": retried only when the record changes.
+        hold.append(
+            {"side": source.value, "record_id": rid, "kind": "rejected" if kind == "invalid" else kind,
+             "reason": row[f"{prefix}_error"] or f"write to {target.value} {status}", "staged": staged,
+             "content_hash": content_hash(loads(staged)["values"]) if staged else None}
+        )

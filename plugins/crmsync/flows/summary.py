@@ -1,0 +1,92 @@
+"""The run summary: counts per action and side, and every record that did not sync, with why.
+
+It is logged by update_links in a form a person reads at 3 a.m., stored as JSON on the
+run row, and printed as one JSON line by ``make sync``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from typing import Any
+
+from crmsync.mapping.model import Mapping as FlowMapping
+
+SIDES = ("customcrm", "chargebee")
+
+
+def build_summary(mapping: FlowMapping, repo: Any, run_id: str, *, dry_run: bool) -> dict[str, Any]:
+    staged = repo.count_staged(run_id)
+    actions: Counter[str] = Counter()
+    writes: dict[str, Counter[str]] = {s: Counter() for s in SIDES}
+    for row in repo.plan_counts(run_id):
+        n = int(row["n"])
+        actions[row["action"]] += n
+        for side, prefix in (("customcrm", "crm"), ("chargebee", "cb")):
+            op, status = row[f"{prefix}_op"], row[f"{prefix}_status"]
+            if op is None:
+                continue
+            key = {"create": "created", "update": "updated", "delete": "deleted"}[op]
+            writes[side][key if status == "done" else (f"planned_{key}" if status == "pending" else status)] += n
+    conflicts = blanks = reverted = 0
+    for detail in repo.plan_details(run_id):
+        d = json.loads(detail)
+        conflicts += len(d.get("conflicts", []))
+        for n in d.get("notes", []):
+            blanks += n["kind"] == "blank_ignored"
+            reverted += n["kind"] == "reverted_read_only"
+    problems = []
+    for p in repo.plan_problems(run_id):
+        if p["action"] in ("quarantine", "wait"):
+            problems.append({"kind": p["hold_kind"] or p["action"], "reason": p["reason"]})
+        for prefix in ("crm", "cb"):
+            if p[f"{prefix}_status"] in ("rejected", "failed", "stale"):
+                problems.append({"kind": p[f"{prefix}_status"], "reason": p[f"{prefix}_error"]})
+    return {
+        "flow": mapping.flow,
+        "run_id": run_id,
+        "dry_run": dry_run,
+        "read": {s: staged.get(s, 0) for s in SIDES},
+        "created": {s: writes[s]["created"] for s in SIDES},
+        "updated": {s: writes[s]["updated"] for s in SIDES},
+        "deleted": {s: writes[s]["deleted"] for s in SIDES},
+        "failed": {s: writes[s]["rejected"] + writes[s]["failed"] for s in SIDES},
+        "stale": {s: writes[s]["stale"] for s in SIDES},
+        "planned": {s: {k.removeprefix("planned_"): v for k, v in writes[s].items() if k.startswith("planned_")}
+                    for s in SIDES},
+        "linked_by_match": actions["link_by_match"],
+        "unchanged": actions["unchanged"],
+        "unlinked": actions["unlink"],
+        "conflicts": conflicts,
+        "blank_ignored": blanks,
+        "reverted_read_only": reverted,
+        "quarantined": actions["quarantine"],
+        "waiting": actions["wait"],
+        "actions": dict(sorted(actions.items())),
+        "problems": problems,
+    }
+
+
+def render_summary(s: dict[str, Any]) -> str:
+    """A few aligned lines for the task log."""
+    def pair(d: dict[str, int]) -> str:
+        return f"customcrm {d.get('customcrm', 0):>5}   chargebee {d.get('chargebee', 0):>5}"
+
+    lines = [
+        f"flow {s['flow']}  run {s['run_id']}" + ("  (DRY RUN: nothing written)" if s.get("dry_run") else ""),
+        f"  read        {pair(s['read'])}",
+        f"  created     {pair(s['created'])}",
+        f"  updated     {pair(s['updated'])}",
+        f"  deleted     {pair(s['deleted'])}",
+        f"  failed      {pair(s['failed'])}",
+        f"  stale       {pair(s['stale'])}  (changed while we wrote; synced next run)",
+        f"  linked by match {s['linked_by_match']}, unchanged {s['unchanged']}, unlinked {s['unlinked']}",
+        f"  conflicts {s['conflicts']} (audited), blanks ignored {s['blank_ignored']}, "
+        f"read-only edits reverted {s['reverted_read_only']}",
+        f"  quarantined {s['quarantined']}, waiting {s['waiting']}",
+    ]
+    if s.get("dry_run"):
+        lines.append(f"  planned writes: {s['planned']}")
+    for p in s["problems"]:
+        lines.append(f"  ! [{p['kind']}] {p['reason']}")
+    return "\n".join(lines)

@@ -1,0 +1,429 @@
+"""The six task callables of a flow DAG: thin wiring of store, engine and hooks.
+
+Nothing passes through XCom: every task reads and writes the link store, keyed by the
+DAG run's ``run_id``, so any task can be cleared and rerun from the UI and the result
+is the same as if it had run once:
+
+* extract_* replaces its side's staging rows for the run;
+* transform rebuilds the plan unless writes of it were already attempted;
+* upsert_* executes only plan rows whose write is not done;
+* update_links applies only rows not applied yet, then commits the watermarks.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from crmsync.mapping.model import Mapping as FlowMapping, Side, load_mapping
+
+log = logging.getLogger("crmsync")
+
+PROGRESS_EVERY_SECONDS = 10.0
+
+
+class SyncError(Exception):
+    """A run that must stop with a message for a person (circuit breaker, error budget)."""
+
+
+# -- helpers -----------------------------------------------------------------------------
+
+
+def _fail(message: str) -> None:
+    """Fail the task without retries: a person has to act first."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    raise AirflowFailException(message)
+
+
+def _context_params(context: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    params = dict(context.get("params") or {})
+    return str(context["run_id"]), params
+
+
+def _repo(mapping: FlowMapping) -> Any:
+    from crmsync.store.engine import store_engine
+    from crmsync.store.migrate import StoreNotReady, ensure_at_head
+    from crmsync.store.repository import Repository
+
+    engine = store_engine(mapping.connections.store)
+    try:
+        ensure_at_head(engine)
+    except StoreNotReady as exc:
+        _fail(str(exc))
+    return Repository(engine, mapping.flow)
+
+
+def _hook(mapping: FlowMapping, side: Side) -> Any:
+    if side is Side.CHARGEBEE:
+        from crmsync.hooks.chargebee import ChargebeeHook
+
+        return ChargebeeHook(chargebee_conn_id=mapping.connections.chargebee)
+    from crmsync.hooks.customcrm import CustomcrmHook
+
+    return CustomcrmHook(customcrm_conn_id=mapping.connections.customcrm)
+
+
+class Progress:
+    """Logs ``done/total, rate, time left`` at a steady cadence, not per record."""
+
+    def __init__(self, what: str, total: int | None = None) -> None:
+        self.what, self.total, self.done = what, total, 0
+        self.start = self.last = time.monotonic()
+
+    def add(self, n: int = 1) -> None:
+        self.done += n
+        t = time.monotonic()
+        if t - self.last >= PROGRESS_EVERY_SECONDS:
+            self.last = t
+            self.log()
+
+    def log(self) -> None:
+        elapsed = max(time.monotonic() - self.start, 1e-6)
+        rate = self.done / elapsed
+        if self.total:
+            left = (self.total - self.done) / rate if rate else float("inf")
+            log.info("%s: %d/%d (%.1f/s, ~%.0fs left)", self.what, self.done, self.total, rate, left)
+        else:
+            log.info("%s: %d so far (%.1f/s)", self.what, self.done, rate)
+
+
+# -- extract ----------------------------------------------------------------------------
+
+
+def _pages(mapping: FlowMapping, side: Side, hook: Any, since: float | None) -> Iterator[list[dict[str, Any]]]:
+    resource = mapping.side(side).resource
+    if side is Side.CHARGEBEE:
+        yield from hook.iter_pages(resource, updated_after=None if since is None else int(since))
+    else:
+        when = None if since is None else datetime.fromtimestamp(since, UTC)
+        yield from hook.iter_pages(resource, updated_since=when)
+
+
+def extract(mapping: FlowMapping, side: Side, run_id: str, params: dict[str, Any], hook: Any, repo: Any) -> int:
+    """Stage what changed on ``side`` since its watermark (minus the overlap), page by page."""
+    from crmsync.engine.canonical import CHARGEBEE_META, CUSTOMCRM_META, content_hash, match_key, side_record
+
+    repo.begin_run(run_id, params)
+    watermark = None if params.get("full_resync") else repo.get_watermark(side)
+    since = None if watermark is None else watermark - mapping.run.overlap_seconds
+    started = time.time()
+    meta = CHARGEBEE_META if side is Side.CHARGEBEE else CUSTOMCRM_META
+    repo.clear_staging(run_id, side)
+    progress = Progress(f"extract {side.value}")
+    log.info(
+        "extract %s %s: %s", side.value, mapping.side(side).resource,
+        "everything (first run or full resync)" if since is None
+        else f"changed since {datetime.fromtimestamp(since, UTC).isoformat()}",
+    )
+    for page in _pages(mapping, side, hook, since):
+        rows = []
+        for raw in page:
+            rec = side_record(mapping, side, raw, meta)
+            rows.append((rec, match_key(mapping, rec.values), content_hash(rec.values)))
+        progress.add(repo.stage(run_id, rows))
+    progress.log()
+    column = "crm_next_watermark" if side is Side.CUSTOMCRM else "cb_next_watermark"
+    repo.set_run(run_id, **{column: started})
+    return progress.done
+
+
+# -- transform ---------------------------------------------------------------------------
+
+
+def _plan_row(run_id: str, flow: str, seq: int, decision: Any, crm: Any, cb: Any, link_id: int | None) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    from crmsync.engine.canonical import match_key as _mk  # noqa: F401
+    from crmsync.store.repository import dumps, record_to_json
+
+    detail = None
+    if decision.conflicts or decision.notes:
+        detail = dumps(
+            {
+                "conflicts": [{**asdict(c), "winner": c.winner.value} for c in decision.conflicts],
+                "notes": [{**asdict(n), "side": n.side.value} for n in decision.notes],
+            }
+        )
+    row: dict[str, Any] = {
+        "run_id": run_id,
+        "flow": flow,
+        "seq": seq,
+        "action": decision.action.value,
+        "crm_id": decision.crm_id,
+        "cb_id": decision.cb_id,
+        "link_id": link_id,
+        "match_key": None,
+        "merged": None if decision.merged is None else dumps(decision.merged),
+        "crm_staged": None if crm is None else record_to_json(crm),
+        "cb_staged": None if cb is None else record_to_json(cb),
+        "reason": decision.reason,
+        "detail": detail,
+        "held_side": decision.held_side.value if decision.held_side else None,
+        "hold_kind": decision.hold_kind,
+        "applied": False,
+    }
+    for side, prefix in ((Side.CUSTOMCRM, "crm"), (Side.CHARGEBEE, "cb")):
+        write = decision.write_for(side)
+        row[f"{prefix}_op"] = write.op.value if write else None
+        row[f"{prefix}_changes"] = dumps(write.changes) if write else None
+        row[f"{prefix}_if_version"] = write.if_version if write else None
+        row[f"{prefix}_status"] = "pending" if write else None
+        row[f"{prefix}_result"] = None
+        row[f"{prefix}_error"] = None
+    return row
+
+
+def transform(mapping: FlowMapping, run_id: str, params: dict[str, Any], repo: Any) -> dict[str, int]:
+    """Map, match, merge and decide: one plan row per record pair."""
+    from crmsync.engine import plan as planner
+    from crmsync.engine.canonical import match_key
+    from crmsync.store.repository import link_state, record_from_staging
+
+    repo.begin_run(run_id, params)
+    done = repo.plan_progress(run_id)
+    if done:
+        log.info("transform: %d writes of this run's plan were already attempted; keeping the plan", done)
+        repo.set_run(run_id, status="planned")
+        return {}
+    repo.delete_plan(run_id)
+    carried = repo.carry_quarantined(run_id, lambda rec: match_key(mapping, rec.values))
+    if carried:
+        log.info("transform: retrying %d held records (waiting or failed earlier)", carried)
+
+    counts: Counter[str] = Counter()
+    seq = 0
+    rows: list[dict[str, Any]] = []
+
+    def emit(decision: Any, crm: Any, cb: Any, link_id: int | None = None) -> None:
+        nonlocal seq, rows
+        seq += 1
+        counts[decision.action.value] += 1
+        rows.append(_plan_row(run_id, mapping.flow, seq, decision, crm, cb, link_id))
+        if len(rows) >= 500:
+            repo.insert_plan(rows)
+            rows = []
+
+    progress = Progress("transform")
+    for batch in repo.iter_touched_links(run_id):
+        for link_row, c_row, k_row in batch:
+            crm = record_from_staging(c_row, "c_") if c_row is not None else None
+            cb = record_from_staging(k_row, "k_") if k_row is not None else None
+            decision = planner.decide_linked(mapping, link_state(link_row), crm, cb)
+            emit(decision, crm, cb, link_row["id"])
+        progress.add(len(batch))
+
+    def flush_groups(groups: list[tuple[str | None, list[Any]]]) -> None:
+        taken = repo.linked_by_match_key([k for k, _ in groups if k is not None])
+        for key, recs in groups:
+            crms = [r for r in recs if r.side is Side.CUSTOMCRM and not r.deleted]
+            cbs = [r for r in recs if r.side is Side.CHARGEBEE and not r.deleted]
+            for r in recs:
+                if r.deleted:
+                    emit(planner.decide_new(mapping, r), *_pair(r))
+            if key is None:
+                for r in crms + cbs:
+                    emit(planner.decide_new(mapping, r), *_pair(r))
+            elif key in taken:
+                crm_id, cb_id = taken[key]
+                for r in crms + cbs:
+                    emit(
+                        planner.ambiguous(
+                            mapping, r, [f"Customcrm {crm_id}", f"Chargebee {cb_id}"],
+                            "its match key is already linked to another pair",
+                        ),
+                        *_pair(r),
+                    )
+            elif len(crms) == 1 and len(cbs) == 1:
+                emit(planner.decide_match(mapping, crms[0], cbs[0]), crms[0], cbs[0])
+            elif len(crms) + len(cbs) == 1:
+                r = (crms + cbs)[0]
+                emit(planner.decide_new(mapping, r), *_pair(r))
+            else:
+                ids = [f"Customcrm {r.id}" for r in crms] + [f"Chargebee {r.id}" for r in cbs]
+                for r in crms + cbs:
+                    emit(planner.ambiguous(mapping, r, ids, "its match key is shared by several records"), *_pair(r))
+
+    groups: list[tuple[str | None, list[Any]]] = []
+    current_key: object = object()
+    for row in repo.iter_unlinked(run_id):
+        rec = record_from_staging(row)
+        key = row["match_key"]
+        if key is None or key != current_key:
+            if len(groups) >= 500:
+                flush_groups(groups)
+                groups = []
+            groups.append((key, [rec]))
+            current_key = key if key is not None else object()
+        else:
+            groups[-1][1].append(rec)
+        progress.add()
+    if groups:
+        flush_groups(groups)
+    if rows:
+        repo.insert_plan(rows)
+    progress.log()
+
+    _circuit_breaker(mapping, run_id, params, repo)
+    repo.set_run(run_id, status="planned")
+    log.info("transform: plan %s", dict(sorted(counts.items())))
+    return dict(counts)
+
+
+def _pair(rec: Any) -> tuple[Any, Any]:
+    return (rec, None) if rec.side is Side.CUSTOMCRM else (None, rec)
+
+
+def _circuit_breaker(mapping: FlowMapping, run_id: str, params: dict[str, Any], repo: Any) -> None:
+    """Stop before writing when a run would write far more than usual."""
+    writes = repo.count_plan_writes(run_id)
+    links = repo.count_links()
+    limits = mapping.limits
+    too_many = writes > limits.max_writes_per_run
+    too_big = links > 50 and writes > limits.max_write_fraction * links
+    if (too_many or too_big) and not params.get("approve_large_change"):
+        _fail(
+            f"circuit breaker: this run would write {writes} records "
+            f"({links} linked; limits: {limits.max_writes_per_run} per run, "
+            f"{limits.max_write_fraction:.0%} of the links). Nothing was written. If this is "
+            "expected (an initial sync, a bulk edit), trigger the DAG with the Param "
+            "approve_large_change=true; if not, check the mapping and the source data."
+        )
+
+
+# -- upsert -----------------------------------------------------------------------------
+
+
+def upsert(mapping: FlowMapping, side: Side, run_id: str, params: dict[str, Any], hook: Any, repo: Any) -> dict[str, int]:
+    """Execute this side's pending plan rows, recording each outcome as it happens."""
+    from crmsync.flows.writers import ChargebeeWriter, CustomcrmWriter, Outcome
+
+    repo.begin_run(run_id, params)
+    if params.get("dry_run"):
+        log.info("upsert %s: dry run, nothing is written", side.value)
+        return {}
+    writer: Any = (ChargebeeWriter if side is Side.CHARGEBEE else CustomcrmWriter)(mapping, hook, run_id)
+    status_col = "crm_status" if side is Side.CUSTOMCRM else "cb_status"
+    op_col = "crm_op" if side is Side.CUSTOMCRM else "cb_op"
+    run_row = repo.get_run(run_id)
+    started = run_row["started_at"] if run_row is not None else None
+    if started is not None and started.tzinfo is None:
+        started = started.replace(tzinfo=UTC)
+    reread = started is not None and (datetime.now(UTC) - started).total_seconds() > mapping.run.reread_after_seconds
+
+    outcomes: Counter[str] = Counter()
+    errors: list[str] = []
+    progress = Progress(f"upsert {side.value}")
+
+    def run_one(row: Any) -> tuple[Any, Outcome]:
+        return row, writer.execute(row, recovering=row[status_col] == "in_flight", reread=reread)
+
+    with ThreadPoolExecutor(max_workers=mapping.run.max_workers, thread_name_prefix=f"upsert-{side.value}") as pool:
+        for batch in repo.iter_pending_writes(run_id, side):
+            for row in batch:
+                if row[op_col] == "create" and row[status_col] == "pending":
+                    # Write-ahead: a crash after the remote create leaves "in_flight", and
+                    # the rerun looks the record up before creating anything.
+                    repo.mark_write(row["id"], side, "in_flight")
+            for row, outcome in pool.map(run_one, batch):
+                repo.mark_write(row["id"], side, outcome.status, result=outcome.result, error=outcome.error)
+                outcomes[outcome.status] += 1
+                if outcome.error and outcome.status != "stale":
+                    errors.append(outcome.error)
+                progress.add()
+    progress.log()
+    if writer.rereads:
+        log.info("upsert %s: %d records re-read before writing (stale-write guard)", side.value, writer.rereads)
+    log.info("upsert %s: %s", side.value, dict(outcomes))
+    failed = outcomes["rejected"] + outcomes["failed"]
+    if failed > mapping.limits.error_budget:
+        shown = "\n".join(f"  - {e}" for e in errors[:20])
+        _fail(
+            f"upsert {side.value}: {failed} records failed, more than the error budget "
+            f"({mapping.limits.error_budget}). The others were written. First failures:\n{shown}"
+        )
+    return dict(outcomes)
+
+
+# -- update links -----------------------------------------------------------------------
+
+
+def update_links(mapping: FlowMapping, run_id: str, params: dict[str, Any], repo: Any) -> dict[str, Any]:
+    """Turn finished plan rows into links, hold what failed, advance watermarks, summarise.
+
+    Runs even when an upsert task failed (trigger rule ``all_done``), so the writes that
+    succeeded are linked. Watermarks advance only when the plan was complete and no
+    write is left pending: otherwise the next run re-reads the same window.
+    """
+    from crmsync.flows.links import apply_plan_rows
+    from crmsync.flows.summary import build_summary, render_summary
+
+    repo.begin_run(run_id, params)
+    dry_run = bool(params.get("dry_run"))
+    run_row = repo.get_run(run_id)
+    if run_row is not None and run_row["status"] == "finished" and run_row["summary"]:
+        summary = json.loads(run_row["summary"])
+        log.info("update_links: run already finished\n%s", render_summary(summary))
+        return dict(summary)
+    planned = run_row is not None and run_row["status"] == "planned"
+    if not dry_run:
+        for batch in repo.iter_unapplied(run_id):
+            apply_plan_rows(mapping, repo, run_id, batch)
+    unfinished = 0 if dry_run else repo.count_unfinished_writes(run_id)
+    summary = build_summary(mapping, repo, run_id, dry_run=dry_run)
+    if not planned:
+        log.warning("update_links: transform did not finish; nothing applied, watermarks kept")
+        return summary
+    if unfinished:
+        summary["unfinished_writes"] = unfinished
+        log.warning(
+            "update_links: %d planned writes did not run (an upsert task failed or was killed); "
+            "their records are not linked yet and the watermarks stay where they were. Clear the "
+            "failed upsert task (and this one) to finish the run.\n%s",
+            unfinished, render_summary(summary),
+        )
+        return summary
+    if not dry_run and run_row is not None:
+        repo.commit_watermarks(
+            run_id,
+            {Side.CUSTOMCRM: run_row["crm_next_watermark"], Side.CHARGEBEE: run_row["cb_next_watermark"]},
+        )
+    repo.purge_staging(run_id)
+    repo.set_run(run_id, status="finished", finished_at=datetime.now(UTC), summary=json.dumps(summary))
+    log.info("run summary\n%s", render_summary(summary))
+    return summary
+
+
+# -- entry points for the DAG factory ------------------------------------------------------
+
+
+def _mapping(mapping_file: str) -> FlowMapping:
+    return load_mapping(Path(mapping_file))
+
+
+def run_step(step: str, mapping_file: str, side: str | None = None, **context: Any) -> None:
+    """The python_callable of every task. Returns nothing: no data goes through XCom."""
+    mapping = _mapping(mapping_file)
+    run_id, params = _context_params(context)
+    repo = _repo(mapping)
+    existing = repo.get_run(run_id)
+    if existing is not None and existing["status"] == "finished" and step != "update_links":
+        log.info(
+            "%s: run %s of %s already finished; nothing to do (trigger a new run to sync again)",
+            step, run_id, mapping.flow,
+        )
+        return
+    steps: dict[str, Callable[[], Any]] = {
+        "extract": lambda: extract(mapping, Side(side), run_id, params, _hook(mapping, Side(side)), repo),
+        "transform": lambda: transform(mapping, run_id, params, repo),
+        "upsert": lambda: upsert(mapping, Side(side), run_id, params, _hook(mapping, Side(side)), repo),
+        "update_links": lambda: update_links(mapping, run_id, params, repo),
+    }
+    steps[step]()

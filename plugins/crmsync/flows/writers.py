@@ -1,0 +1,283 @@
+"""Execute one plan row's write on one side, and recover when a write's fate is unknown.
+
+A writer never decides *what* to write (the plan did); it decides *how*: which
+endpoint takes which field, which id or idempotency key makes a repeated create
+harmless, and what a failure means for the record (``stale``: the record changed under
+us and the next run will see it; ``rejected``: the API refused the data, a person must
+fix it; ``failed``: the API could not be reached within the retry budget).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from sqlalchemy.engine import RowMapping
+
+from crmsync.engine.canonical import (
+    CHARGEBEE_META,
+    CUSTOMCRM_META,
+    Meta,
+    side_record,
+    to_canonical,
+    to_side,
+)
+from crmsync.hooks.errors import (
+    ApiError,
+    AuthError,
+    Conflict,
+    NotFound,
+    PreconditionFailed,
+    ValidationError,
+)
+from crmsync.mapping.capabilities import capability
+from crmsync.mapping.model import Mapping as FlowMapping, Side
+
+log = logging.getLogger(__name__)
+
+_CB_ID_CHARS = re.compile(r"[^A-Za-z0-9_\-.@~]")
+
+
+@dataclass
+class Outcome:
+    status: str  # done | stale | rejected | failed
+    result: dict[str, Any] | None = None
+    error: str | None = None
+
+
+def idempotency_key(*parts: str | None) -> str:
+    """Same plan row, same key: a rerun of a create replays instead of creating again."""
+    return hashlib.sha256("|".join(p or "" for p in parts).encode()).hexdigest()[:40]
+
+
+def result_of(mapping: FlowMapping, side: Side, raw: dict[str, Any], meta: Meta) -> dict[str, Any]:
+    """What a side holds after a write, in the shape update_links stores."""
+    rec = side_record(mapping, side, raw, meta)
+    return {"id": rec.id, "values": rec.values, "version": rec.version, "updated_at": rec.updated_at}
+
+
+def _generation(row: RowMapping) -> str:
+    """Creates share a key across runs (a crash in one run, a rerun in the next must
+    not create twice); a restore is a new generation of the record, so it gets its own."""
+    return f"restore:{row['run_id']}" if row["action"] == "restore" else ""
+
+
+class _Writer(Protocol):
+    def execute(self, row: RowMapping, *, recovering: bool, reread: bool) -> Outcome: ...
+
+
+def _fail(label: str, rid: str | None, err: ApiError) -> Outcome:
+    if isinstance(err, AuthError):
+        raise err  # a configuration problem: stop the task, do not blame the record
+    status = "rejected" if isinstance(err, ValidationError) or (
+        err.status is not None and 400 <= err.status < 500 and not err.retryable
+    ) else "failed"
+    what = f"{label} {rid}" if rid else label
+    fix = (
+        "; correct the value named above and the record is retried when it changes"
+        if status == "rejected"
+        else "; retried automatically next run"
+    )
+    return Outcome(status, error=f"{what}: {err}{fix}")
+
+
+class ChargebeeWriter:
+    """Writes to Chargebee, routing each field to the endpoint that accepts it."""
+
+    side = Side.CHARGEBEE
+
+    def __init__(self, mapping: FlowMapping, hook: Any, run_id: str) -> None:
+        self.mapping = mapping
+        self.hook = hook
+        self.run_id = run_id
+        self.cap = capability(mapping.chargebee.resource)
+        self.resource = mapping.chargebee.resource
+        self.label = f"Chargebee {mapping.chargebee.label}"
+        self.rereads = 0
+
+    def create_id(self, crm_id: str) -> str | None:
+        template = self.mapping.chargebee.create_id
+        if template is None:
+            return None
+        return _CB_ID_CHARS.sub("_", template.format(crm_id=crm_id))[:50]
+
+    def _result(self, raw: dict[str, Any]) -> dict[str, Any]:
+        return result_of(self.mapping, Side.CHARGEBEE, raw, CHARGEBEE_META)
+
+    def execute(self, row: RowMapping, *, recovering: bool, reread: bool) -> Outcome:
+        changes = json.loads(row["cb_changes"] or "{}")
+        op = row["cb_op"]
+        rid = row["cb_id"]
+        try:
+            if op == "create":
+                return self._create(row, changes, recovering)
+            if op == "update":
+                return self._update(rid, row, changes, reread)
+            if op == "delete":
+                try:
+                    self.hook.action(self.resource, rid, self.cap.delete_action)
+                except NotFound:
+                    pass
+                return Outcome("done", {"id": rid, "deleted": True})
+            raise ValueError(f"unknown op {op!r}")
+        except ApiError as err:
+            return _fail(self.label, rid or self.create_id(row["crm_id"] or ""), err)
+
+    def _create(self, row: RowMapping, changes: dict[str, Any], recovering: bool) -> Outcome:
+        new_id = self.create_id(row["crm_id"])
+        params = to_side(self.mapping, Side.CHARGEBEE, changes)
+        existing = None
+        if new_id and recovering:
+            existing = self.hook.retrieve(self.resource, new_id)
+        if existing is None:
+            if new_id:
+                params["id"] = new_id
+            key = idempotency_key(self.mapping.flow, "cb-create", row["crm_id"], _generation(row))
+            try:
+                created = self.hook.create(self.resource, params, idempotency_key=key)
+                return Outcome("done", self._result(created))
+            except Conflict:
+                if not new_id:
+                    raise
+                existing = self.hook.retrieve(self.resource, new_id)
+                if existing is None:
+                    raise
+        # The record exists (we made it before a crash): bring it to the planned values.
+        return self._reconcile(existing, changes)
+
+    def _reconcile(self, existing: dict[str, Any], changes: dict[str, Any]) -> Outcome:
+        now = to_canonical(self.mapping, Side.CHARGEBEE, existing)
+        diff = {k: v for k, v in changes.items() if now.get(k) != v}
+        if not diff:
+            return Outcome("done", self._result(existing))
+        raw = self._write_fields(str(existing["id"]), diff, {**now, **changes})
+        return Outcome("done", self._result(raw or existing))
+
+    def _update(self, rid: str, row: RowMapping, changes: dict[str, Any], reread: bool) -> Outcome:
+        if reread and row["cb_if_version"]:
+            # No If-Match in Chargebee: re-read an old extract's record right before
+            # writing so an edit made since the extract is not overwritten.
+            self.rereads += 1
+            current = self.hook.retrieve(self.resource, rid)
+            if current is None:
+                return Outcome("stale", error=f"{self.label} {rid} was deleted since it was read")
+            if str(current.get("resource_version")) != row["cb_if_version"]:
+                return Outcome(
+                    "stale", error=f"{self.label} {rid} changed since it was read; synced next run"
+                )
+        merged = json.loads(row["merged"] or "{}")
+        try:
+            raw = self._write_fields(rid, changes, merged)
+        except NotFound:
+            return Outcome("stale", error=f"{self.label} {rid} was deleted since it was read")
+        return Outcome("done", self._result(raw) if raw else None)
+
+    def _write_fields(self, rid: str, changes: dict[str, Any], merged: dict[str, Any]) -> dict[str, Any] | None:
+        """Send each changed field through the endpoint that accepts it.
+
+        ``update_billing_info`` gets the whole mapped billing address (from the merged
+        record), not just the changed lines: what it does with lines it is not sent is
+        not documented, and a half-cleared address is worse than one extra field.
+        """
+        routes: dict[str, dict[str, Any]] = {}
+        for name, value in changes.items():
+            path = self.mapping.field(name).chargebee
+            route = self.cap.update_route(path)
+            if route is None:
+                raise ValueError(f"{self.label}.{path} has no update endpoint")
+            routes.setdefault(route, {})[name] = value
+        raw: dict[str, Any] | None = None
+        for route, fields in routes.items():
+            if route == "update":
+                raw = self.hook.update(self.resource, rid, to_side(self.mapping, Side.CHARGEBEE, fields))
+            else:
+                prefix = next(iter(fields))
+                top = self.mapping.field(prefix).chargebee.split(".", 1)[0]
+                whole = {
+                    f.name: merged.get(f.name, changes.get(f.name))
+                    for f in self.mapping.fields
+                    if f.chargebee.split(".", 1)[0] == top
+                }
+                whole.update(fields)
+                params = to_side(self.mapping, Side.CHARGEBEE, {k: v for k, v in whole.items() if v is not None})
+                raw = self.hook.action(self.resource, rid, route, params)
+        return raw
+
+
+class CustomcrmWriter:
+    """Writes to Customcrm with If-Match, idempotency keys and an external reference."""
+
+    side = Side.CUSTOMCRM
+
+    def __init__(self, mapping: FlowMapping, hook: Any, run_id: str) -> None:
+        self.mapping = mapping
+        self.hook = hook
+        self.run_id = run_id
+        self.resource = mapping.customcrm.resource
+        self.label = f"Customcrm {mapping.customcrm.label}"
+        self.ext_field = CUSTOMCRM_META.external_ref or "ExternalRef"
+        self.rereads = 0
+
+    def _result(self, raw: dict[str, Any]) -> dict[str, Any]:
+        return result_of(self.mapping, Side.CUSTOMCRM, raw, CUSTOMCRM_META)
+
+    def execute(self, row: RowMapping, *, recovering: bool, reread: bool) -> Outcome:
+        changes = json.loads(row["crm_changes"] or "{}")
+        op = row["crm_op"]
+        rid = row["crm_id"]
+        try:
+            if op == "create":
+                return self._create(row, changes, recovering)
+            if op == "update":
+                return self._update(rid, changes, row["crm_if_version"])
+            if op == "delete":
+                try:
+                    self.hook.delete(self.resource, rid, if_match=row["crm_if_version"])
+                except NotFound:
+                    pass
+                except PreconditionFailed:
+                    return Outcome("stale", error=f"{self.label} {rid} was edited after the delete "
+                                   "was planned; not deleted, synced next run")
+                return Outcome("done", {"id": rid, "deleted": True})
+            raise ValueError(f"unknown op {op!r}")
+        except ApiError as err:
+            return _fail(self.label, rid or f"(for Chargebee {row['cb_id']})", err)
+
+    def _create(self, row: RowMapping, changes: dict[str, Any], recovering: bool) -> Outcome:
+        cb_id = row["cb_id"]
+        if recovering:
+            found = [r for r in self.hook.find(self.resource, external_ref=cb_id) if not r.get("Deleted")]
+            if found:
+                existing = found[0]
+                now = to_canonical(self.mapping, Side.CUSTOMCRM, existing)
+                diff = {k: v for k, v in changes.items() if now.get(k) != v}
+                if diff:
+                    return self._update(str(existing["Id"]), diff, existing.get("Version"))
+                return Outcome("done", self._result(existing))
+        body = to_side(self.mapping, Side.CUSTOMCRM, changes)
+        body[self.ext_field] = cb_id
+        key = idempotency_key(self.mapping.flow, "crm-create", cb_id, _generation(row))
+        created = self.hook.create(self.resource, body, idempotency_key=key)
+        return Outcome("done", self._result(created))
+
+    def _update(self, rid: str, changes: dict[str, Any], if_version: Any) -> Outcome:
+        body = to_side(self.mapping, Side.CUSTOMCRM, changes)
+        try:
+            raw = self.hook.update(self.resource, rid, body, if_match=if_version)
+        except PreconditionFailed:
+            # Either someone edited the record since we read it, or our own earlier
+            # attempt was applied and its response lost. Look before deciding.
+            self.rereads += 1
+            current = self.hook.get(self.resource, rid)
+            if current is not None:
+                now = to_canonical(self.mapping, Side.CUSTOMCRM, current)
+                if all(now.get(k) == v for k, v in changes.items()):
+                    return Outcome("done", self._result(current))
+            return Outcome("stale", error=f"{self.label} {rid} changed since it was read; synced next run")
+        except NotFound:
+            return Outcome("stale", error=f"{self.label} {rid} was deleted since it was read")
+        return Outcome("done", self._result(raw))

@@ -1,0 +1,511 @@
+"""Chargebee API v2 (Product Catalog 2.0) hook.
+
+Talks plain HTTP instead of wrapping the official SDK so that every request goes
+through the site's shared rate budget, the typed errors and our retry policy, and
+so a local sandbox needs nothing but a base URL (the SDK wants TLS and a
+``{site}.{domain}`` host).
+
+Chargebee's conventions, as the official SDK implements them:
+
+* base URL ``https://{site}.chargebee.com/api/v2``; HTTP Basic with the API key as user
+  name and an empty password;
+* GET for reads, POST for every write, bodies ``application/x-www-form-urlencoded``
+  in bracket notation (see :func:`encode_form`);
+* list responses ``{"list": [{"customer": {...}}, ...], "next_offset": "..."}``;
+* header ``chargebee-idempotency-key`` makes a POST safe to replay. Like the SDK when
+  its retries are on, we send a fresh key with every write that has none, so our
+  retries can never apply a write twice.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import uuid
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal
+from enum import Enum
+from typing import Any, ClassVar
+from urllib.parse import urlsplit, urlunsplit
+
+import requests
+from pydantic import Field, field_validator
+from requests.auth import HTTPBasicAuth
+
+from crmsync.hooks._http import (
+    ApiHook,
+    ConnectionConfigError,
+    HttpSettings,
+    error_body,
+    quote_segment,
+    retry_after_of,
+)
+from crmsync.hooks.budget import DEFAULT_RATE_PER_MINUTE, RateLimiter
+from crmsync.hooks.errors import (
+    ApiError,
+    AuthError,
+    Conflict,
+    InvalidResponse,
+    NotFound,
+    PreconditionFailed,
+    RateLimited,
+    ServerError,
+    ValidationError,
+)
+from crmsync.hooks.retry import RetryPolicy
+from crmsync.hooks._ui import field_behaviour, form_widgets
+from crmsync.provider import CHARGEBEE_CONN_FIELDS, CHARGEBEE_UI_BEHAVIOUR
+
+IDEMPOTENCY_HEADER = "chargebee-idempotency-key"
+REPLAYED_HEADER = "chargebee-idempotency-replayed"
+MAX_PAGE_SIZE = 100
+#: Keys whose dict/list value Chargebee expects as one JSON string (SDK ``jsonKeys``).
+JSON_KEYS = frozenset({"meta_data", "metadata"})
+
+_SITE_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62})$")
+_KEY_RE = re.compile(r"^[^\[\]=&]+$")
+_NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+# --------------------------------------------------------------------- encoding
+
+
+def _scalar(value: Any, key: str) -> str:
+    if isinstance(value, Enum):
+        value = value.value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | Decimal):
+        return str(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"{key}: {value!r} cannot be sent to Chargebee")
+        return repr(value)
+    if isinstance(value, str):
+        return value
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise ValueError(f"{key}: naive datetime; Chargebee timestamps need a timezone")
+        return str(int(value.timestamp()))
+    if isinstance(value, date):
+        raise TypeError(f"{key}: pass dates as an aware datetime (Chargebee uses Unix timestamps)")
+    raise TypeError(f"{key}: cannot form-encode a {type(value).__name__}")
+
+
+def _walk(out: list[tuple[str, str]], name: str, path: str, value: Any, suffix: str) -> None:
+    if value is None:
+        return
+    if name in JSON_KEYS and isinstance(value, Mapping | list | tuple):
+        out.append((path + suffix, json.dumps(value, separators=(",", ":"), default=str)))
+        return
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            key = str(key)
+            if not _KEY_RE.match(key):
+                raise ValueError(f"{path}: invalid parameter name {key!r}")
+            _walk(out, key, f"{path}[{key}]", item, suffix)
+        return
+    if isinstance(value, list | tuple):
+        if suffix:
+            raise TypeError(f"{path}: lists inside list items cannot be expressed in Chargebee's notation")
+        for index, item in enumerate(value):
+            _walk(out, name, path, item, f"[{index}]")
+        return
+    out.append((path + suffix, _scalar(value, path + suffix)))
+
+
+def encode_form(params: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Encode ``params`` as Chargebee form fields in bracket notation.
+
+    * nested mapping → ``billing_address[city]=Oslo``;
+    * list of scalars → ``coupon_ids[0]=a&coupon_ids[1]=b``;
+    * list of mappings → index *last*, as Chargebee expects:
+      ``order_line_items[status][0]=shipped&order_line_items[id][0]=li_1``
+      (a mapping nested in a list item keeps the index last too);
+    * ``meta_data`` / ``metadata`` mappings and lists → one JSON string;
+    * ``True``/``False`` → ``"true"``/``"false"``; aware datetimes → Unix seconds;
+    * ``None`` values are omitted (Chargebee would read ``""`` as "clear this field").
+
+    Returns ``(name, value)`` pairs in input order for ``requests`` to url-encode.
+    """
+    out: list[tuple[str, str]] = []
+    for key, value in params.items():
+        key = str(key)
+        if not _KEY_RE.match(key):
+            raise ValueError(f"invalid parameter name {key!r}")
+        _walk(out, key, key, value, "")
+    return out
+
+
+# --------------------------------------------------------------------- resources
+
+
+@dataclass(frozen=True)
+class ChargebeeResource:
+    """How one list/retrieve resource behaves.
+
+    :param name: plural path segment (``customers``).
+    :param object_key: the key wrapping each object in responses (``customer``).
+    :param updated_field: the timestamp the incremental filter and sort use.
+    :param include_deleted: whether the list accepts ``include_deleted``.
+    :param sortable: whether the list accepts ``sort_by[asc]=<updated_field>``.
+    """
+
+    name: str
+    object_key: str
+    updated_field: str = "updated_at"
+    include_deleted: bool = True
+    sortable: bool = True
+
+
+RESOURCES: dict[str, ChargebeeResource] = {
+    r.name: r
+    for r in (
+        ChargebeeResource("customers", "customer"),
+        ChargebeeResource("items", "item"),
+        ChargebeeResource("item_families", "item_family"),
+        ChargebeeResource("item_prices", "item_price"),
+        ChargebeeResource("orders", "order"),
+        ChargebeeResource("invoices", "invoice"),
+        ChargebeeResource("business_entities", "business_entity"),
+        ChargebeeResource("events", "event", updated_field="occurred_at", include_deleted=False),
+    )
+}
+
+
+class ChargebeeSettings(HttpSettings):
+    """Connection extra of a ``chargebee`` connection.
+
+    ``object_keys`` registers further resources (``{"item_prices": "item_price"}``)
+    without a code change.
+    """
+
+    object_keys: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("object_keys")
+    @classmethod
+    def _valid_names(cls, value: dict[str, str]) -> dict[str, str]:
+        for resource, key in value.items():
+            if not _NAME_RE.match(resource) or not _NAME_RE.match(key):
+                raise ValueError("resource and object key names must be lower_snake_case")
+        return value
+
+
+def chargebee_base_url(host: str | None, base_url: str | None) -> str:
+    """Derive the API base URL from the connection.
+
+    ``base_url`` (extra) wins; else ``host`` if it is a URL; else ``host`` is the site
+    name and the URL is ``https://{site}.chargebee.com/api/v2``. A URL without a path
+    gets ``/api/v2`` appended, so ``http://127.0.0.1:8602`` works for the sandbox.
+    """
+    raw = (base_url or "").strip() or (host or "").strip()
+    if not raw:
+        raise ConnectionConfigError(
+            "chargebee connection has no site: set host to the site name (e.g. 'acme-test') "
+            "or to a base URL (e.g. http://127.0.0.1:8602/api/v2)"
+        )
+    if "://" in raw:
+        parts = urlsplit(raw)
+        if not parts.netloc:
+            raise ConnectionConfigError("chargebee base URL has no host")
+        path = parts.path.rstrip("/") or "/api/v2"
+        return urlunsplit((parts.scheme, parts.netloc, path, "", ""))
+    site = raw.lower().removesuffix(".chargebee.com")
+    if not _SITE_RE.match(site):
+        raise ConnectionConfigError(
+            "chargebee site name must be letters, digits and dashes (e.g. 'acme-test')"
+        )
+    return f"https://{site}.chargebee.com/api/v2"
+
+
+# ------------------------------------------------------------------------- hook
+
+
+class ChargebeeHook(ApiHook):
+    """Read and write Chargebee records with paging, retries, rate budget and typed errors.
+
+    :param chargebee_conn_id: Airflow connection id (``conn_type`` ``chargebee``).
+    :param budget: override the shared per-site rate budget (tests, custom limiters).
+    :param retry_policy: override the retry policy derived from the connection.
+
+    Connection: host = site name (``acme-test``) or a full base URL; password = API key;
+    extra: ``base_url``, ``rate_limit_per_minute`` (default 150, the test-site limit),
+    ``rate_limit_burst``, ``max_workers``, ``timeout``, ``connect_timeout``, ``verify``,
+    ``max_attempts``, ``max_retry_wait``, ``max_total_retry_wait``, ``object_keys``.
+    """
+
+    conn_name_attr = "chargebee_conn_id"
+    default_conn_name = "chargebee_default"
+    conn_type = "chargebee"
+    hook_name = "Chargebee"
+
+    system: ClassVar[str] = "chargebee"
+    settings_model: ClassVar[type[HttpSettings]] = ChargebeeSettings
+    default_rate_per_minute: ClassVar[int | None] = DEFAULT_RATE_PER_MINUTE
+    #: Chargebee blocks a site for about a minute after a breach.
+    default_rate_limit_pause: ClassVar[float | None] = 60.0
+
+    def __init__(
+        self,
+        chargebee_conn_id: str = default_conn_name,
+        *,
+        budget: RateLimiter | None = None,
+        retry_policy: RetryPolicy | None = None,
+    ) -> None:
+        super().__init__(chargebee_conn_id, budget=budget, retry_policy=retry_policy)
+        self.chargebee_conn_id = chargebee_conn_id
+
+    # ------------------------------------------------------------- UI metadata
+
+    @classmethod
+    def get_connection_form_widgets(cls) -> dict[str, Any]:
+        """Extra fields of the connection form (legacy path; Airflow 3.3 reads provider info)."""
+        return form_widgets(CHARGEBEE_CONN_FIELDS)
+
+    @classmethod
+    def get_ui_field_behaviour(cls) -> dict[str, Any]:
+        """Relabel host → Site and password → API key; hide what Chargebee does not use."""
+        return field_behaviour(CHARGEBEE_UI_BEHAVIOUR)
+
+    # ------------------------------------------------------------------ config
+
+    def _resolve_base_url(self, conn: Any, settings: HttpSettings) -> str:
+        return chargebee_base_url(conn.host, settings.base_url)
+
+    def _auth(self, conn: Any, settings: HttpSettings) -> Any:
+        if not conn.password:
+            raise ConnectionConfigError(
+                f"connection {self.http_conn_id!r}: the API key (password field) is empty"
+            )
+        return HTTPBasicAuth(conn.password, "")
+
+    def resource(self, name: str) -> ChargebeeResource:
+        """The :class:`ChargebeeResource` for a plural resource name."""
+        found = RESOURCES.get(name)
+        if found is not None:
+            return found
+        extra = getattr(self.settings, "object_keys", {})
+        if name in extra:
+            return ChargebeeResource(name, extra[name])
+        raise ValueError(
+            f"unknown Chargebee resource {name!r}; known: {', '.join(sorted(RESOURCES))} "
+            "(add others with the connection extra 'object_keys')"
+        )
+
+    # ----------------------------------------------------------------- errors
+
+    def _error_from_response(self, response: requests.Response, method: str, template: str) -> ApiError:
+        body = error_body(response)
+        status = response.status_code
+        code = body.get("api_error_code") if isinstance(body.get("api_error_code"), str) else None
+        message = body.get("message") if isinstance(body.get("message"), str) else response.reason
+        param = body.get("param") if isinstance(body.get("param"), str) else None
+        args: tuple[Any, ...] = ("chargebee", status, code, message, param, method, template)
+        if status == 429 or code == "api_request_limit_exceeded":
+            return RateLimited(*args, retry_after=retry_after_of(response))
+        if status in (401, 403) or code in {"api_authentication_failed", "api_authorization_failed"}:
+            return AuthError(*args)
+        if status == 404 or code == "resource_not_found":
+            return NotFound(*args)
+        if code == "duplicate_entry" or status == 409:
+            return Conflict(*args)
+        if status == 412:
+            return PreconditionFailed(*args)
+        if status >= 500:
+            return ServerError(*args, retry_after=retry_after_of(response))
+        if status in (400, 422):
+            return ValidationError(*args, errors=[(param, message or "")])
+        return ApiError(*args)
+
+    # ------------------------------------------------------------------ reads
+
+    def _unwrap(self, body: Any, res: ChargebeeResource, method: str, template: str) -> dict[str, Any]:
+        obj = body.get(res.object_key) if isinstance(body, dict) else None
+        if not isinstance(obj, dict):
+            raise InvalidResponse(
+                "chargebee", 200, "invalid_response", f"response has no {res.object_key!r} object",
+                None, method, template,
+            )
+        return obj
+
+    def iter_pages(
+        self,
+        resource: str,
+        *,
+        updated_after: int | None = None,
+        include_deleted: bool = True,
+        filters: Mapping[str, Any] | None = None,
+        limit: int = MAX_PAGE_SIZE,
+    ) -> Iterator[list[dict[str, Any]]]:
+        """Yield pages of unwrapped objects, oldest ``updated_at`` first.
+
+        :param updated_after: Unix seconds; only records updated strictly after it
+            (``updated_at[after]``). ``None`` reads everything, including records that
+            have no ``updated_at``.
+        :param include_deleted: also list deleted records (they carry ``"deleted": true``),
+            which is how deletes are detected.
+        :param filters: extra list filters as Chargebee names them (``{"email[is]": "a@b.c"}``);
+            list values become a JSON array (``id[in]``).
+        :param limit: page size, 1..100.
+
+        Memory stays flat: one page at a time, following ``next_offset`` until absent.
+        """
+        if not 1 <= limit <= MAX_PAGE_SIZE:
+            raise ValueError(f"limit must be between 1 and {MAX_PAGE_SIZE}")
+        res = self.resource(resource)
+        template = res.name
+        base: dict[str, str] = {"limit": str(limit)}
+        if res.sortable:
+            base["sort_by[asc]"] = res.updated_field
+        if updated_after is not None:
+            base[f"{res.updated_field}[after]"] = str(int(updated_after))
+        if res.include_deleted:
+            base["include_deleted"] = "true" if include_deleted else "false"
+        for key, value in (filters or {}).items():
+            base[key] = json.dumps(list(value)) if isinstance(value, list | tuple) else _scalar(value, key)
+        offset: str | None = None
+        seen: set[str] = set()
+        while True:
+            params = dict(base)
+            if offset is not None:
+                params["offset"] = offset
+            response = self._request("GET", template, res.name, params=params)
+            body = self._json(response, "GET", template)
+            if not isinstance(body, dict) or not isinstance(body.get("list"), list):
+                raise InvalidResponse(
+                    "chargebee", response.status_code, "invalid_response", "list response has no 'list'",
+                    None, "GET", template,
+                )
+            page = [self._unwrap(entry, res, "GET", template) for entry in body["list"]]
+            if page:
+                yield page
+            next_offset = body.get("next_offset")
+            if not next_offset:
+                return
+            next_offset = str(next_offset)
+            if next_offset in seen:
+                raise InvalidResponse(
+                    "chargebee", response.status_code, "paging_loop", "next_offset repeated",
+                    None, "GET", template,
+                )
+            seen.add(next_offset)
+            offset = next_offset
+
+    def retrieve(self, resource: str, record_id: str) -> dict[str, Any] | None:
+        """Return one object, or ``None`` if it does not exist or is deleted (404)."""
+        res = self.resource(resource)
+        template = f"{res.name}/{{id}}"
+        try:
+            response = self._request("GET", template, f"{res.name}/{quote_segment(record_id)}")
+        except NotFound:
+            return None
+        return self._unwrap(self._json(response, "GET", template), res, "GET", template)
+
+    # ----------------------------------------------------------------- writes
+
+    def _post(
+        self,
+        res: ChargebeeResource,
+        template: str,
+        path: str,
+        params: Mapping[str, Any] | None,
+        idempotency_key: str | None,
+    ) -> dict[str, Any]:
+        data = encode_form(params or {})
+        key = idempotency_key or f"crmsync-{uuid.uuid4()}"
+        response = self._request(
+            "POST",
+            template,
+            path,
+            data=data,
+            headers={IDEMPOTENCY_HEADER: key},
+            replay_safe=True,  # the idempotency key makes a replay return the first response
+        )
+        if response.headers.get(REPLAYED_HEADER, "").lower() == "true":
+            self.log.info("chargebee POST %s: idempotent replay of an earlier request", template)
+        body = self._json(response, "POST", template)
+        if isinstance(body, dict) and isinstance(body.get(res.object_key), dict):
+            return dict(body[res.object_key])
+        if isinstance(body, dict):
+            return body
+        raise InvalidResponse(
+            "chargebee", response.status_code, "invalid_response", "response is not an object",
+            None, "POST", template,
+        )
+
+    def create(
+        self, resource: str, params: Mapping[str, Any], *, idempotency_key: str | None = None
+    ) -> dict[str, Any]:
+        """Create a record (``POST /{resource}``) and return it.
+
+        Pass a deterministic ``id`` in ``params`` where the resource allows it and a
+        deterministic ``idempotency_key``: a rerun after a crash then gets either the
+        replayed response or :class:`~crmsync.hooks.errors.Conflict` (``duplicate_entry``),
+        never a second record.
+        """
+        res = self.resource(resource)
+        return self._post(res, res.name, res.name, params, idempotency_key)
+
+    def update(
+        self,
+        resource: str,
+        record_id: str,
+        params: Mapping[str, Any],
+        *,
+        idempotency_key: str | None = None,
+    ) -> dict[str, Any]:
+        """Update a record (``POST /{resource}/{id}``); send only the changed fields.
+
+        Chargebee has no conditional write: there is no If-Match, the last writer wins.
+        ``billing_address`` must go through :meth:`action` ``"update_billing_info"``.
+        """
+        res = self.resource(resource)
+        return self._post(
+            res, f"{res.name}/{{id}}", f"{res.name}/{quote_segment(record_id)}", params, idempotency_key
+        )
+
+    def action(
+        self,
+        resource: str,
+        record_id: str,
+        action: str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        idempotency_key: str | None = None,
+    ) -> dict[str, Any]:
+        """Call a record action (``POST /{resource}/{id}/{action}``), e.g. ``delete``.
+
+        Returns the resource's object if the response has one, else the whole body.
+        """
+        if not _NAME_RE.match(action):
+            raise ValueError(f"invalid action name {action!r}")
+        res = self.resource(resource)
+        return self._post(
+            res,
+            f"{res.name}/{{id}}/{action}",
+            f"{res.name}/{quote_segment(record_id)}/{action}",
+            params,
+            idempotency_key,
+        )
+
+    def test_connection(self) -> tuple[bool, str]:
+        """Check the site and API key with one cheap list call (the UI's Test button)."""
+        try:
+            next(iter(self.iter_pages("customers", limit=1)), None)
+        except (ApiError, ConnectionConfigError, ValueError) as exc:
+            return False, str(exc)
+        return True, f"Connected to {self.base_url}"
+
+
+__all__ = [
+    "IDEMPOTENCY_HEADER",
+    "RESOURCES",
+    "ChargebeeHook",
+    "ChargebeeResource",
+    "ChargebeeSettings",
+    "chargebee_base_url",
+    "encode_form",
+]

@@ -1,0 +1,76 @@
+"""What the Chargebee API lets a client write, per resource.
+
+The mapping validator uses this table to reject a mapping that asks the sync to write a
+field Chargebee cannot write (the flow would otherwise drop that edit silently), and
+the Chargebee writer uses it to route each changed field to the endpoint that accepts
+it (a customer's ``billing_address`` only changes through ``update_billing_info``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class ResourceCapability:
+    """The writes Chargebee's public API offers for one resource."""
+
+    resource: str
+    object_key: str
+    can_create: bool
+    can_update: bool
+    can_delete: bool
+    #: top-level field (or prefix of a dotted path) → the endpoint that writes it on
+    #: update: ``"update"`` for ``POST /{resource}/{id}``, else an action name.
+    update_routes: dict[str, str] = field(default_factory=dict)
+    #: fields a create must carry (besides ``id``).
+    create_requires: tuple[str, ...] = ()
+    #: the action that deletes (``POST /{resource}/{id}/{delete_action}``).
+    delete_action: str = "delete"
+    #: why writes are limited, said to the user in validation errors and run summaries.
+    limitation: str | None = None
+
+    def update_route(self, path: str) -> str | None:
+        """The endpoint that writes ``path`` on an existing record, or None if none does."""
+        top = path.split(".", 1)[0]
+        return self.update_routes.get(top)
+
+    def can_write(self, path: str) -> bool:
+        return self.can_update and self.update_route(path) is not None
+
+
+CAPABILITIES: dict[str, ResourceCapability] = {
+    "customers": ResourceCapability(
+        resource="customers",
+        object_key="customer",
+        can_create=True,
+        can_update=True,
+        can_delete=True,
+        update_routes={
+            **dict.fromkeys(
+                (
+                    "first_name",
+                    "last_name",
+                    "email",
+                    "phone",
+                    "company",
+                    "meta_data",
+                    "locale",
+                    "net_term_days",
+                    "preferred_currency_code",
+                ),
+                "update",
+            ),
+            "billing_address": "update_billing_info",
+        },
+    ),
+}
+
+
+def capability(resource: str) -> ResourceCapability:
+    """Look up a resource, with an error that lists the supported ones."""
+    try:
+        return CAPABILITIES[resource]
+    except KeyError:
+        known = ", ".join(sorted(CAPABILITIES))
+        raise KeyError(f"Chargebee resource {resource!r} is not supported (supported: {known})") from None

@@ -1,0 +1,257 @@
+"""The mapping file of one flow, validated by pydantic when the DAG file is parsed.
+
+A bad mapping must fail at parse time with a message that names the file, the field
+and the fix, so that it shows as an import error in the Airflow UI instead of a task
+that writes garbage at 3 a.m.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from crmsync.mapping.capabilities import capability
+from crmsync.mapping.transforms import TRANSFORMS
+
+_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+class MappingError(ValueError):
+    """A mapping file that cannot be used, with every problem listed."""
+
+
+class Side(StrEnum):
+    CUSTOMCRM = "customcrm"
+    CHARGEBEE = "chargebee"
+
+    @property
+    def other(self) -> Side:
+        return Side.CHARGEBEE if self is Side.CUSTOMCRM else Side.CUSTOMCRM
+
+
+class Direction(StrEnum):
+    BOTH = "both"
+    TO_CHARGEBEE = "to_chargebee"
+    TO_CUSTOMCRM = "to_customcrm"
+
+    def writes(self, side: Side) -> bool:
+        """Whether values flow *into* ``side``."""
+        if self is Direction.BOTH:
+            return True
+        return (self is Direction.TO_CHARGEBEE) == (side is Side.CHARGEBEE)
+
+
+class ConflictPolicy(StrEnum):
+    NEWEST_WINS = "newest_wins"
+    CUSTOMCRM_WINS = "customcrm_wins"
+    CHARGEBEE_WINS = "chargebee_wins"
+
+
+class DeletePolicy(StrEnum):
+    PROPAGATE = "propagate"  # delete the linked record on the other side
+    UNLINK = "unlink"  # forget the link, leave the other side alone
+    RESTORE = "restore"  # re-create the deleted record from the other side
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FieldMap(_Strict):
+    """One canonical field and where it lives on each side."""
+
+    name: str
+    customcrm: str
+    chargebee: str
+    transform: str = "strip"
+    direction: Direction = Direction.BOTH
+    #: By default a side that blanks a field does not blank the other side's value.
+    empty_overwrites: bool = False
+    required: bool = False
+    max_length: Annotated[int, Field(gt=0)] | None = None
+    format: str | None = None  # email | country_code
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not _NAME.match(v):
+            raise ValueError(f"field name {v!r} must be snake_case (letters, digits, underscores)")
+        return v
+
+    @field_validator("transform")
+    @classmethod
+    def _transform(cls, v: str) -> str:
+        if v not in TRANSFORMS:
+            raise ValueError(f"unknown transform {v!r}; use one of: {', '.join(sorted(TRANSFORMS))}")
+        return v
+
+    @field_validator("format")
+    @classmethod
+    def _format(cls, v: str | None) -> str | None:
+        if v is not None and v not in ("email", "country_code"):
+            raise ValueError(f"unknown format {v!r}; use 'email' or 'country_code'")
+        return v
+
+
+class SideSpec(_Strict):
+    resource: str
+    label: str
+
+
+class ChargebeeSpec(SideSpec):
+    #: Template of the id given to records the sync creates in Chargebee ({crm_id}).
+    create_id: str | None = None
+
+    @field_validator("create_id")
+    @classmethod
+    def _create_id(cls, v: str | None) -> str | None:
+        if v is not None and "{crm_id}" not in v:
+            raise ValueError("create_id must contain '{crm_id}' so that ids are deterministic")
+        return v
+
+
+class MatchSpec(_Strict):
+    keys: list[str] = Field(min_length=1)
+
+
+class ConflictSpec(_Strict):
+    policy: ConflictPolicy = ConflictPolicy.NEWEST_WINS
+    tie_breaker: Side = Side.CUSTOMCRM
+
+
+class DeleteSpec(_Strict):
+    on_customcrm_delete: DeletePolicy = DeletePolicy.UNLINK
+    on_chargebee_delete: DeletePolicy = DeletePolicy.UNLINK
+
+    def policy_for(self, deleted_on: Side) -> DeletePolicy:
+        return self.on_customcrm_delete if deleted_on is Side.CUSTOMCRM else self.on_chargebee_delete
+
+
+class LimitSpec(_Strict):
+    max_writes_per_run: Annotated[int, Field(gt=0)] = 2000
+    max_write_fraction: Annotated[float, Field(gt=0, le=1)] = 0.5
+    error_budget: Annotated[int, Field(ge=0)] = 10
+
+
+class ConnectionSpec(_Strict):
+    """Airflow connection ids the flow uses (defaults suit a single Chargebee site)."""
+
+    customcrm: str = "customcrm_default"
+    chargebee: str = "chargebee_default"
+    store: str = "crmsync_store"
+
+
+class RunSpec(_Strict):
+    """How the tasks read and write."""
+
+    #: re-read a window this long before the watermark: list endpoints can miss the
+    #: latest changes, and clocks drift.
+    overlap_seconds: Annotated[int, Field(ge=0)] = 300
+    #: a Chargebee record whose extract is older than this is re-read before it is
+    #: written, to narrow the window for a lost update (Chargebee has no If-Match).
+    reread_after_seconds: Annotated[int, Field(ge=0)] = 300
+    #: concurrent writes per upsert task (the shared rate budget still applies).
+    max_workers: Annotated[int, Field(ge=1, le=32)] = 4
+
+
+class Mapping(_Strict):
+    """A whole flow: both sides, the field pairs and the policies."""
+
+    flow: str
+    description: str = ""
+    schedule: str | None = "@hourly"
+    tags: list[str] = Field(default_factory=list)
+    customcrm: SideSpec
+    chargebee: ChargebeeSpec
+    fields: list[FieldMap] = Field(min_length=1)
+    match: MatchSpec
+    conflict: ConflictSpec = ConflictSpec()
+    delete: DeleteSpec = DeleteSpec()
+    limits: LimitSpec = LimitSpec()
+    connections: ConnectionSpec = ConnectionSpec()
+    run: RunSpec = RunSpec()
+
+    @field_validator("flow")
+    @classmethod
+    def _flow(cls, v: str) -> str:
+        if not _NAME.match(v):
+            raise ValueError(f"flow {v!r} must be snake_case; it becomes the DAG id")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Mapping:
+        problems: list[str] = []
+        names = [f.name for f in self.fields]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            problems.append(f"field names appear twice: {', '.join(dupes)}")
+        for key in self.match.keys:
+            if key not in names:
+                problems.append(f"match key {key!r} is not one of the fields ({', '.join(names)})")
+        try:
+            cap = capability(self.chargebee.resource)
+        except KeyError as exc:
+            problems.append(str(exc.args[0]))
+        else:
+            for f in self.fields:
+                if f.direction.writes(Side.CHARGEBEE) and not cap.can_write(f.chargebee):
+                    why = cap.limitation or "Chargebee's API has no endpoint that updates it"
+                    problems.append(
+                        f"field {f.name!r} asks to write Chargebee {cap.object_key}.{f.chargebee}, "
+                        f"which Chargebee cannot write ({why}); set `direction: to_customcrm`"
+                    )
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    # -- derived views, used by the engine -------------------------------------------
+
+    def field(self, name: str) -> FieldMap:
+        for f in self.fields:
+            if f.name == name:
+                return f
+        raise KeyError(name)
+
+    def side(self, side: Side) -> SideSpec:
+        return self.customcrm if side is Side.CUSTOMCRM else self.chargebee
+
+    def source_path(self, f: FieldMap, side: Side) -> str:
+        return f.customcrm if side is Side.CUSTOMCRM else f.chargebee
+
+
+def parse_mapping(data: Any, *, source: str = "<mapping>") -> Mapping:
+    """Validate a mapping document, turning pydantic's errors into one readable message."""
+    try:
+        return Mapping.model_validate(data)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+            msg = err["msg"].removeprefix("Value error, ")
+            lines.append(f"  - {where}: {msg}")
+        raise MappingError(f"invalid mapping file {source}:\n" + "\n".join(lines)) from None
+
+
+def load_mapping(path: str | Path) -> Mapping:
+    """Read and validate one mapping YAML file."""
+    p = Path(path)
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise MappingError(f"invalid mapping file {p}: not valid YAML ({exc})") from None
+    return parse_mapping(data, source=str(p))
+
+
+def load_mappings(folder: str | Path) -> list[Mapping]:
+    """Every ``*.yaml`` mapping in ``folder``, sorted by flow name; flows must be unique."""
+    mappings = [load_mapping(p) for p in sorted(Path(folder).glob("*.yaml"))]
+    flows = [m.flow for m in mappings]
+    dupes = sorted({f for f in flows if flows.count(f) > 1})
+    if dupes:
+        raise MappingError(f"flows defined twice in {folder}: {', '.join(dupes)}")
+    return mappings

@@ -1,0 +1,86 @@
+"""Pure field transforms: a raw value from either side → its canonical form.
+
+Both sides' values go through the same transform before they are compared, so
+``" Ada@Example.COM "`` and ``"ada@example.com"`` are the same email and not an edit.
+Empty strings become ``None``: "blank" has one spelling in the canonical record.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Callable
+from typing import Any
+
+Canonical = str | int | float | bool | None
+
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_COUNTRY = re.compile(r"^[A-Z]{2}$")
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    s = unicodedata.normalize("NFC", str(value)).strip()
+    return s or None
+
+
+def strip(value: Any) -> Canonical:
+    return _text(value)
+
+
+def lower(value: Any) -> Canonical:
+    s = _text(value)
+    return s.lower() if s else None
+
+
+def upper(value: Any) -> Canonical:
+    s = _text(value)
+    return s.upper() if s else None
+
+
+def email(value: Any) -> Canonical:
+    """Emails compare case-insensitively; Chargebee and most CRMs store them lowercase."""
+    return lower(value)
+
+
+def country(value: Any) -> Canonical:
+    """ISO 3166-1 alpha-2 codes, as Chargebee's billing address expects."""
+    return upper(value)
+
+
+def identity(value: Any) -> Canonical:
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    return str(value)
+
+
+TRANSFORMS: dict[str, Callable[[Any], Canonical]] = {
+    "strip": strip,
+    "lower": lower,
+    "upper": upper,
+    "email": email,
+    "country": country,
+    "none": identity,
+}
+
+
+def check_format(fmt: str | None, value: Canonical) -> str | None:
+    """Why ``value`` breaks ``fmt``, or None when it is fine (blank is fine)."""
+    if fmt is None or value is None:
+        return None
+    s = str(value)
+    if fmt == "email" and not _EMAIL.match(s):
+        return f"{s!r} is not a valid email address"
+    if fmt == "country_code" and not _COUNTRY.match(s):
+        return f"{s!r} is not a two-letter ISO country code (e.g. NO, DE, US)"
+    return None
+
+
+def has_control_chars(value: Canonical) -> bool:
+    """Control characters (other than tab/newline) are rejected by both APIs."""
+    return isinstance(value, str) and any(
+        unicodedata.category(ch) == "Cc" and ch not in "\t\n\r" for ch in value
+    )

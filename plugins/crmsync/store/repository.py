@@ -1,0 +1,559 @@
+"""Set-based reads and writes of the link store for one flow.
+
+Every method works in batches or streams (``yield_per``) so memory stays flat with the
+number of records, and every write that tasks rely on for reruns is idempotent
+(delete-then-insert per run, upserts keyed by natural keys, ``applied`` flags).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import asdict
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import and_, delete, exists, func, insert, or_, select, update
+from sqlalchemy.engine import Connection, Engine, RowMapping
+
+from crmsync.engine.canonical import SideRecord, content_hash
+from crmsync.engine.plan import LinkState
+from crmsync.mapping.model import Side
+from crmsync.store.schema import audit, link, plan, quarantine, run, staging, watermark
+
+BATCH = 500
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, ensure_ascii=False, default=str)
+
+
+def loads(value: str | None) -> Any:
+    return None if value is None else json.loads(value)
+
+
+def record_to_json(rec: SideRecord) -> str:
+    data = asdict(rec)
+    data["side"] = rec.side.value
+    return dumps(data)
+
+
+def record_from_json(blob: str | None) -> SideRecord | None:
+    if blob is None:
+        return None
+    data = json.loads(blob)
+    data["side"] = Side(data["side"])
+    return SideRecord(**data)
+
+
+def record_from_staging(row: RowMapping, prefix: str = "") -> SideRecord:
+    return SideRecord(
+        side=Side(row[f"{prefix}side"]),
+        id=row[f"{prefix}record_id"],
+        values=json.loads(row[f"{prefix}canonical"]),
+        updated_at=row[f"{prefix}updated_at"] or 0.0,
+        version=row[f"{prefix}version"],
+        deleted=bool(row[f"{prefix}deleted"]),
+        external_ref=row[f"{prefix}external_ref"],
+    )
+
+
+def link_state(row: RowMapping) -> LinkState:
+    return LinkState(
+        crm_id=row["crm_id"],
+        cb_id=row["cb_id"],
+        base=json.loads(row["base"]),
+        crm_snapshot=json.loads(row["crm_snapshot"]),
+        cb_snapshot=json.loads(row["cb_snapshot"]),
+        crm_version=row["crm_version"],
+        cb_version=row["cb_version"],
+        crm_updated_at=row["crm_updated_at"] or 0.0,
+        cb_updated_at=row["cb_updated_at"] or 0.0,
+    )
+
+
+def _chunks(items: Sequence[Any], size: int = BATCH) -> Iterator[Sequence[Any]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+def _finished(status: Any) -> Any:
+    return or_(status.is_(None), status.not_in(("pending", "in_flight")))
+
+
+class Repository:
+    """The link store as seen by one flow."""
+
+    def __init__(self, engine: Engine, flow: str) -> None:
+        self.engine = engine
+        self.flow = flow
+
+    # -- runs and watermarks ------------------------------------------------------
+
+    def begin_run(self, run_id: str, params: dict[str, Any]) -> None:
+        """Create the run row if missing (any task may be the first to run on a rerun)."""
+        with self.engine.begin() as conn:
+            found = conn.execute(
+                select(run.c.run_id).where(run.c.run_id == run_id, run.c.flow == self.flow)
+            ).first()
+            if found is None:
+                conn.execute(
+                    insert(run).values(
+                        run_id=run_id, flow=self.flow, started_at=now(), status="running",
+                        params=dumps(params),
+                    )
+                )
+
+    def get_run(self, run_id: str) -> RowMapping | None:
+        with self.engine.connect() as conn:
+            return conn.execute(
+                select(run).where(run.c.run_id == run_id, run.c.flow == self.flow)
+            ).mappings().first()
+
+    def set_run(self, run_id: str, **values: Any) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(update(run).where(run.c.run_id == run_id, run.c.flow == self.flow).values(**values))
+
+    def get_watermark(self, side: Side) -> float | None:
+        with self.engine.connect() as conn:
+            value = conn.execute(
+                select(watermark.c.value).where(watermark.c.flow == self.flow, watermark.c.side == side.value)
+            ).scalar()
+        return None if value is None else float(value)
+
+    def _set_watermark(self, conn: Connection, side: Side, value: float, run_id: str) -> None:
+        key = and_(watermark.c.flow == self.flow, watermark.c.side == side.value)
+        changed = conn.execute(
+            update(watermark).where(key).values(value=value, run_id=run_id, updated_at=now())
+        ).rowcount
+        if not changed:
+            conn.execute(
+                insert(watermark).values(
+                    flow=self.flow, side=side.value, value=value, run_id=run_id, updated_at=now()
+                )
+            )
+
+    def reset_watermarks(self) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(delete(watermark).where(watermark.c.flow == self.flow))
+
+    # -- staging ---------------------------------------------------------------------
+
+    def clear_staging(self, run_id: str, side: Side) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                delete(staging).where(
+                    staging.c.run_id == run_id, staging.c.flow == self.flow, staging.c.side == side.value
+                )
+            )
+
+    def stage(self, run_id: str, rows: Iterable[tuple[SideRecord, str | None, str]]) -> int:
+        """Insert one page of records: (record, match key, content hash).
+
+        A record id seen twice in one extract (it was edited while we paged) keeps its
+        newest version.
+        """
+        values = [
+            {
+                "run_id": run_id,
+                "flow": self.flow,
+                "side": rec.side.value,
+                "record_id": rec.id,
+                "match_key": mk,
+                "updated_at": rec.updated_at,
+                "version": rec.version,
+                "deleted": rec.deleted,
+                "external_ref": rec.external_ref,
+                "canonical": dumps(rec.values),
+                "content_hash": h,
+            }
+            for rec, mk, h in rows
+        ]
+        if not values:
+            return 0
+        with self.engine.begin() as conn:
+            side = values[0]["side"]
+            conn.execute(
+                delete(staging).where(
+                    staging.c.run_id == run_id,
+                    staging.c.flow == self.flow,
+                    staging.c.side == side,
+                    staging.c.record_id.in_([v["record_id"] for v in values]),
+                )
+            )
+            conn.execute(insert(staging), values)
+        return len(values)
+
+    def count_staged(self, run_id: str) -> dict[str, int]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(staging.c.side, func.count())
+                .where(staging.c.run_id == run_id, staging.c.flow == self.flow)
+                .group_by(staging.c.side)
+            ).all()
+        return {side: n for side, n in rows}
+
+    def carry_quarantined(self, run_id: str, match_key_of: Callable[[SideRecord], str | None]) -> int:
+        """Stage held records that were not re-read, so they are retried without API calls.
+
+        Records held as ``invalid``/``rejected`` are retried only when they change (a
+        person fixed them, so the extract reads them again): retrying the same bad data
+        would fail the same way and, for ``rejected``, spend API calls.
+        """
+        with self.engine.connect() as conn:
+            held = conn.execute(
+                select(quarantine.c.staged).where(
+                    quarantine.c.flow == self.flow,
+                    quarantine.c.kind.in_(("waiting", "failed", "ambiguous")),
+                    quarantine.c.staged.is_not(None),
+                    ~exists().where(
+                        staging.c.run_id == run_id,
+                        staging.c.flow == self.flow,
+                        staging.c.side == quarantine.c.side,
+                        staging.c.record_id == quarantine.c.record_id,
+                    ),
+                )
+            ).all()
+        rows = []
+        for (blob,) in held:
+            rec = record_from_json(blob)
+            if rec is not None:
+                rows.append((rec, match_key_of(rec), content_hash(rec.values)))
+        carried = 0
+        for side in Side:
+            for chunk in _chunks([r for r in rows if r[0].side is side]):
+                carried += self.stage(run_id, list(chunk))
+        return carried
+
+    def purge_staging(self, run_id: str) -> None:
+        """Staging rows hold customer data: gone once the run's links are updated."""
+        with self.engine.begin() as conn:
+            conn.execute(delete(staging).where(staging.c.run_id == run_id, staging.c.flow == self.flow))
+
+    # -- reading what transform needs ------------------------------------------------
+
+    def iter_touched_links(self, run_id: str) -> Iterator[list[tuple[RowMapping, RowMapping | None, RowMapping | None]]]:
+        """Linked pairs with at least one side staged, in batches, with both staged rows."""
+        c = staging.alias("c")
+        k = staging.alias("k")
+        cols = [link]
+        cols += [col.label(f"c_{col.name}") for col in c.c]
+        cols += [col.label(f"k_{col.name}") for col in k.c]
+        query = (
+            select(*cols)
+            .select_from(
+                link.outerjoin(
+                    c,
+                    and_(c.c.run_id == run_id, c.c.flow == self.flow, c.c.side == Side.CUSTOMCRM.value,
+                         c.c.record_id == link.c.crm_id),
+                ).outerjoin(
+                    k,
+                    and_(k.c.run_id == run_id, k.c.flow == self.flow, k.c.side == Side.CHARGEBEE.value,
+                         k.c.record_id == link.c.cb_id),
+                )
+            )
+            .where(link.c.flow == self.flow, or_(c.c.record_id.is_not(None), k.c.record_id.is_not(None)))
+            .order_by(link.c.id)
+        )
+        with self.engine.connect() as conn:
+            result = conn.execution_options(yield_per=BATCH).execute(query).mappings()
+            batch: list[tuple[RowMapping, RowMapping | None, RowMapping | None]] = []
+            for row in result:
+                batch.append(
+                    (row, row if row["c_record_id"] is not None else None,
+                     row if row["k_record_id"] is not None else None)
+                )
+                if len(batch) >= BATCH:
+                    yield batch
+                    batch = []
+            if batch:
+                yield batch
+
+    def iter_unlinked(self, run_id: str) -> Iterator[RowMapping]:
+        """Staged records with no link, ordered by match key so equal keys come together."""
+        crm_linked = exists().where(
+            link.c.flow == self.flow, link.c.crm_id == staging.c.record_id
+        )
+        cb_linked = exists().where(link.c.flow == self.flow, link.c.cb_id == staging.c.record_id)
+        query = (
+            select(staging)
+            .where(
+                staging.c.run_id == run_id,
+                staging.c.flow == self.flow,
+                or_(
+                    and_(staging.c.side == Side.CUSTOMCRM.value, ~crm_linked),
+                    and_(staging.c.side == Side.CHARGEBEE.value, ~cb_linked),
+                ),
+            )
+            .order_by(staging.c.match_key, staging.c.side, staging.c.record_id)
+        )
+        with self.engine.connect() as conn:
+            yield from conn.execution_options(yield_per=BATCH).execute(query).mappings()
+
+    def linked_by_match_key(self, keys: Sequence[str]) -> dict[str, tuple[str, str]]:
+        """Existing links carrying these match keys: key → (crm_id, cb_id)."""
+        out: dict[str, tuple[str, str]] = {}
+        with self.engine.connect() as conn:
+            for chunk in _chunks(list(keys)):
+                for mk, crm_id, cb_id in conn.execute(
+                    select(link.c.match_key, link.c.crm_id, link.c.cb_id).where(
+                        link.c.flow == self.flow, link.c.match_key.in_(chunk)
+                    )
+                ):
+                    out[mk] = (crm_id, cb_id)
+        return out
+
+    # -- the plan -------------------------------------------------------------------
+
+    def plan_progress(self, run_id: str) -> int:
+        """How many writes of this run's plan were already attempted or applied."""
+        with self.engine.connect() as conn:
+            return int(
+                conn.execute(
+                    select(func.count()).where(
+                        plan.c.run_id == run_id,
+                        plan.c.flow == self.flow,
+                        or_(
+                            plan.c.applied.is_(True),
+                            plan.c.crm_status.not_in(("pending",)),
+                            plan.c.cb_status.not_in(("pending",)),
+                        ),
+                    )
+                ).scalar()
+                or 0
+            )
+
+    def delete_plan(self, run_id: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(delete(plan).where(plan.c.run_id == run_id, plan.c.flow == self.flow))
+
+    def insert_plan(self, rows: list[dict[str, Any]]) -> None:
+        if rows:
+            with self.engine.begin() as conn:
+                conn.execute(insert(plan), rows)
+
+    def count_plan_writes(self, run_id: str) -> int:
+        with self.engine.connect() as conn:
+            return int(
+                conn.execute(
+                    select(func.count()).where(
+                        plan.c.run_id == run_id,
+                        plan.c.flow == self.flow,
+                        or_(plan.c.crm_op.is_not(None), plan.c.cb_op.is_not(None)),
+                    )
+                ).scalar()
+                or 0
+            )
+
+    def count_links(self) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(select(func.count()).where(link.c.flow == self.flow)).scalar() or 0)
+
+    def iter_pending_writes(self, run_id: str, side: Side) -> Iterator[list[RowMapping]]:
+        """Plan rows with a write for ``side`` not done yet (pending, or in flight at a crash)."""
+        op = plan.c.crm_op if side is Side.CUSTOMCRM else plan.c.cb_op
+        status = plan.c.crm_status if side is Side.CUSTOMCRM else plan.c.cb_status
+        last_id = 0
+        while True:
+            with self.engine.connect() as conn:
+                rows = list(
+                    conn.execute(
+                        select(plan)
+                        .where(
+                            plan.c.run_id == run_id,
+                            plan.c.flow == self.flow,
+                            op.is_not(None),
+                            status.in_(("pending", "in_flight")),
+                            plan.c.id > last_id,
+                        )
+                        .order_by(plan.c.id)
+                        .limit(BATCH)
+                    ).mappings()
+                )
+            if not rows:
+                return
+            last_id = rows[-1]["id"]
+            yield rows
+
+    def mark_write(
+        self, plan_id: int, side: Side, status: str, *, result: Any = None, error: str | None = None
+    ) -> None:
+        prefix = "crm" if side is Side.CUSTOMCRM else "cb"
+        values: dict[str, Any] = {f"{prefix}_status": status, f"{prefix}_error": error}
+        if result is not None:
+            values[f"{prefix}_result"] = dumps(result)
+        with self.engine.begin() as conn:
+            conn.execute(update(plan).where(plan.c.id == plan_id).values(**values))
+
+    def iter_unapplied(self, run_id: str) -> Iterator[list[RowMapping]]:
+        last_id = 0
+        while True:
+            with self.engine.connect() as conn:
+                rows = list(
+                    conn.execute(
+                        select(plan)
+                        .where(
+                            plan.c.run_id == run_id,
+                            plan.c.flow == self.flow,
+                            plan.c.applied.is_(False),
+                            plan.c.id > last_id,
+                            _finished(plan.c.crm_status),
+                            _finished(plan.c.cb_status),
+                        )
+                        .order_by(plan.c.id)
+                        .limit(BATCH)
+                    ).mappings()
+                )
+            if not rows:
+                return
+            last_id = rows[-1]["id"]
+            yield rows
+
+    def count_unfinished_writes(self, run_id: str) -> int:
+        with self.engine.connect() as conn:
+            return int(
+                conn.execute(
+                    select(func.count()).where(
+                        plan.c.run_id == run_id,
+                        plan.c.flow == self.flow,
+                        or_(~_finished(plan.c.crm_status), ~_finished(plan.c.cb_status)),
+                    )
+                ).scalar()
+                or 0
+            )
+
+    def plan_counts(self, run_id: str) -> list[RowMapping]:
+        with self.engine.connect() as conn:
+            return list(
+                conn.execute(
+                    select(
+                        plan.c.action, plan.c.crm_op, plan.c.crm_status, plan.c.cb_op, plan.c.cb_status,
+                        func.count().label("n"),
+                    )
+                    .where(plan.c.run_id == run_id, plan.c.flow == self.flow)
+                    .group_by(plan.c.action, plan.c.crm_op, plan.c.crm_status, plan.c.cb_op, plan.c.cb_status)
+                ).mappings()
+            )
+
+    def plan_problems(self, run_id: str, limit: int = 50) -> list[RowMapping]:
+        """Rows a person should look at: held records and failed writes."""
+        with self.engine.connect() as conn:
+            return list(
+                conn.execute(
+                    select(
+                        plan.c.action, plan.c.crm_id, plan.c.cb_id, plan.c.reason, plan.c.held_side,
+                        plan.c.hold_kind, plan.c.crm_status, plan.c.crm_error, plan.c.cb_status,
+                        plan.c.cb_error,
+                    )
+                    .where(
+                        plan.c.run_id == run_id,
+                        plan.c.flow == self.flow,
+                        or_(
+                            plan.c.action.in_(("quarantine", "wait")),
+                            plan.c.crm_status.in_(("rejected", "failed", "stale")),
+                            plan.c.cb_status.in_(("rejected", "failed", "stale")),
+                        ),
+                    )
+                    .order_by(plan.c.id)
+                    .limit(limit)
+                ).mappings()
+            )
+
+    def plan_details(self, run_id: str) -> Iterator[str]:
+        with self.engine.connect() as conn:
+            for (detail,) in conn.execution_options(yield_per=BATCH).execute(
+                select(plan.c.detail).where(
+                    plan.c.run_id == run_id, plan.c.flow == self.flow, plan.c.detail.is_not(None)
+                )
+            ):
+                yield detail
+
+    # -- applying a chunk of finished plan rows (update_links) -------------------------
+
+    def apply(
+        self,
+        run_id: str,
+        plan_ids: list[int],
+        *,
+        upsert_links: list[dict[str, Any]],
+        delete_links: list[tuple[str, str]],
+        hold: list[dict[str, Any]],
+        release: list[tuple[str, str]],
+        audits: list[dict[str, Any]],
+    ) -> None:
+        """One transaction: links, quarantine and audit for a chunk, and the rows marked applied."""
+        with self.engine.begin() as conn:
+            for crm_id, cb_id in delete_links:
+                conn.execute(
+                    delete(link).where(link.c.flow == self.flow, link.c.crm_id == crm_id, link.c.cb_id == cb_id)
+                )
+            for values in upsert_links:
+                self._upsert_link(conn, values, run_id)
+            for side, rid in release:
+                conn.execute(
+                    delete(quarantine).where(
+                        quarantine.c.flow == self.flow, quarantine.c.side == side, quarantine.c.record_id == rid
+                    )
+                )
+            for values in hold:
+                self._hold(conn, values, run_id)
+            if audits:
+                conn.execute(insert(audit), [{"flow": self.flow, "run_id": run_id, "at": now(), **a} for a in audits])
+            for chunk in _chunks(plan_ids):
+                conn.execute(update(plan).where(plan.c.id.in_(chunk)).values(applied=True))
+
+    def _upsert_link(self, conn: Connection, values: dict[str, Any], run_id: str) -> None:
+        values = {**values, "synced_at": now(), "last_run_id": run_id}
+        key = and_(link.c.flow == self.flow, link.c.cb_id == values["cb_id"])
+        changed = conn.execute(update(link).where(key).values(**values)).rowcount
+        if not changed:
+            conn.execute(insert(link).values(flow=self.flow, created_at=now(), **values))
+
+    def _hold(self, conn: Connection, values: dict[str, Any], run_id: str) -> None:
+        key = and_(
+            quarantine.c.flow == self.flow,
+            quarantine.c.side == values["side"],
+            quarantine.c.record_id == values["record_id"],
+        )
+        changed = conn.execute(
+            update(quarantine)
+            .where(key)
+            .values(
+                kind=values["kind"], reason=values["reason"], staged=values.get("staged"),
+                content_hash=values.get("content_hash"), attempts=quarantine.c.attempts + 1,
+                last_seen=now(), run_id=run_id,
+            )
+        ).rowcount
+        if not changed:
+            conn.execute(
+                insert(quarantine).values(
+                    flow=self.flow, attempts=1, first_seen=now(), last_seen=now(), run_id=run_id, **values
+                )
+            )
+
+    def commit_watermarks(self, run_id: str, values: dict[Side, float | None]) -> None:
+        with self.engine.begin() as conn:
+            for side, value in values.items():
+                if value is not None:
+                    self._set_watermark(conn, side, value, run_id)
+
+    def get_link(self, crm_id: str | None = None, cb_id: str | None = None) -> RowMapping | None:
+        cond = [link.c.flow == self.flow]
+        if crm_id is not None:
+            cond.append(link.c.crm_id == crm_id)
+        if cb_id is not None:
+            cond.append(link.c.cb_id == cb_id)
+        with self.engine.connect() as conn:
+            return conn.execute(select(link).where(*cond)).mappings().first()
+
+    def quarantined(self) -> list[RowMapping]:
+        with self.engine.connect() as conn:
+            return list(
+                conn.execute(
+                    select(quarantine).where(quarantine.c.flow == self.flow).order_by(quarantine.c.record_id)
+                ).mappings()
+            )

@@ -1,0 +1,97 @@
+# shellcheck shell=bash
+# Environment for running crmsync locally: `source scripts/env.sh` (bash or zsh), or let
+# the Makefile do it (every make target sources this file).
+#
+# Every variable is set only when it is not already set, so you can point the flows at a
+# real Chargebee site, a real CRM or another database by exporting the variable first:
+#
+#   export AIRFLOW_CONN_CHARGEBEE_DEFAULT='{"conn_type":"chargebee","host":"acme-test","password":"<api key>"}'
+#
+# Knobs read here (all optional):
+#   CRMSYNC_ROOT       repository root (default: the folder above this script)
+#   AIRFLOW_HOME       default $CRMSYNC_ROOT/var/airflow
+#   CRMSYNC_DB         sqlite (default) | postgres: which metadata database to use
+#   CRMSYNC_PG_URL     SQLAlchemy URL used when CRMSYNC_DB=postgres
+#                      (default postgresql+psycopg2://crmsync:crmsync@127.0.0.1:5432/crmsync)
+#   SANDBOX_CHARGEBEE_PORT / SANDBOX_CUSTOMCRM_PORT   sandbox ports (8602 / 8601)
+#
+# This file is sourced into interactive shells: it must not `set -e`, `exit`, or leave
+# helper variables behind.
+
+if [ -z "${CRMSYNC_ROOT:-}" ]; then
+  if [ -n "${BASH_SOURCE:-}" ]; then
+    CRMSYNC_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+  elif [ -n "${ZSH_VERSION:-}" ]; then
+    eval 'CRMSYNC_ROOT="$(cd "$(dirname "${(%):-%x}")/.." && pwd)"'
+  else
+    CRMSYNC_ROOT="$(pwd)"
+  fi
+fi
+export CRMSYNC_ROOT
+
+export AIRFLOW_HOME="${AIRFLOW_HOME:-$CRMSYNC_ROOT/var/airflow}"
+export CRMSYNC_DB="${CRMSYNC_DB:-sqlite}"
+export SANDBOX_CHARGEBEE_PORT="${SANDBOX_CHARGEBEE_PORT:-8602}"
+export SANDBOX_CUSTOMCRM_PORT="${SANDBOX_CUSTOMCRM_PORT:-8601}"
+
+export AIRFLOW__CORE__DAGS_FOLDER="${AIRFLOW__CORE__DAGS_FOLDER:-$CRMSYNC_ROOT/dags}"
+export AIRFLOW__CORE__LOAD_EXAMPLES="${AIRFLOW__CORE__LOAD_EXAMPLES:-False}"
+export AIRFLOW__CORE__PARALLELISM="${AIRFLOW__CORE__PARALLELISM:-4}"
+export AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG="${AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG:-4}"
+# The link store's tables are migrated by `airflow db migrate` through this DB manager
+# (also registered in the provider info; the `airflow db-manager` commands need it here).
+export AIRFLOW__DATABASE__EXTERNAL_DB_MANAGERS="${AIRFLOW__DATABASE__EXTERNAL_DB_MANAGERS:-crmsync.store.db_manager.LinkStoreDBManager}"
+
+if [ -z "${AIRFLOW__DATABASE__SQL_ALCHEMY_CONN:-}" ]; then
+  case "$CRMSYNC_DB" in
+    postgres | postgresql)
+      AIRFLOW__DATABASE__SQL_ALCHEMY_CONN="${CRMSYNC_PG_URL:-postgresql+psycopg2://crmsync:crmsync@127.0.0.1:5432/crmsync}"
+      ;;
+    sqlite) AIRFLOW__DATABASE__SQL_ALCHEMY_CONN="sqlite:///$AIRFLOW_HOME/airflow.db" ;;
+    *) echo "scripts/env.sh: CRMSYNC_DB must be sqlite or postgres, not '$CRMSYNC_DB'" >&2 ;;
+  esac
+fi
+export AIRFLOW__DATABASE__SQL_ALCHEMY_CONN
+
+# Connections, as JSON in AIRFLOW_CONN_<CONN_ID>. Defaults: the local sandboxes.
+if [ -z "${AIRFLOW_CONN_CHARGEBEE_DEFAULT:-}" ]; then
+  AIRFLOW_CONN_CHARGEBEE_DEFAULT='{"conn_type":"chargebee","host":"sandbox","password":"sandbox_api_key","extra":{"base_url":"http://127.0.0.1:'"$SANDBOX_CHARGEBEE_PORT"'/api/v2","rate_limit_per_minute":600}}'
+fi
+export AIRFLOW_CONN_CHARGEBEE_DEFAULT
+
+if [ -z "${AIRFLOW_CONN_CUSTOMCRM_DEFAULT:-}" ]; then
+  AIRFLOW_CONN_CUSTOMCRM_DEFAULT='{"conn_type":"customcrm","host":"http://127.0.0.1:'"$SANDBOX_CUSTOMCRM_PORT"'","password":"sandbox_token"}'
+fi
+export AIRFLOW_CONN_CUSTOMCRM_DEFAULT
+
+# The link store lives in the same database as Airflow's metadata, reached through its
+# own connection: derive it from the SQLAlchemy URL unless it is set explicitly.
+if [ -z "${AIRFLOW_CONN_CRMSYNC_STORE:-}" ]; then
+  AIRFLOW_CONN_CRMSYNC_STORE="$(
+    "${CRMSYNC_PYTHON:-python3}" - "${AIRFLOW__DATABASE__SQL_ALCHEMY_CONN:-}" <<'PY'
+import json
+import sys
+from urllib.parse import unquote, urlsplit
+
+url = sys.argv[1]
+scheme = url.split(":", 1)[0].split("+", 1)[0]
+if scheme == "sqlite":
+    # sqlite:////abs/airflow.db -> "/abs/airflow.db"
+    path = url.split(":///", 1)[1] if ":///" in url else ""
+    print(json.dumps({"conn_type": "sqlite", "host": path.split("?", 1)[0]}))
+elif scheme in ("postgresql", "postgres"):
+    parts = urlsplit(url)
+    print(json.dumps({
+        "conn_type": "postgres",
+        "host": parts.hostname or "localhost",
+        "login": unquote(parts.username or ""),
+        "password": unquote(parts.password or ""),
+        "port": parts.port or 5432,
+        "schema": unquote(parts.path.lstrip("/")),
+    }))
+else:
+    sys.exit(f"scripts/env.sh: cannot derive AIRFLOW_CONN_CRMSYNC_STORE from a {scheme!r} URL: set it yourself")
+PY
+  )" || AIRFLOW_CONN_CRMSYNC_STORE=""
+fi
+export AIRFLOW_CONN_CRMSYNC_STORE

@@ -1,0 +1,74 @@
+"""Mapping files are validated at parse time with messages that name the fix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from crmsync.mapping.model import MappingError, load_mapping, load_mappings, parse_mapping
+from crmsync.mapping.transforms import check_format, email, strip
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def base() -> dict[str, Any]:
+    return yaml.safe_load((ROOT / "include/mappings/contact_customer.yaml").read_text())
+
+
+def test_shipped_mappings_are_valid() -> None:
+    flows = [m.flow for m in load_mappings(ROOT / "include/mappings")]
+    assert "contact_customer" in flows
+
+
+def test_unknown_match_key() -> None:
+    doc = base()
+    doc["match"]["keys"] = ["nope"]
+    with pytest.raises(MappingError, match="match key 'nope' is not one of the fields"):
+        parse_mapping(doc, source="x.yaml")
+
+
+def test_unknown_transform_lists_the_choices() -> None:
+    doc = base()
+    doc["fields"][0]["transform"] = "shout"
+    with pytest.raises(MappingError, match=r"fields\.0\.transform: unknown transform 'shout'; use one of"):
+        parse_mapping(doc)
+
+
+def test_unknown_key_is_rejected() -> None:
+    doc = base()
+    doc["fields"][0]["colour"] = "blue"
+    with pytest.raises(MappingError, match="colour"):
+        parse_mapping(doc)
+
+
+def test_writing_a_field_chargebee_cannot_write_is_rejected() -> None:
+    doc = base()
+    doc["fields"].append({"name": "created", "customcrm": "CreatedAt", "chargebee": "created_at"})
+    with pytest.raises(MappingError, match=r"Chargebee cannot write .*direction: to_customcrm"):
+        parse_mapping(doc)
+    doc["fields"][-1]["direction"] = "to_customcrm"
+    assert parse_mapping(doc).field("created").direction.value == "to_customcrm"
+
+
+def test_create_id_must_be_deterministic() -> None:
+    doc = base()
+    doc["chargebee"]["create_id"] = "cust-{random}"
+    with pytest.raises(MappingError, match="crm_id"):
+        parse_mapping(doc)
+
+
+def test_bad_yaml_names_the_file(tmp_path: Path) -> None:
+    p = tmp_path / "broken.yaml"
+    p.write_text("flow: [unclosed\n")
+    with pytest.raises(MappingError, match="broken.yaml: not valid YAML"):
+        load_mapping(p)
+
+
+def test_transforms() -> None:
+    assert email("  Ada@Example.COM ") == "ada@example.com"
+    assert strip("   ") is None and strip(None) is None
+    assert check_format("email", "a@@b") is not None and check_format("email", "a@b.io") is None
+    assert check_format("country_code", "NO") is None and check_format("country_code", "Norway")
