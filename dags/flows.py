@@ -1,4 +1,4 @@
-"""One DAG per mapping file in include/mappings/ (Customcrm ⇄ Chargebee sync flows).
+"""One Airflow DAG per mapping file in include/mappings/ (Customcrm ⇄ Chargebee sync flows).
 
 Kept thin and cheap to parse: the factory validates each mapping with pydantic (a bad
 file shows as an import error naming the field and the fix) and builds the DAG; hooks,

@@ -8,6 +8,7 @@ DAG run's id.
 
 from __future__ import annotations
 
+import os
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,8 @@ from crmsync.mapping.model import Mapping as FlowMapping, load_mapping
 
 DEFAULT_ARGS: dict[str, Any] = {
     "owner": "crmsync",
-    "retries": 2,
+    # Tests set CRMSYNC_TASK_RETRIES=0 so a failure shows at once instead of after backoff.
+    "retries": int(os.environ.get("CRMSYNC_TASK_RETRIES", "2")),
     "retry_delay": timedelta(seconds=30),
     "retry_exponential_backoff": True,
     "execution_timeout": timedelta(hours=6),

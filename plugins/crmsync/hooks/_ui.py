@@ -13,8 +13,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 
-
-
 def field_behaviour(spec: Mapping[str, Any]) -> dict[str, Any]:
     """Provider-info ``ui-field-behaviour`` (kebab-case) → hook method format (snake_case)."""
     return {

@@ -43,6 +43,7 @@ from crmsync.hooks._http import (
     quote_segment,
     retry_after_of,
 )
+from crmsync.hooks._ui import field_behaviour, form_widgets
 from crmsync.hooks.budget import DEFAULT_RATE_PER_MINUTE, RateLimiter
 from crmsync.hooks.errors import (
     ApiError,
@@ -56,7 +57,6 @@ from crmsync.hooks.errors import (
     ValidationError,
 )
 from crmsync.hooks.retry import RetryPolicy
-from crmsync.hooks._ui import field_behaviour, form_widgets
 from crmsync.provider import CHARGEBEE_CONN_FIELDS, CHARGEBEE_UI_BEHAVIOUR
 
 IDEMPOTENCY_HEADER = "chargebee-idempotency-key"

@@ -29,6 +29,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC
 from typing import Any, TypeVar
 
 import requests
@@ -67,8 +68,6 @@ def parse_retry_after(value: str | None, *, now: Callable[[], float] = time.time
             return None
         if when.tzinfo is None:
             # RFC 9110 dates are always GMT; parsedate_to_datetime returns naive for "-0000".
-            from datetime import UTC
-
             when = when.replace(tzinfo=UTC)
         seconds = when.timestamp() - now()
     if math.isnan(seconds) or math.isinf(seconds):
@@ -156,8 +155,9 @@ class RetryPolicy:
 
     def backoff(self, attempt: int) -> float:
         """Full-jitter wait after failed attempt number ``attempt`` (1-based)."""
-        ceiling = min(self.max_wait, self.base_wait * (2 ** max(0, attempt - 1)))
-        return self.rng() * ceiling
+        exponent = min(max(0, attempt - 1), 62)
+        ceiling = min(self.max_wait, self.base_wait * float(1 << exponent))
+        return float(self.rng()) * ceiling
 
     def wait_for(self, exc: BaseException | None, attempt: int) -> float:
         """Seconds to wait before the next attempt.
@@ -168,7 +168,7 @@ class RetryPolicy:
         """
         retry_after = getattr(exc, "retry_after", None)
         if isinstance(retry_after, int | float) and retry_after >= 0:
-            return float(retry_after) * (1.0 + 0.1 * self.rng())
+            return float(retry_after) * (1.0 + 0.1 * float(self.rng()))
         return self.backoff(attempt)
 
 
@@ -196,9 +196,8 @@ def build_retrying(
 
     def _retry(state: tenacity.RetryCallState) -> bool:
         outcome = state.outcome
-        if outcome is None or not outcome.failed:
-            return False
-        return is_retryable(outcome.exception(), replay_safe=replay_safe)
+        exc = outcome.exception() if outcome is not None and outcome.failed else None
+        return exc is not None and is_retryable(exc, replay_safe=replay_safe)
 
     def _wait(state: tenacity.RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome is not None else None
