@@ -61,6 +61,7 @@ def build_summary(mapping: FlowMapping, repo: Any, run_id: str, *, dry_run: bool
         "blank_ignored": blanks,
         "reverted_read_only": reverted,
         "quarantined": actions["quarantine"],
+        "held_total": repo.count_held(),
         "waiting": actions["wait"],
         "actions": dict(sorted(actions.items())),
         "problems": problems,
@@ -83,7 +84,8 @@ def render_summary(s: dict[str, Any]) -> str:
         f"  linked by match {s['linked_by_match']}, unchanged {s['unchanged']}, unlinked {s['unlinked']}",
         f"  conflicts {s['conflicts']} (audited), blanks ignored {s['blank_ignored']}, "
         f"read-only edits reverted {s['reverted_read_only']}",
-        f"  quarantined {s['quarantined']}, waiting {s['waiting']}",
+        f"  quarantined {s['quarantined']}, waiting {s['waiting']} this run; "
+        f"{s.get('held_total', 0)} records held in quarantine in all (table crmsync_quarantine)",
     ]
     if s.get("dry_run"):
         lines.append(f"  planned writes: {s['planned']}")

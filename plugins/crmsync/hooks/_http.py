@@ -24,7 +24,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar, get_args
 from urllib.parse import quote, urlsplit
 
 import requests
@@ -40,6 +40,15 @@ from crmsync.hooks.retry import RetryPolicy, call_with_retry, classify_requests_
 SettingsT = TypeVar("SettingsT", bound="HttpSettings")
 
 USER_AGENT = f"crmsync/{__version__} (+apache-airflow)"
+
+
+#: Failures of the transport itself (no usable HTTP response): retried per the policy.
+_TRANSPORT_ERRORS = (
+    requests.exceptions.ConnectionError,
+    requests.exceptions.Timeout,
+    requests.exceptions.ChunkedEncodingError,
+    requests.exceptions.ContentDecodingError,
+)
 
 
 class ConnectionConfigError(ValueError):
@@ -88,10 +97,19 @@ class HttpSettings(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _drop_empty(cls, data: Any) -> Any:
-        # The connection form stores untouched fields as "" or null: mean "default".
-        if isinstance(data, Mapping):
-            return {k: v for k, v in data.items() if v is not None and v != ""}
-        return data
+        # The connection form stores untouched fields as "" or null, meaning "default".
+        # An explicit null stays where null means something (idempotency_header: null).
+        if not isinstance(data, Mapping):
+            return data
+        out = {}
+        for key, value in data.items():
+            if value == "":
+                continue
+            field = cls.model_fields.get(key)
+            if value is None and field is not None and type(None) not in get_args(field.annotation):
+                continue
+            out[key] = value
+        return out
 
 
 def normalise_extra(extra: Mapping[str, Any], conn_type: str) -> dict[str, Any]:
@@ -344,9 +362,15 @@ class ApiHook(HttpHook):
                 headers=dict(headers) if headers else None,
                 timeout=self.settings.timeouts,
             )
-        except requests.exceptions.RequestException as exc:
+        except _TRANSPORT_ERRORS as exc:
             kind, sent = classify_requests_exception(exc)
             raise TransportError(self.system, kind, method=method, path=template, sent=sent) from None
+        except requests.exceptions.RequestException as exc:
+            # InvalidURL, MissingSchema, TooManyRedirects...: a configuration problem that
+            # no retry will fix. The class name only: the text holds the URL.
+            raise ApiError(
+                self.system, None, "request_error", type(exc).__name__, None, method, template
+            ) from None
         self.log.debug(
             "%s %s %s -> %s (%.2f s)", self.system, method, template, response.status_code,
             time.monotonic() - started,
@@ -379,6 +403,7 @@ class ApiHook(HttpHook):
         :param path: the concrete path, relative to the base URL, ids already quoted.
         :param replay_safe: whether sending the request twice is harmless (see retry module).
         """
+        self._ensure_ready()
         url = join_url(self.base_url, path)
 
         def attempt() -> requests.Response:

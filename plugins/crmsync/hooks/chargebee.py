@@ -317,7 +317,7 @@ class ChargebeeHook(ApiHook):
         if status >= 500:
             return ServerError(*args, retry_after=retry_after_of(response))
         if status in (400, 422):
-            return ValidationError(*args, errors=[(param, message or "")])
+            return ValidationError(*args)
         return ApiError(*args)
 
     # ------------------------------------------------------------------ reads

@@ -297,7 +297,8 @@ class CustomcrmHook(ApiHook):
         body = error_body(response)
         status = response.status_code
         raw_type = body.get("type") if isinstance(body.get("type"), str) else None
-        code = raw_type.rstrip("/").rsplit("/", 1)[-1] if raw_type and raw_type != "about:blank" else None
+        # "https://crm.example.com/problems/version-mismatch" or "urn:customcrm:problem:gone" → the slug.
+        code = re.split(r"[/:#]", raw_type.rstrip("/:#"))[-1] if raw_type and raw_type != "about:blank" else None
         title = body.get("title") if isinstance(body.get("title"), str) else None
         detail = body.get("detail") if isinstance(body.get("detail"), str) else None
         errors: list[tuple[str | None, str]] = []
@@ -307,12 +308,11 @@ class CustomcrmHook(ApiHook):
                 if isinstance(item, dict):
                     field = item.get("field") if isinstance(item.get("field"), str) else None
                     errors.append((field, str(item.get("message") or "")))
-        message = detail or title or response.reason
-        if errors and len(errors) > 1:
+        # Per-field errors say more than a summary detail ("2 invalid field(s)").
+        if errors:
             message = "; ".join(f"{f}: {m}" if f else m for f, m in errors[:10])
-        elif errors and not detail:
-            f, m = errors[0]
-            message = f"{f}: {m}" if f else m
+        else:
+            message = detail or title or response.reason
         param = next((f for f, _ in errors if f), None)
         args: tuple[Any, ...] = ("customcrm", status, code or title, message, param, method, template)
         if status == 429:

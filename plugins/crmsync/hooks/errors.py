@@ -170,10 +170,9 @@ class ValidationError(ApiError):
         retry_after: float | None = None,
         errors: Sequence[tuple[str | None, str]] = (),
     ) -> None:
-        self.errors: list[tuple[str | None, str]] = [
-            (field, short_message(msg, 200)) for field, msg in errors
-        ]
         super().__init__(system, status, code, message, param, method, path, retry_after=retry_after)
+        pairs = list(errors) or ([(self.param, self.message)] if self.param or self.message else [])
+        self.errors: list[tuple[str | None, str]] = [(f, short_message(m, 200)) for f, m in pairs]
 
     @property
     def field(self) -> str | None:

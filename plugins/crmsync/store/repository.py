@@ -550,6 +550,12 @@ class Repository:
         with self.engine.connect() as conn:
             return conn.execute(select(link).where(*cond)).mappings().first()
 
+    def count_held(self) -> int:
+        with self.engine.connect() as conn:
+            return int(
+                conn.execute(select(func.count()).where(quarantine.c.flow == self.flow)).scalar() or 0
+            )
+
     def quarantined(self) -> list[RowMapping]:
         with self.engine.connect() as conn:
             return list(
