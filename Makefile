@@ -21,8 +21,9 @@ AIRFLOW_HOME     := $(CURDIR)/var/airflow
 DB               ?= sqlite
 FLOW             ?=
 PYTEST_ARGS      ?=
-# Second pytest pass, on PostgreSQL, when CRMSYNC_PG_URL is set (`PG_PYTEST_ARGS=` runs the whole suite).
-PG_PYTEST_ARGS   ?= -m postgres
+# Second pytest pass, on PostgreSQL (CRMSYNC_TEST_DB=postgres), when CRMSYNC_PG_URL is set:
+# the whole suite by default; narrow it with e.g. PG_PYTEST_ARGS='-m "postgres or e2e"'.
+PG_PYTEST_ARGS   ?=
 ARGS             ?=
 
 PY    := $(VENV)/bin/python
@@ -41,7 +42,7 @@ ENV := source $(CURDIR)/scripts/env.sh
 PYTEST_FN := run_pytest() { local rc=0; $(PY) -m pytest "$$@" || rc=$$?; \
   if [ "$$rc" -eq 5 ]; then echo "make: pytest collected no test ($$*)"; rc=0; fi; return "$$rc"; }
 
-.PHONY: help install venv sandboxes stop status migrate run sync up test lint bench chaos \
+.PHONY: help install venv sandboxes stop status migrate run sync up test pytest lint bench chaos \
         clean distclean constraints
 
 help: ## show this help
@@ -72,7 +73,7 @@ stop: ## stop the sandboxes started by make
 	bash scripts/sandboxes.sh stop
 
 status: ## say whether the sandboxes answer
-	bash scripts/sandboxes.sh status
+	bash scripts/sandboxes.sh status || true
 
 migrate: install ## airflow db migrate (Airflow's tables and the link store's)
 	$(ENV); mkdir -p "$$AIRFLOW_HOME"; airflow db migrate
@@ -89,28 +90,38 @@ up: install migrate ## airflow standalone with the UI on :8080, sandboxes starte
 
 # ---- quality ----------------------------------------------------------------------------
 lint: install ## ruff check + mypy
-	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy
+	@rc=0; \
+	echo "== ruff check"; $(VENV)/bin/ruff check . || rc=1; \
+	echo "== mypy"; $(VENV)/bin/mypy || rc=1; \
+	exit $$rc
 
 # Tests are hermetic: they get a throwaway AIRFLOW_HOME and the default (sandbox)
 # connections, never the ones in your shell; they start their own sandboxes.
-test: lint ## lint, then pytest (+ a PostgreSQL pass when CRMSYNC_PG_URL is set)
-	$(PYTEST_FN); \
+# Order: the PostgreSQL pass first, so the last line printed is the main pass's summary.
+pytest: install ## pytest only (+ a PostgreSQL pass when CRMSYNC_PG_URL is set)
+	@$(PYTEST_FN); \
 	pg_url="$${CRMSYNC_PG_URL:-}"; \
 	unset AIRFLOW__DATABASE__SQL_ALCHEMY_CONN AIRFLOW_CONN_CRMSYNC_STORE \
 	      AIRFLOW_CONN_CHARGEBEE_DEFAULT AIRFLOW_CONN_CUSTOMCRM_DEFAULT CRMSYNC_TEST_DB; \
 	rm -rf var/test; mkdir -p var/test/airflow var/test/airflow-pg; \
 	status=0; \
 	if [ -n "$$pg_url" ]; then \
-	  echo "== pytest on PostgreSQL ($(or $(strip $(PG_PYTEST_ARGS)),whole suite))"; \
+	  echo "== pytest on PostgreSQL (CRMSYNC_TEST_DB=postgres$(if $(strip $(PG_PYTEST_ARGS)),; $(PG_PYTEST_ARGS)))"; \
 	  ( export AIRFLOW_HOME="$(CURDIR)/var/test/airflow-pg" CRMSYNC_DB=postgres \
 	           CRMSYNC_TEST_DB=postgres CRMSYNC_PG_URL="$$pg_url"; \
 	    $(ENV); run_pytest -q $(PG_PYTEST_ARGS) $(PYTEST_ARGS) ) || status=1; \
 	fi; \
-	echo "== pytest"; \
+	echo "== pytest$${pg_url:+ on SQLite}"; \
 	( export AIRFLOW_HOME="$(CURDIR)/var/test/airflow" CRMSYNC_DB=sqlite; unset CRMSYNC_PG_URL; \
 	  $(ENV); run_pytest -q $(PYTEST_ARGS) ) || status=1; \
 	exit $$status
+
+# Runs every step even when one fails, and fails at the end.
+test: install ## ruff + mypy + pytest (and pytest on PostgreSQL when CRMSYNC_PG_URL is set)
+	@failed=""; \
+	$(MAKE) --no-print-directory lint || failed="$$failed lint"; \
+	$(MAKE) --no-print-directory pytest || failed="$$failed pytest"; \
+	if [ -n "$$failed" ]; then echo "make test: FAILED:$$failed" >&2; exit 1; fi
 
 bench: install ## benchmark against the sandboxes: python -m bench
 	$(ENV); $(PY) -m bench $(ARGS)

@@ -143,5 +143,5 @@ def parse_list_value(raw: Any, param: str) -> list[str]:
         return [str(v) for v in raw]
     value = parse_json_value(raw, param)
     if not isinstance(value, list):
-        raise wrong_value(param, "expected a JSON array like [\"a\",\"b\"]")
+        raise wrong_value(param, 'expected a JSON array like ["a","b"]')
     return [str(v) for v in value]

@@ -30,31 +30,68 @@ class ResourceSpec:
 
 SPECS: dict[str, ResourceSpec] = {
     "customers": ResourceSpec(
-        "customers", "customer", "customer_created", "customer_changed", "customer_deleted",
-        ("created_at", "desc"), frozenset({"created_at", "updated_at"}),
+        "customers",
+        "customer",
+        "customer_created",
+        "customer_changed",
+        "customer_deleted",
+        ("created_at", "desc"),
+        frozenset({"created_at", "updated_at"}),
     ),
     "item_families": ResourceSpec(
-        "item_families", "item_family", "item_family_created", "item_family_updated", "item_family_deleted",
-        ("_seq", "asc"), frozenset({"updated_at"}),
+        "item_families",
+        "item_family",
+        "item_family_created",
+        "item_family_updated",
+        "item_family_deleted",
+        ("_seq", "asc"),
+        frozenset({"updated_at"}),
     ),
     "items": ResourceSpec(
-        "items", "item", "item_created", "item_updated", "item_deleted",
-        ("_seq", "asc"), frozenset({"name", "id", "updated_at"}),
+        "items",
+        "item",
+        "item_created",
+        "item_updated",
+        "item_deleted",
+        ("_seq", "asc"),
+        frozenset({"name", "id", "updated_at"}),
     ),
     "business_entities": ResourceSpec(
-        "business_entities", "business_entity", "business_entity_created", "business_entity_updated",
-        "business_entity_deleted", ("created_at", "asc"), frozenset({"created_at", "updated_at"}),
+        "business_entities",
+        "business_entity",
+        "business_entity_created",
+        "business_entity_updated",
+        "business_entity_deleted",
+        ("created_at", "asc"),
+        frozenset({"created_at", "updated_at"}),
     ),
     "invoices": ResourceSpec(
-        "invoices", "invoice", "invoice_generated", "invoice_updated", "invoice_deleted",
-        ("date", "desc"), frozenset({"date", "updated_at"}),
+        "invoices",
+        "invoice",
+        "invoice_generated",
+        "invoice_updated",
+        "invoice_deleted",
+        ("date", "desc"),
+        frozenset({"date", "updated_at"}),
     ),
     "orders": ResourceSpec(
-        "orders", "order", "order_created", "order_updated", "order_deleted",
-        ("created_at", "desc"), frozenset({"created_at", "updated_at"}),
+        "orders",
+        "order",
+        "order_created",
+        "order_updated",
+        "order_deleted",
+        ("created_at", "desc"),
+        frozenset({"created_at", "updated_at"}),
     ),
     "events": ResourceSpec(
-        "events", "event", None, None, None, ("occurred_at", "desc"), frozenset({"occurred_at"}), "ev_",
+        "events",
+        "event",
+        None,
+        None,
+        None,
+        ("occurred_at", "desc"),
+        frozenset({"occurred_at"}),
+        "ev_",
     ),
 }
 
@@ -149,7 +186,10 @@ def invoice_defaults(rec: dict[str, Any], now: int, customer: dict[str, Any] | N
     for i, raw in enumerate(rec.get("line_items") or []):
         line = dict(raw)
         qty = int(line.get("quantity", 1))
-        unit = int(line.get("unit_amount", line.get("amount", 0) // max(qty, 1) if "amount" in line else 0))
+        if "unit_amount" in line:
+            unit = int(line["unit_amount"])
+        else:
+            unit = int(line.get("amount", 0)) // max(qty, 1)
         line.setdefault("id", f"li_{rec.get('id', 'inv')}_{i + 1}")
         line.setdefault("date_from", date)
         line.setdefault("date_to", date)

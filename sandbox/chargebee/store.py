@@ -2,8 +2,11 @@
 
 One :class:`ChargebeeState` per server, guarded by one re-entrant lock (``state.lock``);
 the HTTP layer holds it for the whole of an API call, so every request sees and leaves a
-consistent state. After each mutating call the state is written to the JSON file
-atomically, so a restart - or a crash test that kills the server - keeps the data.
+consistent state. After each mutating call :meth:`ChargebeeState.commit` writes the JSON
+file atomically, so a restart - or a crash test that kills the server - keeps the data.
+Writing the whole file costs time proportional to the site's size, so with
+``persist_interval=None`` (auto) a small site is saved on every write and a big one
+(a save slower than 50 ms) at most once a second by a background flusher, plus on stop.
 
 Versioning mirrors Chargebee: every write sets ``updated_at`` (Unix seconds, never
 moving backwards for a record) and ``resource_version`` (Unix milliseconds, strictly
@@ -17,6 +20,7 @@ import hashlib
 import json
 import logging
 import threading
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -62,8 +66,14 @@ class ChargebeeState:
         clock: Clock | None = None,
         idempotency_ttl: float = 86400.0,
         max_events: int = 50000,
+        persist_interval: float | None = None,
     ) -> None:
         self.path = Path(path) if path else None
+        self.persist_interval = persist_interval
+        self._dirty = False
+        self._last_save_seconds = 0.0
+        self._flusher: threading.Thread | None = None
+        self._closing = threading.Event()
         self.seed = copy.deepcopy(seed) if seed else {}
         self.clock = clock or Clock()
         self.idempotency_ttl = idempotency_ttl
@@ -97,12 +107,50 @@ class ChargebeeState:
         self.data = data
 
     def save(self) -> None:
-        """Write the whole state atomically (no-op without a state file)."""
+        """Write the whole state atomically now (no-op without a state file)."""
         if self.path is None:
             return
         with self.lock:
+            started = time.perf_counter()
             self._purge_idempotency()
             atomic_write_json(self.path, self.data)
+            self._dirty = False
+            self._last_save_seconds = time.perf_counter() - started
+
+    def commit(self) -> None:
+        """Persist after a write: now, or soon via the flusher (see module docstring)."""
+        if self.path is None:
+            return
+        interval = self.persist_interval
+        if interval is None:
+            interval = 0.0 if self._last_save_seconds < 0.05 else 1.0
+        if interval <= 0:
+            self.save()
+            return
+        with self.lock:
+            self._dirty = True
+            if self._flusher is None:
+                self._flusher = threading.Thread(
+                    target=self._flush_loop, args=(interval,), name="chargebee-state-flush", daemon=True
+                )
+                self._flusher.start()
+
+    def _flush_loop(self, interval: float) -> None:
+        while not self._closing.wait(interval):
+            if self._dirty:
+                try:
+                    self.save()
+                except OSError:
+                    log.exception("could not save sandbox state to %s", self.path)
+
+    def close(self) -> None:
+        """Stop the flusher and write any pending changes."""
+        self._closing.set()
+        if self._flusher is not None:
+            self._flusher.join(timeout=10)
+            self._flusher = None
+        if self._dirty:
+            self.save()
 
     def reset(self) -> None:
         """Back to the seed: records, events, idempotency keys and counters."""
@@ -153,7 +201,9 @@ class ChargebeeState:
             return None
         return rec
 
-    def insert(self, resource: str, rec: dict[str, Any], *, source: str = "api", emit: bool = True) -> dict[str, Any]:
+    def insert(
+        self, resource: str, rec: dict[str, Any], *, source: str = "api", emit: bool = True
+    ) -> dict[str, Any]:
         """Add a new record: ``_seq``, ``created_at`` (where Chargebee has it), versions, event."""
         spec = SPECS[resource]
         rec["_seq"] = self.next_seq()
@@ -183,12 +233,16 @@ class ChargebeeState:
             self.emit(event, resource, rec, source=source)
         return rec
 
-    def mark_deleted(self, resource: str, rec: dict[str, Any], *, source: str = "api", emit: bool = True) -> None:
+    def mark_deleted(
+        self, resource: str, rec: dict[str, Any], *, source: str = "api", emit: bool = True
+    ) -> None:
         rec["deleted"] = True
         self.touch(resource, rec, event_type=SPECS[resource].deleted_event, source=source, emit=emit)
 
     # ----------------------------------------------------------------- events
-    def emit(self, event_type: str, resource: str, rec: dict[str, Any], *, source: str = "api") -> dict[str, Any]:
+    def emit(
+        self, event_type: str, resource: str, rec: dict[str, Any], *, source: str = "api"
+    ) -> dict[str, Any]:
         """Append an event carrying a snapshot of ``rec`` (as ``GET /events`` returns it)."""
         spec = SPECS[resource]
         seq = self.next_seq()
@@ -224,7 +278,12 @@ class ChargebeeState:
         return None
 
     def idempotent_store(self, key: str, fingerprint: str, status: int, body: Any) -> None:
-        self.data["idempotency"][key] = {"fingerprint": fingerprint, "status": status, "body": body, "at": self.now()}
+        self.data["idempotency"][key] = {
+            "fingerprint": fingerprint,
+            "status": status,
+            "body": body,
+            "at": self.now(),
+        }
 
     # ----------------------------------------------------------------- seeding / admin upserts
     def load_seed(self, seed: dict[str, Any] | None) -> None:
@@ -293,9 +352,16 @@ class ChargebeeState:
             rec.setdefault("created_at", default_ts)
             if not rec.get("document_number"):
                 rec["document_number"] = str(self.next_counter("order_document_number", 1000))
+            elif str(rec["document_number"]).isdigit():
+                counters = self.data["counters"]
+                counters["order_document_number"] = max(
+                    int(counters.get("order_document_number", 999)), int(rec["document_number"])
+                )
             models.order_defaults(rec, default_ts)
 
-    def admin_upsert(self, resource: str, patch: dict[str, Any], *, touch: bool = True, emit: bool = True) -> dict[str, Any]:
+    def admin_upsert(
+        self, resource: str, patch: dict[str, Any], *, touch: bool = True, emit: bool = True
+    ) -> dict[str, Any]:
         """Create or merge a record as a person editing in the Chargebee UI would.
 
         New ids get defaults and a ``*_created`` event; existing records are merged

@@ -20,17 +20,19 @@ import logging
 import re
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from email.message import Message
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from sandbox.customcrm.faults import FaultConfig, FaultInjector, RateLimiter
+from sandbox.common.clock import Clock
+from sandbox.common.faults import FaultConfig, FaultInjector
+from sandbox.common.httpbase import SandboxHTTPServer, SandboxRequestHandler
+from sandbox.common.ratelimit import RateLimiter
+from sandbox.common.stats import RequestStats
 from sandbox.customcrm.schema import LIST_PARAMS, READ_ONLY, RESOURCES, ResourceSpec, validate_body
 from sandbox.customcrm.store import (
     CursorError,
@@ -48,7 +50,6 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8601
 DEFAULT_TOKEN = "sandbox_token"
 OPENAPI_PATH = Path(__file__).with_name("openapi.yaml")
-MAX_BODY_BYTES = 8 * 1024 * 1024
 MAX_LIMIT = 1000
 DEFAULT_LIMIT = 100
 PROBLEM_BASE = "urn:customcrm:problem:"
@@ -85,17 +86,25 @@ def _build_routes() -> tuple[Route, ...]:
             Route("POST", f"/{name}/{{id}}/restore", "restore_record", resource=name),
         ]
     routes += [
+        # Admin paths mirror the Chargebee sandbox's so one test helper drives both.
         Route("GET", "/openapi.yaml", "openapi", admin=True),
         Route("GET", "/_sandbox/health", "admin_health", admin=True),
         Route("GET", "/_sandbox/stats", "admin_stats", admin=True),
-        Route("DELETE", "/_sandbox/stats", "admin_stats_clear", admin=True),
+        Route("POST", "/_sandbox/stats/reset", "admin_stats_reset", admin=True),
         Route("POST", "/_sandbox/reset", "admin_reset", admin=True),
-        Route("GET", "/_sandbox/faults", "admin_faults_get", admin=True),
-        Route("POST", "/_sandbox/faults", "admin_faults_set", admin=True),
+        Route("GET", "/_sandbox/faults", "admin_faults", admin=True),
+        Route("POST", "/_sandbox/faults", "admin_faults", admin=True),
+        Route("GET", "/_sandbox/config", "admin_config", admin=True),
+        Route("POST", "/_sandbox/config", "admin_config", admin=True),
+        Route("GET", "/_sandbox/clock", "admin_clock", admin=True),
+        Route("POST", "/_sandbox/clock", "admin_clock", admin=True),
+        Route("POST", "/_sandbox/save", "admin_save", admin=True),
         Route("GET", "/_sandbox/records/{resource}", "admin_records_list", admin=True),
         Route("POST", "/_sandbox/records/{resource}", "admin_records_post", admin=True),
         Route("GET", "/_sandbox/records/{resource}/{id}", "admin_record_get", admin=True),
         Route("PATCH", "/_sandbox/records/{resource}/{id}", "admin_record_patch", admin=True),
+        Route("DELETE", "/_sandbox/records/{resource}/{id}", "admin_record_remove", admin=True),
+        Route("POST", "/_sandbox/records/{resource}/{id}/delete", "admin_record_delete", admin=True),
     ]
     return tuple(routes)
 
@@ -177,45 +186,25 @@ class Outcome:
     stats_status: str = ""
 
 
-class Stats:
-    """Request counters by method, path template and status (API routes only)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._counts: Counter[tuple[str, str, str]] = Counter()
-
-    def add(self, method: str, template: str, status: str) -> None:
-        with self._lock:
-            self._counts[(method, template, status)] += 1
-
-    def clear(self) -> None:
-        with self._lock:
-            self._counts.clear()
-
-    def to_json(self) -> dict[str, Any]:
-        with self._lock:
-            items = sorted(self._counts.items())
-        by_route: dict[str, dict[str, int]] = {}
-        for (method, template, status), count in items:
-            by_route.setdefault(f"{method} {template}", {})[status] = count
-        return {
-            "total": sum(c for _, c in items),
-            "rate_limited": sum(c for (_, _, s), c in items if s == "429"),
-            "by_route": by_route,
-            "requests": [{"method": m, "path": t, "status": s, "count": c} for (m, t, s), c in items],
-        }
-
-
 # --------------------------------------------------------------------------- the app
 class App:
     """Routing and handlers, independent of the socket layer."""
 
-    def __init__(self, store: Store, *, token: str = DEFAULT_TOKEN, rate_limit_per_minute: int = 0) -> None:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        token: str = DEFAULT_TOKEN,
+        rate_limit_per_minute: int = 0,
+        clock: Clock | None = None,
+    ) -> None:
         self.store = store
         self.token = token
-        self.limiter = RateLimiter(rate_limit_per_minute)
+        self.clock = clock or Clock()
+        # No block period: an in-house CRM answers 429 only while its window is full.
+        self.limiter = RateLimiter(rate_limit_per_minute, block_seconds=0, clock=self.clock)
         self.faults = FaultInjector()
-        self.stats = Stats()
+        self.stats = RequestStats()
         self.stopping = threading.Event()
 
     # ---------------------------------------------------------------- dispatch
@@ -249,13 +238,14 @@ class App:
             if route.admin:
                 return Outcome(getattr(self, route.handler)(request))
             self._authenticate(request)
-            retry_after = self.limiter.check()
-            if retry_after is not None:
+            decision = self.limiter.check()
+            if not decision.allowed:
+                self.stats.incr("rate_limited")
                 raise Problem(
                     429,
                     "rate-limited",
                     "too many requests; retry later",
-                    headers={"Retry-After": str(retry_after)},
+                    headers={"Retry-After": str(decision.retry_after)},
                 )
             return self._with_faults(request, route)
         except Problem as problem:
@@ -273,27 +263,30 @@ class App:
             )
 
     def _with_faults(self, request: Request, route: Route) -> Outcome:
-        decision = self.faults.decide()
-        if decision.latency_seconds:
-            self.stopping.wait(decision.latency_seconds)
-        if decision.hang_seconds:
-            # A slow server, not a dead one: after the hang the request is served,
-            # so a client that timed out may still have had its write applied.
+        """Apply the injected fault drawn for this request (shared with the Chargebee sandbox)."""
+        decision = self.faults.decide(request.method, request.path)
+        if decision.latency_s:
+            self.stopping.wait(decision.latency_s)
+        if decision.kind == "hang":
+            # Longer than any sane client timeout, then no answer and nothing processed.
             self.stopping.wait(decision.hang_seconds)
-        if decision.action == "drop":
             return Outcome(None, drop=True)
-        if decision.action == "rate_429":
+        if decision.kind == "drop":
+            return Outcome(None, drop=True)
+        if decision.kind == "rate_429":
+            self.stats.incr("rate_limited")
             raise Problem(
                 429, "rate-limited", "too many requests (injected fault)", headers={"Retry-After": "1"}
             )
-        if decision.action == "error":
-            headers = {"Retry-After": "1"} if decision.status == 503 else {}
+        if decision.kind == "error":
+            headers = {"Retry-After": "1"} if decision.status in (429, 503) else {}
             raise Problem(
                 decision.status, "injected-fault", "injected fault; nothing was changed", headers=headers
             )
         response = self._idempotent(request, lambda: getattr(self, route.handler)(request))
-        if decision.action == "lost_response":
-            if decision.lost_as_drop:
+        if decision.kind == "lost_response":
+            # The write above is applied and committed; only the answer is lost.
+            if decision.lost_mode == "drop":
                 return Outcome(None, drop=True)
             raise Problem(500, "injected-fault", "injected fault after the request was processed")
         return Outcome(response)
@@ -526,49 +519,100 @@ class App:
     def openapi(self, request: Request) -> Response:
         return Response(200, OPENAPI_PATH.read_bytes(), content_type="application/yaml")
 
+    def _admin_body(self, request: Request) -> dict[str, Any]:
+        body = self._json_body(request)
+        if body is None:
+            return {}
+        if not isinstance(body, dict):
+            raise Problem(400, "malformed-json", "body must be a JSON object")
+        return body
+
+    def _counts(self) -> dict[str, int]:
+        return {name: self.store.count(name) for name in RESOURCES}
+
     def admin_health(self, request: Request) -> Response:
-        return Response(
-            200, {"status": "ok", "records": {name: self.store.count(name) for name in RESOURCES}}
-        )
+        return Response(200, {"ok": True, "service": "customcrm-sandbox", "counts": self._counts()})
 
     def admin_stats(self, request: Request) -> Response:
-        return Response(200, {**self.stats.to_json(), "faults_injected": dict(self.faults.injected)})
+        snapshot = self.stats.snapshot()
+        snapshot["rate_limited"] = snapshot["by_status"].get("429", 0)
+        snapshot["rate_limit"] = self.limiter.snapshot()
+        snapshot["faults_injected"] = self.faults.snapshot()["injected"]
+        return Response(200, snapshot)
 
-    def admin_stats_clear(self, request: Request) -> Response:
-        self.stats.clear()
-        return Response(204)
+    def admin_stats_reset(self, request: Request) -> Response:
+        self.stats.reset()
+        return Response(200, {"ok": True})
 
     def admin_reset(self, request: Request) -> Response:
-        """Back to the seed; also clears faults, stats and the rate-limit window."""
+        """Back to the seed (records, counters, idempotency keys) and an empty rate window.
+
+        Body flags as in the Chargebee sandbox: ``stats`` (default true) also zeroes the
+        counters, ``faults`` (default false) also turns faults off.
+        """
+        flags = self._admin_body(request)
         self.store.reset()
-        self.faults.configure(FaultConfig())
         self.limiter.reset()
-        self.stats.clear()
-        return self.admin_health(request)
+        if flags.get("stats", True):
+            self.stats.reset()
+        if flags.get("faults", False):
+            self.faults.configure(FaultConfig())
+        return Response(200, {"ok": True, "counts": self._counts()})
 
-    def admin_faults_get(self, request: Request) -> Response:
-        return Response(200, self.faults.config.to_json())
+    def admin_faults(self, request: Request) -> Response:
+        """``GET`` the settings; ``POST`` replaces them (``{}`` turns every fault off)."""
+        if request.method == "POST":
+            try:
+                self.faults.configure(FaultConfig.from_dict(self._admin_body(request)))
+            except (TypeError, ValueError) as exc:
+                raise Problem(400, "bad-faults", str(exc)) from exc
+        return Response(200, self.faults.snapshot())
 
-    def admin_faults_set(self, request: Request) -> Response:
-        body = self._json_body(request)
-        try:
-            config = FaultConfig.from_json({} if body is None else body)
-        except ValueError as exc:
-            name, _, message = str(exc).partition(": ")
-            raise Problem(400, "bad-faults", str(exc), errors=[(name, message)]) from exc
-        self.faults.configure(config)
-        return Response(200, config.to_json())
+    def admin_config(self, request: Request) -> Response:
+        """Change the rate limit or the accepted token at runtime (tests, demos)."""
+        if request.method == "POST":
+            body = self._admin_body(request)
+            if "rate_limit_per_minute" in body:
+                self.limiter.configure(int(body["rate_limit_per_minute"]))
+            if "token" in body:
+                self.token = str(body["token"])
+        return Response(
+            200,
+            {"rate_limit_per_minute": self.limiter.per_minute, "flush_interval": self.store.flush_interval},
+        )
+
+    def admin_clock(self, request: Request) -> Response:
+        """Move the clock (``advance`` seconds or an absolute ``offset``); UpdatedAt stays increasing."""
+        if request.method == "POST":
+            body = self._admin_body(request)
+            if "advance" in body:
+                self.clock.advance(float(body["advance"]))
+            if "offset" in body:
+                self.clock.set_offset(float(body["offset"]))
+        return Response(200, {"now": self.clock.now(), "offset": self.clock.offset})
+
+    def admin_save(self, request: Request) -> Response:
+        self.store.flush()
+        return Response(200, {"ok": True})
 
     def admin_records_list(self, request: Request) -> Response:
+        """Every record, tombstones included, by Id; ``?id=`` (repeatable) narrows it."""
         spec = self._spec(request)
-        return Response(200, {"items": self.store.all(spec.name)})
+        records = self.store.all(spec.name)
+        if "id" in request.query:
+            wanted = set(request.query["id"])
+            records = [r for r in records if r["Id"] in wanted]
+        return Response(200, {"records": records, "count": len(records)})
+
+    def _admin_existing(self, spec: ResourceSpec, record_id: str) -> Record:
+        record = self.store.get(spec.name, record_id)
+        if record is None:
+            raise Problem(404, "not-found", f"no {spec.singular} with Id {record_id}")
+        return record
 
     def admin_record_get(self, request: Request) -> Response:
         spec = self._spec(request)
-        record = self.store.get(spec.name, request.params["id"])
-        if record is None:
-            raise Problem(404, "not-found", f"no {spec.singular} with Id {request.params['id']}")
-        return self._record_response(200, record)
+        return Response(200, {"record": self._admin_existing(spec, request.params["id"])})
 
     @staticmethod
     def _admin_fields(spec: ResourceSpec, body: Any) -> dict[str, Any]:
@@ -580,42 +624,61 @@ class App:
             for name in body
             if name not in ("Id", "Deleted") and (name in READ_ONLY or name not in spec.by_name)
         ]
+        if "Id" in body and not isinstance(body["Id"], str | None):
+            errors.append(("Id", "must be a string"))
         if errors:
-            raise Problem(400, "bad-record", f"{len(errors)} bad field name(s)", errors=errors)
+            raise Problem(400, "bad-record", f"{len(errors)} bad field(s)", errors=errors)
         return {k: v for k, v in body.items() if k != "Id"}
 
     def admin_records_post(self, request: Request) -> Response:
-        """Create records (or edit those whose ``Id`` exists); a JSON array does many at once."""
+        """Create records, or edit those whose ``Id`` exists, like a person in the CRM's UI.
+
+        Accepts one object, a list, or ``{"records": [...]}`` (the Chargebee sandbox's
+        shape); answers ``{"records": [...]}``. Version and UpdatedAt always move, so
+        ``"touch": false`` is refused: it would break the feed's ordering guarantee.
+        """
         spec = self._spec(request)
         body = self._json_body(request)
-        many = isinstance(body, list)
+        if isinstance(body, dict) and "records" in body:
+            if body.get("touch", True) is not True:
+                raise Problem(400, "bad-record", "touch=false is not supported: every edit moves UpdatedAt")
+            body = body["records"]
+        items = body if isinstance(body, list) else [body]
         results: list[Record] = []
-        created = False
         with self.store.transaction():
-            for raw in body if many else [body]:
+            for raw in items:
                 values = self._admin_fields(spec, raw)
                 record_id = raw.get("Id")
-                if record_id is not None and not isinstance(record_id, str):
-                    raise Problem(
-                        400, "bad-record", "Id must be a string", errors=[("Id", "must be a string")]
-                    )
                 if record_id and self.store.get(spec.name, record_id) is not None:
                     results.append(self.store.update(spec.name, record_id, values))
                 else:
                     results.append(self.store.create(spec.name, values, record_id=record_id))
-                    created = True
-        if many:
-            return Response(200, {"items": results})
-        return self._record_response(201 if created else 200, results[0])
+        return Response(200, {"records": results})
 
     def admin_record_patch(self, request: Request) -> Response:
         spec = self._spec(request)
         values = self._admin_fields(spec, self._json_body(request))
         with self.store.transaction():
-            if self.store.get(spec.name, request.params["id"]) is None:
-                raise Problem(404, "not-found", f"no {spec.singular} with Id {request.params['id']}")
+            self._admin_existing(spec, request.params["id"])
             record = self.store.update(spec.name, request.params["id"], values)
-        return self._record_response(200, record)
+        return Response(200, {"record": record})
+
+    def admin_record_delete(self, request: Request) -> Response:
+        """Tombstone a record as the CRM's UI would (no If-Match, no faults)."""
+        spec = self._spec(request)
+        with self.store.transaction():
+            record = self._admin_existing(spec, request.params["id"])
+            if not record["Deleted"]:
+                record = self.store.update(spec.name, record["Id"], {"Deleted": True})
+        return Response(200, {"record": record})
+
+    def admin_record_remove(self, request: Request) -> Response:
+        """Remove a record outright, leaving no tombstone (a hard delete the feed cannot show)."""
+        spec = self._spec(request)
+        with self.store.transaction():
+            self._admin_existing(spec, request.params["id"])
+            self.store.remove(spec.name, request.params["id"])
+        return Response(200, {"removed": True})
 
 
 def _phrase(status: int) -> str:
@@ -634,11 +697,10 @@ def _resource_of(record: Record) -> str:
 
 
 # --------------------------------------------------------------------------- socket layer
-class Handler(BaseHTTPRequestHandler):
+class Handler(SandboxRequestHandler):
     """Turns HTTP requests into ``Request`` objects for the ``App`` and writes the outcome."""
 
     server: CustomcrmServer
-    protocol_version = "HTTP/1.1"  # keep-alive, like a real API behind a load balancer
     server_version = "CustomcrmSandbox/1.0"
     timeout = 120  # idle keep-alive connections are closed after this
 
@@ -646,30 +708,30 @@ class Handler(BaseHTTPRequestHandler):
         started = time.monotonic()
         app = self.server.app
         parts = urlsplit(self.path)
-        length = int(self.headers.get("Content-Length") or 0)
-        if length > MAX_BODY_BYTES:
+        try:
+            body = self.read_body()
+        except ValueError:
             self.close_connection = True
             outcome = Outcome(Problem(413, "too-large", "request body too large").response(parts.path))
         else:
-            body = self.rfile.read(length) if length else b""
-            request = Request(
-                self.command, parts.path, parse_qs(parts.query, keep_blank_values=True), self.headers, body
-            )
+            query = parse_qs(parts.query, keep_blank_values=True)
+            request = Request(self.command, parts.path, query, self.headers, body)
             try:
                 outcome = app.handle(request)
-            except Exception:  # a bug in a handler must not kill the connection silently
+            except Exception:  # a bug in a handler must answer 500, not kill the connection silently
                 log.exception("unhandled error in %s %s", self.command, parts.path)
                 outcome = Outcome(Problem(500, "internal", "internal error").response(parts.path))
         route, _, _ = app.match(self.command, parts.path)
         status = "dropped" if outcome.drop else str(outcome.response.status if outcome.response else 0)
         if route is not None and not route.admin:
-            app.stats.add(self.command, route.template, status)
+            app.stats.record(self.command, route.template, status)
         elif route is None and not parts.path.startswith("/_sandbox/"):
-            app.stats.add(self.command, "<unmatched>", status)
+            app.stats.record(self.command, "<unmatched>", status)
         if outcome.drop or outcome.response is None:
-            self.close_connection = True
+            self.drop_connection()
         else:
             self._write(outcome.response)
+        # Path only: query strings hold emails, and bodies are never logged.
         log.info("%s %s %s %.1fms", self.command, parts.path, status, (time.monotonic() - started) * 1000)
 
     def _write(self, response: Response) -> None:
@@ -685,35 +747,21 @@ class Handler(BaseHTTPRequestHandler):
             if payload:
                 self.wfile.write(payload)
         except (BrokenPipeError, ConnectionResetError):
-            self.close_connection = True  # the client gave up (e.g. timed out during a hang)
+            self.close_connection = True  # the client gave up (e.g. timed out during latency)
 
     do_GET = do_POST = do_PATCH = do_DELETE = do_PUT = _serve
 
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-        """Silenced: ``_serve`` logs one line per request without query strings (they hold emails)."""
-
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug(format, *args)
+        """Silenced: ``_serve`` logs one line per request without query strings."""
 
 
-class CustomcrmServer(ThreadingHTTPServer):
-    """``ThreadingHTTPServer`` carrying the ``App``."""
-
-    daemon_threads = True
-    allow_reuse_address = True
+class CustomcrmServer(SandboxHTTPServer):
+    """``SandboxHTTPServer`` carrying the ``App``."""
 
     def __init__(self, address: tuple[str, int], app: App) -> None:
         self.app = app
         super().__init__(address, Handler)
-
-    @property
-    def base_url(self) -> str:
-        host, port = self.server_address[:2]
-        return f"http://{host}:{port}"
-
-    def shutdown(self) -> None:
-        self.app.stopping.set()  # wake requests sleeping in latency / hang faults
-        super().shutdown()
+        self.stopping = app.stopping  # one event wakes latency/hang sleeps on shutdown
 
 
 def make_server(
@@ -725,14 +773,21 @@ def make_server(
     token: str = DEFAULT_TOKEN,
     rate_limit_per_minute: int = 0,
     flush_interval: float = 0.0,
+    clock: Clock | None = None,
 ) -> CustomcrmServer:
-    """Build (bind, not start) a server; ``seed_path`` is read only when the state file is absent."""
+    """Build (bind, not start) a server; ``seed_path`` is read only when the state file is absent.
+
+    ``clock`` (a ``sandbox.common.clock.Clock``) drives UpdatedAt and the rate-limit window;
+    ``POST /_sandbox/clock`` moves it.
+    """
+    clock = clock or Clock()
     store = Store(
         Path(state_path) if state_path is not None else None,
         Path(seed_path) if seed_path is not None else None,
         flush_interval=flush_interval,
+        clock=clock.now,
     )
-    app = App(store, token=token, rate_limit_per_minute=rate_limit_per_minute)
+    app = App(store, token=token, rate_limit_per_minute=rate_limit_per_minute, clock=clock)
     return CustomcrmServer((host, port), app)
 
 
@@ -750,14 +805,9 @@ def serve_in_thread(
     acknowledged write (the restart test relies on this).
     """
     server = make_server(state_path, port=port, seed_path=seed_path, **opts)
-    thread = threading.Thread(
-        target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="customcrm-sandbox", daemon=True
-    )
-    thread.start()
+    server.start_in_thread()
     try:
         yield server, server.base_url
     finally:
-        server.shutdown()
-        server.server_close()
+        server.stop()
         server.app.store.close()
-        thread.join(timeout=5)

@@ -17,17 +17,17 @@ import bisect
 import copy
 import hashlib
 import json
-import os
-import tempfile
 import threading
+import time
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from sandbox.common.jsonstore import atomic_write_json, read_json
 from sandbox.customcrm.schema import READ_ONLY, RESOURCES, ResourceSpec, blank_record
 
 STATE_FORMAT = "customcrm-sandbox/1"
@@ -113,9 +113,15 @@ class Store:
     """
 
     def __init__(
-        self, state_path: Path | None, seed_path: Path | None = None, *, flush_interval: float = 0.0
+        self,
+        state_path: Path | None,
+        seed_path: Path | None = None,
+        *,
+        flush_interval: float = 0.0,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.lock = threading.RLock()
+        self.clock = clock
         self.state_path = state_path
         self.seed_path = seed_path
         self.flush_interval = flush_interval
@@ -129,8 +135,9 @@ class Store:
         self._pending = False
         self._stop = threading.Event()
         self._flusher: threading.Thread | None = None
-        if state_path is not None and state_path.exists():
-            self._load_state(json.loads(state_path.read_text(encoding="utf-8")))
+        saved = read_json(state_path) if state_path is not None else None
+        if saved is not None:
+            self._load_state(saved)
         else:
             self._load_seed(seed_path)
             self._changed()
@@ -155,7 +162,11 @@ class Store:
                 record[name] = value
             else:
                 raise ValueError(f"{resource}/{raw['Id']}: unknown field {name!r} in seed or state file")
-        created = raw.get("CreatedAt") or raw.get("UpdatedAt") or format_ts(datetime.now(UTC))
+        created = (
+            raw.get("CreatedAt")
+            or raw.get("UpdatedAt")
+            or format_ts(datetime.fromtimestamp(self.clock(), UTC))
+        )
         record["Version"] = int(raw.get("Version") or 1)
         record["CreatedAt"] = format_ts(parse_ts(created))
         record["UpdatedAt"] = format_ts(parse_ts(raw.get("UpdatedAt") or created))
@@ -255,17 +266,7 @@ class Store:
     def _write(self, data: dict[str, Any]) -> None:
         """Atomic replace: a reader (or a crash) sees the old file or the new one, never half."""
         assert self.state_path is not None
-        self.state_path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".customcrm-", suffix=".tmp", dir=self.state_path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                json.dump(data, handle, ensure_ascii=False, indent=1)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, self.state_path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write_json(self.state_path, data, indent=1)
 
     def flush(self) -> None:
         """Write pending changes now (no-op in write-through mode)."""
@@ -288,7 +289,7 @@ class Store:
     # ------------------------------------------------------------------ clock
     def _tick(self) -> str:
         """Next ``UpdatedAt``: wall-clock time, nudged forward to stay strictly increasing."""
-        now = datetime.now(UTC)
+        now = datetime.fromtimestamp(self.clock(), UTC)
         if now <= self._clock:
             now = self._clock + timedelta(microseconds=1)
         self._clock = now
@@ -427,6 +428,17 @@ class Store:
             self._reindex(resource, old_key, record)
             self._changed()
             return copy.deepcopy(record)
+
+    def remove(self, resource: str, record_id: str) -> None:
+        """Hard delete (admin only): the record vanishes without a tombstone."""
+        with self.lock:
+            record = self._records[resource].pop(record_id)
+            key = (record["UpdatedAt"], record["Id"])
+            index = self._index[resource]
+            pos = bisect.bisect_left(index, key)
+            if pos < len(index) and index[pos] == key:
+                del index[pos]
+            self._changed()
 
     # ------------------------------------------------------------- idempotency
     def remember(self, key: str, response: StoredResponse) -> None:

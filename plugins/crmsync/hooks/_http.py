@@ -31,6 +31,7 @@ import requests
 from airflow.providers.http.hooks.http import HttpHook
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic import ValidationError as PydanticValidationError
+from requests_toolbelt.adapters.socket_options import TCPKeepAliveAdapter
 
 from crmsync import __version__
 from crmsync.hooks.budget import RateLimiter, get_budget
@@ -40,6 +41,7 @@ from crmsync.hooks.retry import RetryPolicy, call_with_retry, classify_requests_
 SettingsT = TypeVar("SettingsT", bound="HttpSettings")
 
 USER_AGENT = f"crmsync/{__version__} (+apache-airflow)"
+_DEFAULT_POOL_SIZE = 10  # requests' HTTPAdapter default pool_maxsize
 
 
 #: Failures of the transport itself (no usable HTTP response): retried per the policy.
@@ -231,6 +233,12 @@ class ApiHook(HttpHook):
             self._base_url_initialized = True
             self._auth_obj = self._auth(conn, settings)
             self._settings = settings
+            if self.adapter is None and settings.max_workers > _DEFAULT_POOL_SIZE:
+                # One pooled connection per worker thread; urllib3's default pool of 10
+                # would otherwise discard and reopen connections under load.
+                self.keep_alive_adapter = TCPKeepAliveAdapter(
+                    idle=120, count=20, interval=30, pool_maxsize=settings.max_workers
+                )
             self._policy = self._policy_override or RetryPolicy(
                 max_attempts=settings.max_attempts,
                 max_wait=settings.max_retry_wait,
@@ -372,7 +380,11 @@ class ApiHook(HttpHook):
                 self.system, None, "request_error", type(exc).__name__, None, method, template
             ) from None
         self.log.debug(
-            "%s %s %s -> %s (%.2f s)", self.system, method, template, response.status_code,
+            "%s %s %s -> %s (%.2f s)",
+            self.system,
+            method,
+            template,
+            response.status_code,
             time.monotonic() - started,
         )
         if response.status_code >= 400:
@@ -424,8 +436,13 @@ class ApiHook(HttpHook):
         except ValueError:
             ctype = short_content_type(response)
             raise InvalidResponse(
-                self.system, response.status_code, "invalid_response",
-                f"expected a JSON body, got {ctype or 'no content type'}", None, method, template,
+                self.system,
+                response.status_code,
+                "invalid_response",
+                f"expected a JSON body, got {ctype or 'no content type'}",
+                None,
+                method,
+                template,
             ) from None
 
 

@@ -326,8 +326,13 @@ class ChargebeeHook(ApiHook):
         obj = body.get(res.object_key) if isinstance(body, dict) else None
         if not isinstance(obj, dict):
             raise InvalidResponse(
-                "chargebee", 200, "invalid_response", f"response has no {res.object_key!r} object",
-                None, method, template,
+                "chargebee",
+                200,
+                "invalid_response",
+                f"response has no {res.object_key!r} object",
+                None,
+                method,
+                template,
             )
         return obj
 
@@ -376,8 +381,13 @@ class ChargebeeHook(ApiHook):
             body = self._json(response, "GET", template)
             if not isinstance(body, dict) or not isinstance(body.get("list"), list):
                 raise InvalidResponse(
-                    "chargebee", response.status_code, "invalid_response", "list response has no 'list'",
-                    None, "GET", template,
+                    "chargebee",
+                    response.status_code,
+                    "invalid_response",
+                    "list response has no 'list'",
+                    None,
+                    "GET",
+                    template,
                 )
             page = [self._unwrap(entry, res, "GET", template) for entry in body["list"]]
             if page:
@@ -388,8 +398,13 @@ class ChargebeeHook(ApiHook):
             next_offset = str(next_offset)
             if next_offset in seen:
                 raise InvalidResponse(
-                    "chargebee", response.status_code, "paging_loop", "next_offset repeated",
-                    None, "GET", template,
+                    "chargebee",
+                    response.status_code,
+                    "paging_loop",
+                    "next_offset repeated",
+                    None,
+                    "GET",
+                    template,
                 )
             seen.add(next_offset)
             offset = next_offset
@@ -432,8 +447,13 @@ class ChargebeeHook(ApiHook):
         if isinstance(body, dict):
             return body
         raise InvalidResponse(
-            "chargebee", response.status_code, "invalid_response", "response is not an object",
-            None, "POST", template,
+            "chargebee",
+            response.status_code,
+            "invalid_response",
+            "response is not an object",
+            None,
+            "POST",
+            template,
         )
 
     def create(

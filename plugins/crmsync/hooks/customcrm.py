@@ -298,7 +298,9 @@ class CustomcrmHook(ApiHook):
         status = response.status_code
         raw_type = body.get("type") if isinstance(body.get("type"), str) else None
         # "https://crm.example.com/problems/version-mismatch" or "urn:customcrm:problem:gone" → the slug.
-        code = re.split(r"[/:#]", raw_type.rstrip("/:#"))[-1] if raw_type and raw_type != "about:blank" else None
+        code = (
+            re.split(r"[/:#]", raw_type.rstrip("/:#"))[-1] if raw_type and raw_type != "about:blank" else None
+        )
         title = body.get("title") if isinstance(body.get("title"), str) else None
         detail = body.get("detail") if isinstance(body.get("detail"), str) else None
         errors: list[tuple[str | None, str]] = []
@@ -339,9 +341,7 @@ class CustomcrmHook(ApiHook):
             raise ValueError(f"limit must be between 1 and {p.max_limit}")
         return {p.limit: str(limit)}
 
-    def _iter(
-        self, resource: str, params: dict[str, str], template: str
-    ) -> Iterator[list[dict[str, Any]]]:
+    def _iter(self, resource: str, params: dict[str, str], template: str) -> Iterator[list[dict[str, Any]]]:
         api = self.api
         path = api.path_of(resource)
         cursor: str | None = None
@@ -355,8 +355,13 @@ class CustomcrmHook(ApiHook):
             items = body.get(api.envelope.items) if isinstance(body, dict) else None
             if not isinstance(items, list):
                 raise InvalidResponse(
-                    "customcrm", response.status_code, "invalid_response",
-                    f"list response has no {api.envelope.items!r} array", None, "GET", template,
+                    "customcrm",
+                    response.status_code,
+                    "invalid_response",
+                    f"list response has no {api.envelope.items!r} array",
+                    None,
+                    "GET",
+                    template,
                 )
             page = [self._to_contract(item, "GET", template) for item in items]
             if page:
@@ -367,8 +372,13 @@ class CustomcrmHook(ApiHook):
             next_cursor = str(next_cursor)
             if next_cursor in seen:
                 raise InvalidResponse(
-                    "customcrm", response.status_code, "paging_loop", "next cursor repeated",
-                    None, "GET", template,
+                    "customcrm",
+                    response.status_code,
+                    "paging_loop",
+                    "next cursor repeated",
+                    None,
+                    "GET",
+                    template,
                 )
             seen.add(next_cursor)
             cursor = next_cursor
@@ -448,7 +458,11 @@ class CustomcrmHook(ApiHook):
         if api.idempotency_header:
             headers[api.idempotency_header] = idempotency_key or f"crmsync-{uuid.uuid4()}"
         response = self._request(
-            "POST", resource, api.path_of(resource), data=self._body(body), headers=headers,
+            "POST",
+            resource,
+            api.path_of(resource),
+            data=self._body(body),
+            headers=headers,
             replay_safe=bool(api.idempotency_header),
         )
         return self._to_contract(self._json(response, "POST", resource), "POST", resource)
@@ -473,8 +487,11 @@ class CustomcrmHook(ApiHook):
         if if_match is not None:
             headers["If-Match"] = if_match_value(if_match)
         response = self._request(
-            method, template, f"{api.path_of(resource)}/{quote_segment(record_id)}",
-            data=self._body(body), headers=headers,
+            method,
+            template,
+            f"{api.path_of(resource)}/{quote_segment(record_id)}",
+            data=self._body(body),
+            headers=headers,
         )
         return self._to_contract(self._json(response, method, template), method, template)
 
@@ -485,7 +502,9 @@ class CustomcrmHook(ApiHook):
         headers = {"If-Match": if_match_value(if_match)} if if_match is not None else None
         try:
             self._request(
-                "DELETE", template, f"{self.api.path_of(resource)}/{quote_segment(record_id)}",
+                "DELETE",
+                template,
+                f"{self.api.path_of(resource)}/{quote_segment(record_id)}",
                 headers=headers,
             )
         except NotFound as err:

@@ -18,7 +18,6 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import pytest
-
 from crmsync.hooks.budget import RateBudget, reset_budgets
 from crmsync.hooks.retry import RetryPolicy
 
@@ -147,7 +146,8 @@ def fast_policy(sleeps: Sleeps) -> RetryPolicy:
 
 @pytest.fixture
 def no_budget() -> RateBudget:
-    return RateBudget(0)
+    """No client-side limit; a 429's pause is skipped (the retry policy's sleep is recorded)."""
+    return RateBudget(0, sleep=lambda seconds: None)
 
 
 @pytest.fixture(autouse=True)
@@ -157,18 +157,28 @@ def _fresh_budgets() -> Iterator[None]:
     reset_budgets()
 
 
+@dataclass
+class Output:
+    caplog: pytest.LogCaptureFixture
+    capsys: pytest.CaptureFixture[str]
+    seen: list[str] = field(default_factory=list)
+
+    def text(self) -> str:
+        """Everything logged so far: stdlib records (caplog) and structlog output.
+
+        Hooks log through ``self.log``, a structlog logger that outside a task
+        renders to stdout instead of going through stdlib logging.
+        """
+        out, err = self.capsys.readouterr()
+        self.seen += [out, err]
+        return "\n".join([self.caplog.text, *self.seen])
+
+    def lines(self) -> list[str]:
+        return [line for line in self.text().splitlines() if line.strip()]
+
+
 @pytest.fixture
-def capture_all(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
-    """caplog at DEBUG for every logger, including Airflow's non-propagating ones."""
+def output(caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]) -> Output:
+    """All log output at DEBUG, whichever logging path it takes."""
     caplog.set_level(logging.DEBUG)
-    attached = []
-    for name in list(logging.root.manager.loggerDict):
-        logger = logging.getLogger(name)
-        if not logger.propagate:
-            logger.addHandler(caplog.handler)
-            attached.append(logger)
-    try:
-        yield caplog
-    finally:
-        for logger in attached:
-            logger.removeHandler(caplog.handler)
+    return Output(caplog, capsys)

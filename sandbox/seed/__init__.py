@@ -1,0 +1,1 @@
+"""Seed data for the sandboxes (``generate.py`` writes the committed JSON files)."""

@@ -1,0 +1,140 @@
+"""Crashes and manual reruns: SIGKILL mid-upsert, lost responses, tasks cleared and rerun."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from crmsync.store.schema import link, plan
+from tests.e2e.test_contact_customer import assert_converged, writes
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[2]
+MAPPING = str(ROOT / "include" / "mappings" / "contact_customer.yaml")
+
+
+def step(name: str, run_id: str, side: str | None = None, **params: Any) -> None:
+    """Run one task callable the way a worker does (same run_id = a cleared task rerun)."""
+    from crmsync.flows.tasks import run_step
+
+    kwargs: dict[str, Any] = {"run_id": run_id, "params": params}
+    if side:
+        kwargs["side"] = side
+    run_step(name, MAPPING, **kwargs)
+
+
+def all_steps(run_id: str) -> None:
+    step("extract", run_id, "customcrm")
+    step("extract", run_id, "chargebee")
+    step("transform", run_id)
+    step("upsert", run_id, "chargebee")
+    step("upsert", run_id, "customcrm")
+    step("update_links", run_id)
+
+
+def creates(sb: Any) -> int:
+    stats = sb.stats("chargebee")
+    return sum(r["count"] for r in stats["requests"] if r["method"] == "POST" and r["path"] == "/api/v2/customers")
+
+
+def test_every_task_rerun_gives_the_same_result(sandboxes, store):
+    run_id = "manual__rerun_each_task"
+    step("extract", run_id, "customcrm")
+    step("extract", run_id, "chargebee")
+    step("extract", run_id, "chargebee")  # cleared and rerun
+    step("transform", run_id)
+    step("transform", run_id)  # rebuilt: nothing executed yet
+    step("upsert", run_id, "chargebee")
+    n_creates = creates(sandboxes)
+    step("transform", run_id)  # plan kept: writes were attempted
+    step("upsert", run_id, "chargebee")  # nothing left to do
+    assert creates(sandboxes) == n_creates
+    step("upsert", run_id, "customcrm")
+    step("update_links", run_id)
+    before = writes(sandboxes)
+    for name, side in (("extract", "customcrm"), ("transform", None), ("upsert", "customcrm"), ("update_links", None)):
+        step(name, run_id, side)
+    assert writes(sandboxes) == before
+    assert_converged(sandboxes, store)
+    # and the next scheduled run finds nothing to write
+    all_steps("manual__after_reruns")
+    all_steps("manual__idle")
+    assert writes(sandboxes) == before
+
+
+def _wait_for_creates(sb: Any, n: int, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while creates(sb) < n:
+        assert time.monotonic() < deadline, "the upsert never got going"
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("kill_after", [1, 6])
+def test_sigkill_during_upsert_creates_no_duplicate(sandboxes, store, kill_after):
+    run_id = f"manual__sigkill_{kill_after}"
+    step("extract", run_id, "customcrm")
+    step("extract", run_id, "chargebee")
+    step("transform", run_id)
+    sandboxes.faults("chargebee", seed=1, latency_ms=150)
+    code = (
+        "from crmsync.flows.tasks import run_step\n"
+        f"run_step('upsert', {MAPPING!r}, side='chargebee', run_id={run_id!r}, params={{}})\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], env=os.environ.copy(), cwd=ROOT)
+    try:
+        _wait_for_creates(sandboxes, kill_after)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    with store.connect() as conn:
+        in_flight = conn.execute(
+            select(func.count()).where(plan.c.run_id == run_id, plan.c.cb_status == "in_flight")
+        ).scalar()
+    assert in_flight >= 1, "the kill should leave a write in flight"
+    sandboxes.faults("chargebee", seed=1, latency_ms=0)
+    # Airflow retries the task (or a person clears it): the rerun finishes the job.
+    step("upsert", run_id, "chargebee")
+    step("upsert", run_id, "customcrm")
+    step("update_links", run_id)
+    assert_converged(sandboxes, store)
+    with store.connect() as conn:
+        left = conn.execute(
+            select(func.count()).where(plan.c.run_id == run_id, plan.c.cb_status.in_(("pending", "in_flight")))
+        ).scalar()
+        assert left == 0
+        n_links = conn.execute(select(func.count()).select_from(link)).scalar()
+    # Every Chargebee customer the flow created is linked exactly once.
+    customers = [c for c in sandboxes.cb_customers() if c["id"].startswith("crm-")]
+    assert len(customers) == len({c["email"] for c in customers})
+    assert n_links >= len(customers)
+    before = writes(sandboxes)
+    all_steps("manual__after_kill")
+    all_steps("manual__idle_after_kill")
+    assert writes(sandboxes) == before, "after recovery, runs without edits write nothing"
+    assert_converged(sandboxes, store)
+
+
+def test_lost_responses_neither_duplicate_nor_lose(run_flow, sandboxes, store):
+    """The nasty fault: the write is applied, the response is lost; the hook retries."""
+    sandboxes.faults("chargebee", seed=7, lost_response_rate=0.3)
+    sandboxes.faults("customcrm", seed=7, lost_response_rate=0.3)
+    run_flow()
+    injected = sandboxes.stats("chargebee")["faults_injected"]
+    assert injected, "the fault must actually have been injected"
+    sandboxes.faults("chargebee", seed=7)
+    sandboxes.faults("customcrm", seed=7)
+    # whatever failed in the faulty run is retried; one clean run finishes the job
+    run_flow()
+    r = run_flow()
+    assert r.ok
+    assert_converged(sandboxes, store)

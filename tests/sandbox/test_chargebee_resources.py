@@ -1,0 +1,199 @@
+"""Chargebee sandbox resources beyond customers, over raw HTTP.
+
+Business entities have no list/retrieve in the official SDK (the endpoints are used by
+connectors but undocumented), so they are tested here; so are the admin-side events and
+the list parameters the crmsync hook sends to every resource.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.sandbox.conftest import T0, CbSandbox
+
+
+def event_types(sb: CbSandbox, **params: Any) -> list[str]:
+    body = sb.api.get("/events", params={"limit": 100, "sort_by[asc]": "occurred_at", **params}).json()
+    return [e["event"]["event_type"] for e in body["list"]]
+
+
+def test_business_entities_are_read_only_and_admin_managed(chargebee_sandbox: CbSandbox) -> None:
+    sb = chargebee_sandbox
+    [be] = sb.put_records("business_entities", [{"id": "acme-no", "name": "Acme Norge AS"}])
+    assert be["status"] == "active" and be["object"] == "business_entity"
+    assert sb.api.get("/business_entities/acme-no").json()["business_entity"]["name"] == "Acme Norge AS"
+    listed = sb.api.get("/business_entities", params={"limit": 100, "sort_by[asc]": "updated_at"}).json()
+    assert [e["business_entity"]["id"] for e in listed["list"]] == ["acme-no"]
+    assert sb.api.post("/business_entities", data={"id": "x", "name": "X"}).status_code == 405
+    assert sb.api.post("/business_entities/acme-no", data={"name": "X"}).status_code == 405
+
+    sb.clock.advance(20)
+    [edited] = sb.put_records("business_entities", [{"id": "acme-no", "name": "Acme Norway AS"}])
+    assert edited["updated_at"] == int(T0) + 20
+    sb.put_records("business_entities", [{"id": "acme-no", "deleted": True}])
+    assert sb.api.get("/business_entities/acme-no").status_code == 404
+    assert event_types(sb) == [
+        "business_entity_created",
+        "business_entity_updated",
+        "business_entity_deleted",
+    ]
+
+
+def test_customers_get_the_default_business_entity(chargebee_sandbox: CbSandbox) -> None:
+    sb = chargebee_sandbox
+    sb.put_records("business_entities", [{"id": "be-1", "name": "One"}, {"id": "be-2", "name": "Two"}])
+    plain = sb.api.post("/customers", data={"id": "a"}).json()["customer"]
+    assert plain["business_entity_id"] == "be-1"
+    chosen = sb.api.post("/customers", data={"id": "b", "business_entity_id": "be-2"}).json()["customer"]
+    assert chosen["business_entity_id"] == "be-2"
+    bad = sb.api.post("/customers", data={"id": "c", "business_entity_id": "nope"})
+    assert bad.status_code == 404 and bad.json()["param"] == "business_entity_id"
+    filtered = sb.api.get("/customers", params={"business_entity_id[is]": "be-2"}).json()["list"]
+    assert [e["customer"]["id"] for e in filtered] == ["b"]
+
+
+@pytest.mark.parametrize(
+    ("params", "param"),
+    [
+        ({"name": "No id"}, "id"),
+        ({"id": "f"}, "name"),
+        ({"id": "f", "name": "x" * 51}, "name"),
+        ({"id": "f", "name": "F", "description": "d" * 501}, "description"),
+        ({"id": "f", "name": "F", "status": "active"}, "status"),
+    ],
+)
+def test_item_family_validation(chargebee_sandbox: CbSandbox, params: dict[str, str], param: str) -> None:
+    resp = chargebee_sandbox.api.post("/item_families", data=params)
+    assert resp.status_code == 400 and resp.json()["param"] == param
+
+
+@pytest.mark.parametrize(
+    ("params", "param"),
+    [
+        ({"name": "X", "type": "plan", "item_family_id": "fam"}, "id"),
+        ({"id": "i", "name": "n" * 101, "type": "plan", "item_family_id": "fam"}, "name"),
+        ({"id": "i", "name": "X", "type": "plan"}, "item_family_id"),
+        (
+            {"id": "i", "name": "X", "type": "plan", "item_family_id": "fam", "is_shippable": "maybe"},
+            "is_shippable",
+        ),
+        ({"id": "i", "name": "X", "type": "plan", "item_family_id": "fam", "metadata": "nope"}, "metadata"),
+        (
+            {"id": "i", "name": "X", "type": "plan", "item_family_id": "fam", "external_name": "e" * 101},
+            "external_name",
+        ),
+        ({"id": "i", "name": "X", "type": "charge", "item_family_id": "fam", "metered": "true"}, "metered"),
+    ],
+)
+def test_item_validation(chargebee_sandbox: CbSandbox, params: dict[str, str], param: str) -> None:
+    chargebee_sandbox.api.post("/item_families", data={"id": "fam", "name": "Fam"})
+    resp = chargebee_sandbox.api.post("/items", data=params)
+    assert resp.status_code == 400 and resp.json()["param"] == param
+
+
+def test_item_update_rules(chargebee_sandbox: CbSandbox) -> None:
+    sb = chargebee_sandbox
+    sb.api.post("/item_families", data={"id": "fam", "name": "Fam"})
+    sb.api.post("/item_families", data={"id": "fam2", "name": "Fam 2"})
+    sb.api.post("/items", data={"id": "i", "name": "Item", "type": "addon", "item_family_id": "fam"})
+    assert sb.api.post("/items/i", data={"type": "plan"}).json()["param"] == "type", "type is fixed"
+    moved = sb.api.post("/items/i", data={"item_family_id": "fam2", "applicable_items[0]": "x"}).json()[
+        "item"
+    ]
+    assert moved["item_family_id"] == "fam2"
+    assert moved["applicable_items"] == [{"id": "x"}]
+    assert sb.api.post("/items/i", data={"item_family_id": "nope"}).status_code == 404
+    archived = sb.api.post("/items/i", data={"status": "archived"}).json()["item"]
+    assert archived["status"] == "archived" and "archived_at" in archived
+    active = sb.api.post("/items/i", data={"status": "active"}).json()["item"]
+    assert "archived_at" not in active
+    assert sb.api.post("/items/i", data={"status": "deleted"}).json()["param"] == "status"
+    assert event_types(sb) == [
+        "item_family_created",
+        "item_family_created",
+        "item_created",
+        "item_updated",
+        "item_updated",
+        "item_updated",
+    ]
+
+
+def test_admin_pay_and_order_events(chargebee_sandbox: CbSandbox) -> None:
+    sb = chargebee_sandbox
+    sb.put_records("customers", [{"id": "cus"}], emit=False)
+    sb.put_records(
+        "invoices", [{"id": "I-1", "customer_id": "cus", "line_items": [{"amount": 500}]}], emit=False
+    )
+    paid = sb.admin.post("/invoices/I-1/pay", json={}).json()
+    assert paid["invoice"]["status"] == "paid"
+    [order] = sb.api.get("/orders").json()["list"]
+    oid = order["order"]["id"]
+    assert order["order"]["status"] == "queued"
+    sb.api.post(f"/orders/{oid}", data={"status": "delivered"})
+    sb.api.post(f"/orders/{oid}/cancel", data={"cancellation_reason": "others"})
+    assert event_types(sb) == [
+        "payment_succeeded",
+        "invoice_updated",
+        "order_created",
+        "order_updated",
+        "order_delivered",
+        "order_cancelled",
+    ]
+    again = sb.api.post(f"/orders/{oid}/cancel", data={"cancellation_reason": "others"})
+    assert again.status_code == 400 and again.json()["api_error_code"] == "invalid_state_for_request"
+    assert sb.admin.post("/invoices/nope/pay", json={}).status_code == 404
+
+
+def test_record_payment_validation(chargebee_sandbox: CbSandbox) -> None:
+    sb = chargebee_sandbox
+    sb.put_records("invoices", [{"id": "I-1", "line_items": [{"amount": 500}]}], emit=False)
+    missing = sb.api.post("/invoices/I-1/record_payment", data={"transaction[amount]": "100"})
+    assert missing.json()["param"] == "transaction[payment_method]"
+    too_much = sb.api.post(
+        "/invoices/I-1/record_payment",
+        data={"transaction[amount]": "501", "transaction[payment_method]": "cash"},
+    )
+    assert too_much.json()["param"] == "transaction[amount]"
+    assert sb.api.post("/invoices/I-404/record_payment", data={}).status_code == 404
+
+
+def test_events_time_window(chargebee_sandbox: CbSandbox) -> None:
+    sb = chargebee_sandbox
+    sb.api.post("/customers", data={"id": "a"})
+    sb.clock.advance(100)
+    sb.api.post("/customers", data={"id": "b"})
+    later = sb.api.get("/events", params={"occurred_at[after]": int(T0) + 50}).json()["list"]
+    assert [e["event"]["content"]["customer"]["id"] for e in later] == ["b"]
+    legacy = sb.api.get("/events", params={"start_time": int(T0), "end_time": int(T0) + 10}).json()["list"]
+    assert [e["event"]["content"]["customer"]["id"] for e in legacy] == ["a"]
+    types = sb.api.get("/events", params={"event_type[is]": "customer_created", "limit": 1}).json()
+    assert len(types["list"]) == 1 and types["next_offset"]
+    assert sb.api.get("/events/ev_missing").status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("resource", "sort_field"),
+    [
+        ("customers", "updated_at"),
+        ("items", "updated_at"),
+        ("item_families", "updated_at"),
+        ("business_entities", "updated_at"),
+        ("invoices", "updated_at"),
+        ("orders", "updated_at"),
+        ("events", "occurred_at"),
+    ],
+)
+def test_every_list_accepts_the_hook_parameters(
+    chargebee_sandbox: CbSandbox, resource: str, sort_field: str
+) -> None:
+    params = {
+        "limit": "100",
+        "sort_by[asc]": sort_field,
+        f"{sort_field}[after]": "0",
+        "include_deleted": "true",
+    }
+    resp = chargebee_sandbox.api.get(f"/{resource}", params=params)
+    assert resp.status_code == 200, resp.text
+    assert resp.json() == {"list": []}
