@@ -12,6 +12,8 @@ from pathlib import Path
 
 from crmsync.flows.factory import build_dags
 
-MAPPINGS = Path(os.environ.get("CRMSYNC_MAPPINGS_DIR", Path(__file__).resolve().parent.parent / "include" / "mappings"))
+MAPPINGS = Path(
+    os.environ.get("CRMSYNC_MAPPINGS_DIR", Path(__file__).resolve().parent.parent / "include" / "mappings")
+)
 
 globals().update(build_dags(MAPPINGS))

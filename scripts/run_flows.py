@@ -21,7 +21,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     group = parser.add_mutually_exclusive_group(required=True)
     group.add_argument("--all", action="store_true")
     group.add_argument("--flow")
@@ -59,7 +61,9 @@ def main() -> int:
         print("-" * 78)
     if args.flow:
         r = results[0]
-        print(json.dumps(r.summary or {"flow": r.dag_id, "run_id": r.run_id, "state": r.state}, sort_keys=True))
+        print(
+            json.dumps(r.summary or {"flow": r.dag_id, "run_id": r.run_id, "state": r.state}, sort_keys=True)
+        )
     return 0 if all(r.ok for r in results) else 1
 
 

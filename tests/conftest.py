@@ -8,6 +8,7 @@ database, exactly as in production.
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -28,11 +29,11 @@ if os.environ.get("CRMSYNC_TEST_DB") == "postgres":
     _url = os.environ.get("CRMSYNC_PG_URL", "postgresql+psycopg2://crmsync:crmsync@127.0.0.1:5432/crmsync")
     os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = _url
     _u = urlparse(_url)
-    os.environ["AIRFLOW_CONN_CRMSYNC_STORE"] = (
-        '{"conn_type": "postgres", "host": "%s", "port": %d, "login": "%s", "password": "%s", "schema": "%s"}'
-        % (_u.hostname, _u.port or 5432, _u.username or "", _u.password or "", _u.path.lstrip("/"))
+    os.environ["AIRFLOW_CONN_CRMSYNC_STORE"] = json.dumps(
+        {"conn_type": "postgres", "host": _u.hostname, "port": _u.port or 5432, "login": _u.username or "",
+         "password": _u.password or "", "schema": _u.path.lstrip("/")}
     )
 else:
     _db = _HOME / "airflow.db"
     os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = f"sqlite:///{_db}"
-    os.environ["AIRFLOW_CONN_CRMSYNC_STORE"] = '{"conn_type": "sqlite", "host": "%s"}' % _db
+    os.environ["AIRFLOW_CONN_CRMSYNC_STORE"] = json.dumps({"conn_type": "sqlite", "host": str(_db)})

@@ -26,7 +26,10 @@ CRM_TOKEN = "sandbox_token"
 def airflow_db() -> None:
     """`airflow db migrate` once per session: Airflow's tables and, through our DB manager, ours."""
     out = subprocess.run(
-        [sys.executable, "-m", "airflow", "db", "migrate"], capture_output=True, text=True, env=os.environ.copy()
+        [sys.executable, "-m", "airflow", "db", "migrate"],
+        capture_output=True,
+        text=True,
+        env=os.environ.copy(),
     )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
 
@@ -110,8 +113,14 @@ def sandboxes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Sandb
         )
         monkeypatch.setenv(
             "AIRFLOW_CONN_CHARGEBEE_DEFAULT",
-            json.dumps({"conn_type": "chargebee", "host": "sandbox", "password": CB_KEY,
-                        "extra": {"base_url": f"{cb_url}/api/v2", "rate_limit_per_minute": 100000}}),
+            json.dumps(
+                {
+                    "conn_type": "chargebee",
+                    "host": "sandbox",
+                    "password": CB_KEY,
+                    "extra": {"base_url": f"{cb_url}/api/v2", "rate_limit_per_minute": 100000},
+                }
+            ),
         )
         monkeypatch.setenv(
             "AIRFLOW_CONN_CUSTOMCRM_DEFAULT",

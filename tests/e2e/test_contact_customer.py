@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
+from crmsync.store.schema import audit, link, quarantine
 from sqlalchemy import select
 
-from crmsync.store.schema import audit, link, quarantine
+ROOT = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.e2e
 
@@ -32,7 +34,9 @@ def assert_converged(sb: Any, store: Any) -> None:
     for email, recs in by_email(list(crm.values()), "Email").items():
         assert len(recs) == 1, f"duplicate Customcrm contacts for {email}: {[r['Id'] for r in recs]}"
     with store.connect() as conn:
-        links = conn.execute(select(link.c.crm_id, link.c.cb_id).where(link.c.flow == "contact_customer")).all()
+        links = conn.execute(
+            select(link.c.crm_id, link.c.cb_id).where(link.c.flow == "contact_customer")
+        ).all()
     assert links
     for crm_id, cb_id in links:
         c, k = crm[crm_id], cb[cb_id]
@@ -90,8 +94,13 @@ def test_first_run_links_by_email_creates_the_rest_and_second_run_writes_nothing
 
 def _linked_pair(store: Any) -> tuple[str, str]:
     with store.connect() as conn:
-        return tuple(conn.execute(select(link.c.crm_id, link.c.cb_id).where(link.c.flow == "contact_customer")
-                                  .order_by(link.c.id)).first())  # type: ignore[return-value]
+        return tuple(
+            conn.execute(
+                select(link.c.crm_id, link.c.cb_id)
+                .where(link.c.flow == "contact_customer")
+                .order_by(link.c.id)
+            ).first()
+        )  # type: ignore[return-value]
 
 
 def test_edits_flow_both_ways_and_conflicts_are_audited(run_flow, sandboxes, store):
@@ -157,3 +166,51 @@ def test_bad_records_are_quarantined_and_leave_once_fixed(run_flow, sandboxes, s
     with store.connect() as conn:
         assert conn.execute(select(quarantine).where(quarantine.c.record_id == rid)).first() is None
         assert conn.execute(select(link).where(link.c.crm_id == rid)).first() is not None
+
+
+def test_deletes_propagate_when_the_policy_says_so(dags, sandboxes, store, tmp_path, monkeypatch):
+    """A mapping with `propagate` deletes the linked record on the other side."""
+    import yaml
+    from crmsync.flows.factory import build_dag
+    from crmsync.flows.runner import run_flow as _run
+
+    doc = yaml.safe_load((ROOT / "include/mappings/contact_customer.yaml").read_text())
+    doc["delete"] = {"on_customcrm_delete": "propagate", "on_chargebee_delete": "propagate"}
+    path = tmp_path / "contact_customer.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    dag = build_dag(path)
+    assert _run(dag).ok
+    crm_id, cb_id = _linked_pair(store)
+    sandboxes.crm("DELETE", f"contacts/{crm_id}")
+    r = _run(dag)
+    assert r.ok and r.summary["deleted"]["chargebee"] == 1
+    assert all(c["id"] != cb_id or c.get("deleted") for c in sandboxes.cb_customers())
+    with store.connect() as conn:
+        assert conn.execute(select(link).where(link.c.cb_id == cb_id)).first() is None
+        assert conn.execute(select(audit).where(audit.c.kind == "delete", audit.c.cb_id == cb_id)).first()
+
+
+def test_a_record_missing_from_a_page_is_never_treated_as_deleted(run_flow, sandboxes, store, monkeypatch):
+    """Only an explicit tombstone / deleted flag deletes: absence from a listing means nothing.
+
+    A real server cannot drop a record from a page on demand, so this edge case wraps the
+    hook's pager to hide one record during a full resync.
+    """
+    from crmsync.hooks.chargebee import ChargebeeHook
+
+    assert run_flow().ok
+    crm_id, cb_id = _linked_pair(store)
+    original = ChargebeeHook.iter_pages
+
+    def hiding(self, resource, **kw):
+        for page in original(self, resource, **kw):
+            yield [r for r in page if r.get("id") != cb_id]
+
+    monkeypatch.setattr(ChargebeeHook, "iter_pages", hiding)
+    before = writes(sandboxes)
+    r = run_flow(full_resync=True)
+    assert r.ok and r.summary["unlinked"] == 0 and r.summary["deleted"] == {"customcrm": 0, "chargebee": 0}
+    assert writes(sandboxes) == before
+    with store.connect() as conn:
+        assert conn.execute(select(link).where(link.c.cb_id == cb_id)).first() is not None
+    assert sandboxes.crm("GET", f"contacts/{crm_id}")["Id"] == crm_id

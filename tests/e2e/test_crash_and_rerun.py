@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from crmsync.store.schema import link, plan
 from sqlalchemy import func, select
 
-from crmsync.store.schema import link, plan
 from tests.e2e.test_contact_customer import assert_converged, writes
 
 pytestmark = pytest.mark.e2e
@@ -43,7 +43,9 @@ def all_steps(run_id: str) -> None:
 
 def creates(sb: Any) -> int:
     stats = sb.stats("chargebee")
-    return sum(r["count"] for r in stats["requests"] if r["method"] == "POST" and r["path"] == "/api/v2/customers")
+    return sum(
+        r["count"] for r in stats["requests"] if r["method"] == "POST" and r["path"] == "/api/v2/customers"
+    )
 
 
 def test_every_task_rerun_gives_the_same_result(sandboxes, store):
@@ -61,7 +63,12 @@ def test_every_task_rerun_gives_the_same_result(sandboxes, store):
     step("upsert", run_id, "customcrm")
     step("update_links", run_id)
     before = writes(sandboxes)
-    for name, side in (("extract", "customcrm"), ("transform", None), ("upsert", "customcrm"), ("update_links", None)):
+    for name, side in (
+        ("extract", "customcrm"),
+        ("transform", None),
+        ("upsert", "customcrm"),
+        ("update_links", None),
+    ):
         step(name, run_id, side)
     assert writes(sandboxes) == before
     assert_converged(sandboxes, store)
@@ -109,7 +116,9 @@ def test_sigkill_during_upsert_creates_no_duplicate(sandboxes, store, kill_after
     assert_converged(sandboxes, store)
     with store.connect() as conn:
         left = conn.execute(
-            select(func.count()).where(plan.c.run_id == run_id, plan.c.cb_status.in_(("pending", "in_flight")))
+            select(func.count()).where(
+                plan.c.run_id == run_id, plan.c.cb_status.in_(("pending", "in_flight"))
+            )
         ).scalar()
         assert left == 0
         n_links = conn.execute(select(func.count()).select_from(link)).scalar()

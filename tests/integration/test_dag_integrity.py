@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-TASKS = {"extract_customcrm", "extract_chargebee", "transform", "upsert_chargebee", "upsert_customcrm", "update_links"}
+TASKS = {
+    "extract_customcrm",
+    "extract_chargebee",
+    "transform",
+    "upsert_chargebee",
+    "upsert_customcrm",
+    "update_links",
+}
 
 
 def test_dags_load_without_errors() -> None:
@@ -34,10 +40,10 @@ import socket, sqlite3, sys, time
 def boom(*a, **k): raise RuntimeError("network or database access at parse time")
 socket.socket.connect = boom
 sqlite3.connect = boom
-sys.path.insert(0, {str(ROOT / 'dags')!r})
+sys.path.insert(0, {str(ROOT / "dags")!r})
 t = time.perf_counter()
 import runpy
-ns = runpy.run_path({str(ROOT / 'dags' / 'flows.py')!r})
+ns = runpy.run_path({str(ROOT / "dags" / "flows.py")!r})
 print(time.perf_counter() - t)
 assert "contact_customer" in ns
 """
@@ -48,7 +54,11 @@ assert "contact_customer" in ns
 
 def test_a_bad_mapping_is_an_import_error_naming_the_field(tmp_path: Path, monkeypatch) -> None:
     bad = tmp_path / "bad.yaml"
-    bad.write_text((ROOT / "include/mappings/contact_customer.yaml").read_text().replace("transform: email", "transform: emial"))
+    bad.write_text(
+        (ROOT / "include/mappings/contact_customer.yaml")
+        .read_text()
+        .replace("transform: email", "transform: emial")
+    )
     monkeypatch.setenv("CRMSYNC_MAPPINGS_DIR", str(tmp_path))
     from airflow.dag_processing.dagbag import DagBag
 

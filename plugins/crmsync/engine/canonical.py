@@ -160,9 +160,7 @@ def validate(
     it in Customcrm``.
     """
     fix_in = "Customcrm" if source is Side.CUSTOMCRM else "Chargebee"
-    target_label = (
-        f"Chargebee {mapping.chargebee.label}" if target is Side.CHARGEBEE else "Customcrm"
-    )
+    target_label = f"Chargebee {mapping.chargebee.label}" if target is Side.CHARGEBEE else "Customcrm"
     problems: list[Problem] = []
     for name in names if names is not None else values.keys():
         f: FieldMap = mapping.field(name)
@@ -173,9 +171,7 @@ def validate(
                 problems.append(Problem(name, f"{where} is empty but required; fill it in {fix_in}"))
             continue
         if has_control_chars(value):
-            problems.append(
-                Problem(name, f"{where} contains control characters; remove them in {fix_in}")
-            )
+            problems.append(Problem(name, f"{where} contains control characters; remove them in {fix_in}"))
             continue
         if f.max_length is not None and isinstance(value, str) and len(value) > f.max_length:
             problems.append(

@@ -64,9 +64,7 @@ class MergeResult:
         return self.to_customcrm if side is Side.CUSTOMCRM else self.to_chargebee
 
 
-def _resolve(
-    mapping: FlowMapping, crm_updated_at: float, cb_updated_at: float
-) -> tuple[Side, str]:
+def _resolve(mapping: FlowMapping, crm_updated_at: float, cb_updated_at: float) -> tuple[Side, str]:
     policy = mapping.conflict.policy
     if policy is ConflictPolicy.CUSTOMCRM_WINS:
         return Side.CUSTOMCRM, policy.value

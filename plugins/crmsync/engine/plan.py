@@ -80,8 +80,10 @@ class Decision:
 
 
 def _label(mapping: FlowMapping, side: Side) -> str:
-    return f"Customcrm {mapping.customcrm.label}" if side is Side.CUSTOMCRM else (
-        f"Chargebee {mapping.chargebee.label}"
+    return (
+        f"Customcrm {mapping.customcrm.label}"
+        if side is Side.CUSTOMCRM
+        else (f"Chargebee {mapping.chargebee.label}")
     )
 
 
@@ -90,13 +92,14 @@ def _quarantine(
 ) -> Decision:
     reason = f"{_label(mapping, rec.side)} {rec.id}: " + "; ".join(p.message for p in problems)
     crm_id, cb_id = (rec.id, other_id) if rec.side is Side.CUSTOMCRM else (other_id, rec.id)
-    return Decision(
-        Action.QUARANTINE, crm_id, cb_id, reason=reason, held_side=rec.side, hold_kind="invalid"
-    )
+    return Decision(Action.QUARANTINE, crm_id, cb_id, reason=reason, held_side=rec.side, hold_kind="invalid")
 
 
 def _check(
-    mapping: FlowMapping, changes: dict[str, Canonical], source: Side, record: SideRecord | None,
+    mapping: FlowMapping,
+    changes: dict[str, Canonical],
+    source: Side,
+    record: SideRecord | None,
     link_id_other: str | None,
 ) -> Decision | None:
     """Quarantine the *source* record when a value it would send cannot be written."""
@@ -117,7 +120,7 @@ def decide_new(mapping: FlowMapping, rec: SideRecord) -> Decision:
             rec.id if rec.side is Side.CHARGEBEE else None,
             reason="deleted before it was ever linked",
         )
-    values = {k: v for k, v in rec.values.items() if v is not None}
+    values: dict[str, Canonical] = {k: v for k, v in rec.values.items() if v is not None}
     problems = validate(mapping, rec.values, source=rec.side, target=rec.side.other)
     missing = [k for k in mapping.match.keys if rec.values.get(k) is None]
     if missing:
@@ -222,27 +225,39 @@ def _decide_delete(
         if survivor is Side.CUSTOMCRM:
             write.if_version = crm.version if crm else link.crm_version
             return Decision(
-                Action.DELETE, link.crm_id, link.cb_id, crm_write=write,
+                Action.DELETE,
+                link.crm_id,
+                link.cb_id,
+                crm_write=write,
                 reason=f"deleted in {where}; policy propagate deletes the Customcrm record",
             )
         return Decision(
-            Action.DELETE, link.crm_id, link.cb_id, cb_write=write,
+            Action.DELETE,
+            link.crm_id,
+            link.cb_id,
+            cb_write=write,
             reason=f"deleted in {where}; policy propagate deletes the Chargebee record",
         )
     if policy is DeletePolicy.RESTORE:
-        survivor_values = (cb.values if cb else link.cb_snapshot) if survivor is Side.CHARGEBEE else (
-            crm.values if crm else link.crm_snapshot
+        survivor_values = (
+            (cb.values if cb else link.cb_snapshot)
+            if survivor is Side.CHARGEBEE
+            else (crm.values if crm else link.crm_snapshot)
         )
-        values = {k: v for k, v in survivor_values.items() if v is not None}
+        values: dict[str, Canonical] = {k: v for k, v in survivor_values.items() if v is not None}
         write = SideWrite(Op.CREATE, values)
         reason = f"deleted in {where}; policy restore re-creates it from the {survivor.value} record"
         if deleted_on is Side.CUSTOMCRM:
-            return Decision(Action.RESTORE, None, link.cb_id, merged=dict(survivor_values),
-                            crm_write=write, reason=reason)
-        return Decision(Action.RESTORE, link.crm_id, None, merged=dict(survivor_values),
-                        cb_write=write, reason=reason)
+            return Decision(
+                Action.RESTORE, None, link.cb_id, merged=dict(survivor_values), crm_write=write, reason=reason
+            )
+        return Decision(
+            Action.RESTORE, link.crm_id, None, merged=dict(survivor_values), cb_write=write, reason=reason
+        )
     return Decision(
-        Action.UNLINK, link.crm_id, link.cb_id,
+        Action.UNLINK,
+        link.crm_id,
+        link.cb_id,
         reason=f"deleted in {where}; policy unlink keeps the {survivor.value} record and ends the link",
     )
 

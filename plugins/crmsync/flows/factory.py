@@ -15,7 +15,8 @@ from typing import Any
 
 import pendulum
 
-from crmsync.mapping.model import Mapping as FlowMapping, load_mapping
+from crmsync.mapping.model import Mapping as FlowMapping
+from crmsync.mapping.model import load_mapping
 
 DEFAULT_ARGS: dict[str, Any] = {
     "owner": "crmsync",
@@ -65,7 +66,11 @@ def doc_md(mapping: FlowMapping) -> str:
     routed = sorted({r for r in cap.update_routes.values() if r != "update"})
     limits = cap.limitation or "Chargebee can create, update and delete this resource."
     if routed:
-        limits += " Some fields are written through dedicated endpoints: " + ", ".join(f"`{r}`" for r in routed) + "."
+        limits += (
+            " Some fields are written through dedicated endpoints: "
+            + ", ".join(f"`{r}`" for r in routed)
+            + "."
+        )
     return _DOC.format(
         flow=mapping.flow,
         crm_label=mapping.customcrm.label,
@@ -103,7 +108,9 @@ def build_dag(mapping_file: str | Path) -> Any:
         doc_md=doc_md(mapping),
         default_args=DEFAULT_ARGS,
         params={
-            "full_resync": Param(False, type="boolean", description="Ignore watermarks and re-read everything."),
+            "full_resync": Param(
+                False, type="boolean", description="Ignore watermarks and re-read everything."
+            ),
             "dry_run": Param(False, type="boolean", description="Plan and summarise without writing."),
             "approve_large_change": Param(
                 False, type="boolean", description="Let a run past the circuit breaker."

@@ -20,7 +20,8 @@ from typing import Any
 from sqlalchemy.engine import RowMapping
 
 from crmsync.engine.canonical import content_hash, match_key
-from crmsync.mapping.model import Mapping as FlowMapping, Side
+from crmsync.mapping.model import Mapping as FlowMapping
+from crmsync.mapping.model import Side
 from crmsync.store.repository import dumps, loads
 
 OK = {None, "done"}
@@ -30,10 +31,18 @@ def _side_after(row: RowMapping, prefix: str, old: dict[str, Any] | None) -> dic
     """Values, version and updated_at a side holds after this run."""
     result = loads(row[f"{prefix}_result"])
     if row[f"{prefix}_status"] == "done" and result and "values" in result:
-        return {"values": result["values"], "version": result.get("version"), "updated_at": result.get("updated_at")}
+        return {
+            "values": result["values"],
+            "version": result.get("version"),
+            "updated_at": result.get("updated_at"),
+        }
     staged = loads(row[f"{prefix}_staged"])
     if staged:
-        return {"values": staged["values"], "version": staged.get("version"), "updated_at": staged.get("updated_at")}
+        return {
+            "values": staged["values"],
+            "version": staged.get("version"),
+            "updated_at": staged.get("updated_at"),
+        }
     assert old is not None
     return old
 
@@ -50,14 +59,24 @@ def apply_plan_rows(mapping: FlowMapping, repo: Any, run_id: str, rows: list[Row
         detail = loads(row["detail"]) or {}
         for c in detail.get("conflicts", []):
             audits.append(
-                {"kind": "conflict", "crm_id": row["crm_id"], "cb_id": row["cb_id"], "field": c["field"],
-                 "detail": dumps(c)}
+                {
+                    "kind": "conflict",
+                    "crm_id": row["crm_id"],
+                    "cb_id": row["cb_id"],
+                    "field": c["field"],
+                    "detail": dumps(c),
+                }
             )
         for n in detail.get("notes", []):
             if n["kind"] == "reverted_read_only":
                 audits.append(
-                    {"kind": n["kind"], "crm_id": row["crm_id"], "cb_id": row["cb_id"], "field": n["field"],
-                     "detail": dumps(n)}
+                    {
+                        "kind": n["kind"],
+                        "crm_id": row["crm_id"],
+                        "cb_id": row["cb_id"],
+                        "field": n["field"],
+                        "detail": dumps(n),
+                    }
                 )
 
         if action in ("quarantine", "wait"):
@@ -65,23 +84,42 @@ def apply_plan_rows(mapping: FlowMapping, repo: Any, run_id: str, rows: list[Row
             staged = row["crm_staged"] if side == Side.CUSTOMCRM.value else row["cb_staged"]
             rid = row["crm_id"] if side == Side.CUSTOMCRM.value else row["cb_id"]
             hold.append(
-                {"side": side, "record_id": rid, "kind": row["hold_kind"] or "waiting",
-                 "reason": row["reason"] or "", "staged": staged,
-                 "content_hash": content_hash(loads(staged)["values"]) if staged else None}
+                {
+                    "side": side,
+                    "record_id": rid,
+                    "kind": row["hold_kind"] or "waiting",
+                    "reason": row["reason"] or "",
+                    "staged": staged,
+                    "content_hash": content_hash(loads(staged)["values"]) if staged else None,
+                }
             )
             continue
         if action == "skip":
             continue
         if action == "unlink":
             deletes.append((row["crm_id"], row["cb_id"]))
-            audits.append({"kind": "unlink", "crm_id": row["crm_id"], "cb_id": row["cb_id"], "field": None,
-                           "detail": dumps({"reason": row["reason"]})})
+            audits.append(
+                {
+                    "kind": "unlink",
+                    "crm_id": row["crm_id"],
+                    "cb_id": row["cb_id"],
+                    "field": None,
+                    "detail": dumps({"reason": row["reason"]}),
+                }
+            )
             continue
         if action == "delete":
             if row["crm_status"] in OK and row["cb_status"] in OK:
                 deletes.append((row["crm_id"], row["cb_id"]))
-                audits.append({"kind": "delete", "crm_id": row["crm_id"], "cb_id": row["cb_id"], "field": None,
-                               "detail": dumps({"reason": row["reason"]})})
+                audits.append(
+                    {
+                        "kind": "delete",
+                        "crm_id": row["crm_id"],
+                        "cb_id": row["cb_id"],
+                        "field": None,
+                        "detail": dumps({"reason": row["reason"]}),
+                    }
+                )
             else:
                 _hold_failed(row, hold)
             continue
@@ -105,10 +143,16 @@ def apply_plan_rows(mapping: FlowMapping, repo: Any, run_id: str, rows: list[Row
         all_ok = row["crm_status"] in OK and row["cb_status"] in OK
         old_crm = old_cb = None
         if old is not None:
-            old_crm = {"values": json.loads(old["crm_snapshot"]), "version": old["crm_version"],
-                       "updated_at": old["crm_updated_at"]}
-            old_cb = {"values": json.loads(old["cb_snapshot"]), "version": old["cb_version"],
-                      "updated_at": old["cb_updated_at"]}
+            old_crm = {
+                "values": json.loads(old["crm_snapshot"]),
+                "version": old["crm_version"],
+                "updated_at": old["crm_updated_at"],
+            }
+            old_cb = {
+                "values": json.loads(old["cb_snapshot"]),
+                "version": old["cb_version"],
+                "updated_at": old["cb_updated_at"],
+            }
         crm_now = _side_after(row, "crm", old_crm)
         cb_now = _side_after(row, "cb", old_cb)
         merged = loads(row["merged"]) or {}
@@ -164,7 +208,12 @@ def _hold_failed(row: RowMapping, hold: list[dict[str, Any]]) -> None:
         kind = "invalid" if status == "rejected" else "failed"
         # "rejected" is kept as kind "rejected": retried only when the record changes.
         hold.append(
-            {"side": source.value, "record_id": rid, "kind": "rejected" if kind == "invalid" else kind,
-             "reason": row[f"{prefix}_error"] or f"write to {target.value} {status}", "staged": staged,
-             "content_hash": content_hash(loads(staged)["values"]) if staged else None}
+            {
+                "side": source.value,
+                "record_id": rid,
+                "kind": "rejected" if kind == "invalid" else kind,
+                "reason": row[f"{prefix}_error"] or f"write to {target.value} {status}",
+                "staged": staged,
+                "content_hash": content_hash(loads(staged)["values"]) if staged else None,
+            }
         )

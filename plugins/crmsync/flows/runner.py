@@ -16,7 +16,14 @@ from typing import Any
 from sqlalchemy import select
 
 #: Flows that depend on another flow's links run after it.
-ORDER = ("contact_customer", "customer_business_entity", "product_item", "quote_order", "order_order", "user_order")
+ORDER = (
+    "contact_customer",
+    "customer_business_entity",
+    "product_item",
+    "quote_order",
+    "order_order",
+    "user_order",
+)
 
 
 @dataclass

@@ -27,7 +27,9 @@ def build_summary(mapping: FlowMapping, repo: Any, run_id: str, *, dry_run: bool
             if op is None:
                 continue
             key = {"create": "created", "update": "updated", "delete": "deleted"}[op]
-            writes[side][key if status == "done" else (f"planned_{key}" if status == "pending" else status)] += n
+            writes[side][
+                key if status == "done" else (f"planned_{key}" if status == "pending" else status)
+            ] += n
     conflicts = blanks = reverted = 0
     for detail in repo.plan_details(run_id):
         d = json.loads(detail)
@@ -52,8 +54,10 @@ def build_summary(mapping: FlowMapping, repo: Any, run_id: str, *, dry_run: bool
         "deleted": {s: writes[s]["deleted"] for s in SIDES},
         "failed": {s: writes[s]["rejected"] + writes[s]["failed"] for s in SIDES},
         "stale": {s: writes[s]["stale"] for s in SIDES},
-        "planned": {s: {k.removeprefix("planned_"): v for k, v in writes[s].items() if k.startswith("planned_")}
-                    for s in SIDES},
+        "planned": {
+            s: {k.removeprefix("planned_"): v for k, v in writes[s].items() if k.startswith("planned_")}
+            for s in SIDES
+        },
         "linked_by_match": actions["link_by_match"],
         "unchanged": actions["unchanged"],
         "unlinked": actions["unlink"],
@@ -70,6 +74,7 @@ def build_summary(mapping: FlowMapping, repo: Any, run_id: str, *, dry_run: bool
 
 def render_summary(s: dict[str, Any]) -> str:
     """A few aligned lines for the task log."""
+
     def pair(d: dict[str, int]) -> str:
         return f"customcrm {d.get('customcrm', 0):>5}   chargebee {d.get('chargebee', 0):>5}"
 

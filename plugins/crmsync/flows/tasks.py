@@ -22,7 +22,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from crmsync.mapping.model import Mapping as FlowMapping, Side, load_mapping
+from crmsync.mapping.model import Mapping as FlowMapping
+from crmsync.mapping.model import Side, load_mapping
 
 log = logging.getLogger("crmsync")
 
@@ -98,7 +99,9 @@ class Progress:
 # -- extract ----------------------------------------------------------------------------
 
 
-def _pages(mapping: FlowMapping, side: Side, hook: Any, since: float | None) -> Iterator[list[dict[str, Any]]]:
+def _pages(
+    mapping: FlowMapping, side: Side, hook: Any, since: float | None
+) -> Iterator[list[dict[str, Any]]]:
     resource = mapping.side(side).resource
     if side is Side.CHARGEBEE:
         yield from hook.iter_pages(resource, updated_after=None if since is None else int(since))
@@ -107,7 +110,9 @@ def _pages(mapping: FlowMapping, side: Side, hook: Any, since: float | None) -> 
         yield from hook.iter_pages(resource, updated_since=when)
 
 
-def extract(mapping: FlowMapping, side: Side, run_id: str, params: dict[str, Any], hook: Any, repo: Any) -> int:
+def extract(
+    mapping: FlowMapping, side: Side, run_id: str, params: dict[str, Any], hook: Any, repo: Any
+) -> int:
     """Stage what changed on ``side`` since its watermark (minus the overlap), page by page."""
     from crmsync.engine.canonical import CHARGEBEE_META, CUSTOMCRM_META, content_hash, match_key, side_record
 
@@ -119,8 +124,11 @@ def extract(mapping: FlowMapping, side: Side, run_id: str, params: dict[str, Any
     repo.clear_staging(run_id, side)
     progress = Progress(f"extract {side.value}")
     log.info(
-        "extract %s %s: %s", side.value, mapping.side(side).resource,
-        "everything (first run or full resync)" if since is None
+        "extract %s %s: %s",
+        side.value,
+        mapping.side(side).resource,
+        "everything (first run or full resync)"
+        if since is None
         else f"changed since {datetime.fromtimestamp(since, UTC).isoformat()}",
     )
     for page in _pages(mapping, side, hook, since):
@@ -138,7 +146,9 @@ def extract(mapping: FlowMapping, side: Side, run_id: str, params: dict[str, Any
 # -- transform ---------------------------------------------------------------------------
 
 
-def _plan_row(run_id: str, flow: str, seq: int, decision: Any, crm: Any, cb: Any, link_id: int | None) -> dict[str, Any]:
+def _plan_row(
+    run_id: str, flow: str, seq: int, decision: Any, crm: Any, cb: Any, link_id: int | None
+) -> dict[str, Any]:
     from dataclasses import asdict
 
     from crmsync.engine.canonical import match_key as _mk  # noqa: F401
@@ -236,7 +246,9 @@ def transform(mapping: FlowMapping, run_id: str, params: dict[str, Any], repo: A
                 for r in crms + cbs:
                     emit(
                         planner.ambiguous(
-                            mapping, r, [f"Customcrm {crm_id}", f"Chargebee {cb_id}"],
+                            mapping,
+                            r,
+                            [f"Customcrm {crm_id}", f"Chargebee {cb_id}"],
                             "its match key is already linked to another pair",
                         ),
                         *_pair(r),
@@ -249,7 +261,10 @@ def transform(mapping: FlowMapping, run_id: str, params: dict[str, Any], repo: A
             else:
                 ids = [f"Customcrm {r.id}" for r in crms] + [f"Chargebee {r.id}" for r in cbs]
                 for r in crms + cbs:
-                    emit(planner.ambiguous(mapping, r, ids, "its match key is shared by several records"), *_pair(r))
+                    emit(
+                        planner.ambiguous(mapping, r, ids, "its match key is shared by several records"),
+                        *_pair(r),
+                    )
 
     groups: list[tuple[str | None, list[Any]]] = []
     current_key: object = object()
@@ -301,7 +316,9 @@ def _circuit_breaker(mapping: FlowMapping, run_id: str, params: dict[str, Any], 
 # -- upsert -----------------------------------------------------------------------------
 
 
-def upsert(mapping: FlowMapping, side: Side, run_id: str, params: dict[str, Any], hook: Any, repo: Any) -> dict[str, int]:
+def upsert(
+    mapping: FlowMapping, side: Side, run_id: str, params: dict[str, Any], hook: Any, repo: Any
+) -> dict[str, int]:
     """Execute this side's pending plan rows, recording each outcome as it happens."""
     from crmsync.flows.writers import ChargebeeWriter, CustomcrmWriter, Outcome
 
@@ -316,7 +333,10 @@ def upsert(mapping: FlowMapping, side: Side, run_id: str, params: dict[str, Any]
     started = run_row["started_at"] if run_row is not None else None
     if started is not None and started.tzinfo is None:
         started = started.replace(tzinfo=UTC)
-    reread = started is not None and (datetime.now(UTC) - started).total_seconds() > mapping.run.reread_after_seconds
+    reread = (
+        started is not None
+        and (datetime.now(UTC) - started).total_seconds() > mapping.run.reread_after_seconds
+    )
 
     outcomes: Counter[str] = Counter()
     errors: list[str] = []
@@ -325,7 +345,9 @@ def upsert(mapping: FlowMapping, side: Side, run_id: str, params: dict[str, Any]
     def run_one(row: Any) -> tuple[Any, Outcome]:
         return row, writer.execute(row, recovering=row[status_col] == "in_flight", reread=reread)
 
-    with ThreadPoolExecutor(max_workers=mapping.run.max_workers, thread_name_prefix=f"upsert-{side.value}") as pool:
+    with ThreadPoolExecutor(
+        max_workers=mapping.run.max_workers, thread_name_prefix=f"upsert-{side.value}"
+    ) as pool:
         for batch in repo.iter_pending_writes(run_id, side):
             for row in batch:
                 if row[op_col] == "create" and row[status_col] == "pending":
@@ -340,7 +362,9 @@ def upsert(mapping: FlowMapping, side: Side, run_id: str, params: dict[str, Any]
                 progress.add()
     progress.log()
     if writer.rereads:
-        log.info("upsert %s: %d records re-read before writing (stale-write guard)", side.value, writer.rereads)
+        log.info(
+            "upsert %s: %d records re-read before writing (stale-write guard)", side.value, writer.rereads
+        )
     log.info("upsert %s: %s", side.value, dict(outcomes))
     failed = outcomes["rejected"] + outcomes["failed"]
     if failed > mapping.limits.error_budget:
@@ -387,7 +411,8 @@ def update_links(mapping: FlowMapping, run_id: str, params: dict[str, Any], repo
             "update_links: %d planned writes did not run (an upsert task failed or was killed); "
             "their records are not linked yet and the watermarks stay where they were. Clear the "
             "failed upsert task (and this one) to finish the run.\n%s",
-            unfinished, render_summary(summary),
+            unfinished,
+            render_summary(summary),
         )
         return summary
     if not dry_run and run_row is not None:
@@ -417,13 +442,16 @@ def run_step(step: str, mapping_file: str, side: str | None = None, **context: A
     if existing is not None and existing["status"] == "finished" and step != "update_links":
         log.info(
             "%s: run %s of %s already finished; nothing to do (trigger a new run to sync again)",
-            step, run_id, mapping.flow,
+            step,
+            run_id,
+            mapping.flow,
         )
         return
+    side_ = Side(side) if side else Side.CUSTOMCRM
     steps: dict[str, Callable[[], Any]] = {
-        "extract": lambda: extract(mapping, Side(side), run_id, params, _hook(mapping, Side(side)), repo),
+        "extract": lambda: extract(mapping, side_, run_id, params, _hook(mapping, side_), repo),
         "transform": lambda: transform(mapping, run_id, params, repo),
-        "upsert": lambda: upsert(mapping, Side(side), run_id, params, _hook(mapping, Side(side)), repo),
+        "upsert": lambda: upsert(mapping, side_, run_id, params, _hook(mapping, side_), repo),
         "update_links": lambda: update_links(mapping, run_id, params, repo),
     }
     steps[step]()

@@ -9,6 +9,7 @@ fix it; ``failed``: the API could not be reached within the retry budget).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -35,7 +36,8 @@ from crmsync.hooks.errors import (
     ValidationError,
 )
 from crmsync.mapping.capabilities import capability
-from crmsync.mapping.model import Mapping as FlowMapping, Side
+from crmsync.mapping.model import Mapping as FlowMapping
+from crmsync.mapping.model import Side
 
 log = logging.getLogger(__name__)
 
@@ -73,9 +75,12 @@ class _Writer(Protocol):
 def _fail(label: str, rid: str | None, err: ApiError) -> Outcome:
     if isinstance(err, AuthError):
         raise err  # a configuration problem: stop the task, do not blame the record
-    status = "rejected" if isinstance(err, ValidationError) or (
-        err.status is not None and 400 <= err.status < 500 and not err.retryable
-    ) else "failed"
+    status = (
+        "rejected"
+        if isinstance(err, ValidationError)
+        or (err.status is not None and 400 <= err.status < 500 and not err.retryable)
+        else "failed"
+    )
     what = f"{label} {rid}" if rid else label
     fix = (
         "; correct the value named above and the record is retried when it changes"
@@ -118,10 +123,8 @@ class ChargebeeWriter:
             if op == "update":
                 return self._update(rid, row, changes, reread)
             if op == "delete":
-                try:
+                with contextlib.suppress(NotFound):
                     self.hook.action(self.resource, rid, self.cap.delete_action)
-                except NotFound:
-                    pass
                 return Outcome("done", {"id": rid, "deleted": True})
             raise ValueError(f"unknown op {op!r}")
         except ApiError as err:
@@ -176,7 +179,9 @@ class ChargebeeWriter:
             return Outcome("stale", error=f"{self.label} {rid} was deleted since it was read")
         return Outcome("done", self._result(raw) if raw else None)
 
-    def _write_fields(self, rid: str, changes: dict[str, Any], merged: dict[str, Any]) -> dict[str, Any] | None:
+    def _write_fields(
+        self, rid: str, changes: dict[str, Any], merged: dict[str, Any]
+    ) -> dict[str, Any] | None:
         """Send each changed field through the endpoint that accepts it.
 
         ``update_billing_info`` gets the whole mapped billing address (from the merged
@@ -203,7 +208,9 @@ class ChargebeeWriter:
                     if f.chargebee.split(".", 1)[0] == top
                 }
                 whole.update(fields)
-                params = to_side(self.mapping, Side.CHARGEBEE, {k: v for k, v in whole.items() if v is not None})
+                params = to_side(
+                    self.mapping, Side.CHARGEBEE, {k: v for k, v in whole.items() if v is not None}
+                )
                 raw = self.hook.action(self.resource, rid, route, params)
         return raw
 
@@ -240,8 +247,11 @@ class CustomcrmWriter:
                 except NotFound:
                     pass
                 except PreconditionFailed:
-                    return Outcome("stale", error=f"{self.label} {rid} was edited after the delete "
-                                   "was planned; not deleted, synced next run")
+                    return Outcome(
+                        "stale",
+                        error=f"{self.label} {rid} was edited after the delete "
+                        "was planned; not deleted, synced next run",
+                    )
                 return Outcome("done", {"id": rid, "deleted": True})
             raise ValueError(f"unknown op {op!r}")
         except ApiError as err:

@@ -17,7 +17,7 @@ from crmsync.store.migrate import MIGRATIONS, alembic_config
 from crmsync.store.schema import VERSION_TABLE, metadata
 
 
-class LinkStoreDBManager(BaseDBManager):  # type: ignore[misc]
+class LinkStoreDBManager(BaseDBManager):
     metadata = metadata
     migration_dir = str(MIGRATIONS)
     alembic_file = str(MIGRATIONS / "alembic.ini")
@@ -29,7 +29,9 @@ class LinkStoreDBManager(BaseDBManager):  # type: ignore[misc]
 
         return alembic_config(url=settings.SQL_ALCHEMY_CONN)
 
-    def downgrade(self, to_revision: str, from_revision: str | None = None, show_sql_only: bool = False) -> None:
+    def downgrade(
+        self, to_revision: str, from_revision: str | None = None, show_sql_only: bool = False
+    ) -> None:
         from alembic import command
 
         config = self.get_alembic_config()

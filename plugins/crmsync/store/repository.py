@@ -103,16 +103,21 @@ class Repository:
             if found is None:
                 conn.execute(
                     insert(run).values(
-                        run_id=run_id, flow=self.flow, started_at=now(), status="running",
+                        run_id=run_id,
+                        flow=self.flow,
+                        started_at=now(),
+                        status="running",
                         params=dumps(params),
                     )
                 )
 
     def get_run(self, run_id: str) -> RowMapping | None:
         with self.engine.connect() as conn:
-            return conn.execute(
-                select(run).where(run.c.run_id == run_id, run.c.flow == self.flow)
-            ).mappings().first()
+            return (
+                conn.execute(select(run).where(run.c.run_id == run_id, run.c.flow == self.flow))
+                .mappings()
+                .first()
+            )
 
     def set_run(self, run_id: str, **values: Any) -> None:
         with self.engine.begin() as conn:
@@ -236,11 +241,13 @@ class Repository:
 
     # -- reading what transform needs ------------------------------------------------
 
-    def iter_touched_links(self, run_id: str) -> Iterator[list[tuple[RowMapping, RowMapping | None, RowMapping | None]]]:
+    def iter_touched_links(
+        self, run_id: str
+    ) -> Iterator[list[tuple[RowMapping, RowMapping | None, RowMapping | None]]]:
         """Linked pairs with at least one side staged, in batches, with both staged rows."""
         c = staging.alias("c")
         k = staging.alias("k")
-        cols = [link]
+        cols: list[Any] = [link]
         cols += [col.label(f"c_{col.name}") for col in c.c]
         cols += [col.label(f"k_{col.name}") for col in k.c]
         query = (
@@ -248,12 +255,20 @@ class Repository:
             .select_from(
                 link.outerjoin(
                     c,
-                    and_(c.c.run_id == run_id, c.c.flow == self.flow, c.c.side == Side.CUSTOMCRM.value,
-                         c.c.record_id == link.c.crm_id),
+                    and_(
+                        c.c.run_id == run_id,
+                        c.c.flow == self.flow,
+                        c.c.side == Side.CUSTOMCRM.value,
+                        c.c.record_id == link.c.crm_id,
+                    ),
                 ).outerjoin(
                     k,
-                    and_(k.c.run_id == run_id, k.c.flow == self.flow, k.c.side == Side.CHARGEBEE.value,
-                         k.c.record_id == link.c.cb_id),
+                    and_(
+                        k.c.run_id == run_id,
+                        k.c.flow == self.flow,
+                        k.c.side == Side.CHARGEBEE.value,
+                        k.c.record_id == link.c.cb_id,
+                    ),
                 )
             )
             .where(link.c.flow == self.flow, or_(c.c.record_id.is_not(None), k.c.record_id.is_not(None)))
@@ -264,8 +279,11 @@ class Repository:
             batch: list[tuple[RowMapping, RowMapping | None, RowMapping | None]] = []
             for row in result:
                 batch.append(
-                    (row, row if row["c_record_id"] is not None else None,
-                     row if row["k_record_id"] is not None else None)
+                    (
+                        row,
+                        row if row["c_record_id"] is not None else None,
+                        row if row["k_record_id"] is not None else None,
+                    )
                 )
                 if len(batch) >= BATCH:
                     yield batch
@@ -275,9 +293,7 @@ class Repository:
 
     def iter_unlinked(self, run_id: str) -> Iterator[RowMapping]:
         """Staged records with no link, ordered by match key so equal keys come together."""
-        crm_linked = exists().where(
-            link.c.flow == self.flow, link.c.crm_id == staging.c.record_id
-        )
+        crm_linked = exists().where(link.c.flow == self.flow, link.c.crm_id == staging.c.record_id)
         cb_linked = exists().where(link.c.flow == self.flow, link.c.cb_id == staging.c.record_id)
         query = (
             select(staging)
@@ -431,7 +447,11 @@ class Repository:
             return list(
                 conn.execute(
                     select(
-                        plan.c.action, plan.c.crm_op, plan.c.crm_status, plan.c.cb_op, plan.c.cb_status,
+                        plan.c.action,
+                        plan.c.crm_op,
+                        plan.c.crm_status,
+                        plan.c.cb_op,
+                        plan.c.cb_status,
                         func.count().label("n"),
                     )
                     .where(plan.c.run_id == run_id, plan.c.flow == self.flow)
@@ -445,8 +465,15 @@ class Repository:
             return list(
                 conn.execute(
                     select(
-                        plan.c.action, plan.c.crm_id, plan.c.cb_id, plan.c.reason, plan.c.held_side,
-                        plan.c.hold_kind, plan.c.crm_status, plan.c.crm_error, plan.c.cb_status,
+                        plan.c.action,
+                        plan.c.crm_id,
+                        plan.c.cb_id,
+                        plan.c.reason,
+                        plan.c.held_side,
+                        plan.c.hold_kind,
+                        plan.c.crm_status,
+                        plan.c.crm_error,
+                        plan.c.cb_status,
                         plan.c.cb_error,
                     )
                     .where(
@@ -489,20 +516,26 @@ class Repository:
         with self.engine.begin() as conn:
             for crm_id, cb_id in delete_links:
                 conn.execute(
-                    delete(link).where(link.c.flow == self.flow, link.c.crm_id == crm_id, link.c.cb_id == cb_id)
+                    delete(link).where(
+                        link.c.flow == self.flow, link.c.crm_id == crm_id, link.c.cb_id == cb_id
+                    )
                 )
             for values in upsert_links:
                 self._upsert_link(conn, values, run_id)
             for side, rid in release:
                 conn.execute(
                     delete(quarantine).where(
-                        quarantine.c.flow == self.flow, quarantine.c.side == side, quarantine.c.record_id == rid
+                        quarantine.c.flow == self.flow,
+                        quarantine.c.side == side,
+                        quarantine.c.record_id == rid,
                     )
                 )
             for values in hold:
                 self._hold(conn, values, run_id)
             if audits:
-                conn.execute(insert(audit), [{"flow": self.flow, "run_id": run_id, "at": now(), **a} for a in audits])
+                conn.execute(
+                    insert(audit), [{"flow": self.flow, "run_id": run_id, "at": now(), **a} for a in audits]
+                )
             for chunk in _chunks(plan_ids):
                 conn.execute(update(plan).where(plan.c.id.in_(chunk)).values(applied=True))
 
@@ -523,9 +556,13 @@ class Repository:
             update(quarantine)
             .where(key)
             .values(
-                kind=values["kind"], reason=values["reason"], staged=values.get("staged"),
-                content_hash=values.get("content_hash"), attempts=quarantine.c.attempts + 1,
-                last_seen=now(), run_id=run_id,
+                kind=values["kind"],
+                reason=values["reason"],
+                staged=values.get("staged"),
+                content_hash=values.get("content_hash"),
+                attempts=quarantine.c.attempts + 1,
+                last_seen=now(),
+                run_id=run_id,
             )
         ).rowcount
         if not changed:
@@ -552,9 +589,7 @@ class Repository:
 
     def count_held(self) -> int:
         with self.engine.connect() as conn:
-            return int(
-                conn.execute(select(func.count()).where(quarantine.c.flow == self.flow)).scalar() or 0
-            )
+            return int(conn.execute(select(func.count()).where(quarantine.c.flow == self.flow)).scalar() or 0)
 
     def quarantined(self) -> list[RowMapping]:
         with self.engine.connect() as conn:

@@ -3,7 +3,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from crmsync.mapping.model import Mapping, load_mapping
 
 ROOT = Path(__file__).resolve().parents[3]

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
 from crmsync.engine.merge import merge
 from crmsync.mapping.model import Mapping, Side, parse_mapping
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 FIELDS = ["a", "b", "c"]
 
@@ -128,8 +127,9 @@ def apply(side: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
 
 
 @settings(max_examples=400)
-@given(base=st.one_of(st.none(), records), crm=records, cb=records,
-       t1=st.integers(0, 3), t2=st.integers(0, 3))
+@given(
+    base=st.one_of(st.none(), records), crm=records, cb=records, t1=st.integers(0, 3), t2=st.integers(0, 3)
+)
 def test_merge_converges_and_is_echo_free(base: Any, crm: Any, cb: Any, t1: int, t2: int) -> None:
     """After writing a merge's changes, merging again writes nothing (no echo, no ping-pong)."""
     r = merge(M, base, crm, cb, crm_updated_at=t1, cb_updated_at=t2)

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-
 from crmsync.engine import plan
 from crmsync.engine.canonical import SideRecord, to_canonical
 from crmsync.engine.plan import Action, LinkState, Op
@@ -86,12 +85,19 @@ def test_invalid_value_on_update_quarantines_the_source(contact_mapping: Mapping
 
 @pytest.mark.parametrize(
     ("policy", "action", "op_side"),
-    [("propagate", Action.DELETE, Side.CHARGEBEE), ("unlink", Action.UNLINK, None),
-     ("restore", Action.RESTORE, Side.CUSTOMCRM)],
+    [
+        ("propagate", Action.DELETE, Side.CHARGEBEE),
+        ("unlink", Action.UNLINK, None),
+        ("restore", Action.RESTORE, Side.CUSTOMCRM),
+    ],
 )
-def test_crm_delete_follows_policy(contact_mapping: Mapping, policy: str, action: Action, op_side: Side | None) -> None:
+def test_crm_delete_follows_policy(
+    contact_mapping: Mapping, policy: str, action: Action, op_side: Side | None
+) -> None:
     m = contact_mapping.model_copy(
-        update={"delete": contact_mapping.delete.model_copy(update={"on_customcrm_delete": DeletePolicy(policy)})}
+        update={
+            "delete": contact_mapping.delete.model_copy(update={"on_customcrm_delete": DeletePolicy(policy)})
+        }
     )
     c, k = crm(m), cb(m)
     d = plan.decide_linked(m, linked(m, c, k), crm(m, deleted=True), None)

@@ -7,7 +7,6 @@ from typing import Any
 
 import pytest
 import yaml
-
 from crmsync.mapping.model import MappingError, load_mapping, load_mappings, parse_mapping
 from crmsync.mapping.transforms import check_format, email, strip
 
@@ -63,7 +62,7 @@ def test_create_id_must_be_deterministic() -> None:
 def test_bad_yaml_names_the_file(tmp_path: Path) -> None:
     p = tmp_path / "broken.yaml"
     p.write_text("flow: [unclosed\n")
-    with pytest.raises(MappingError, match="broken.yaml: not valid YAML"):
+    with pytest.raises(MappingError, match=r"broken\.yaml: not valid YAML"):
         load_mapping(p)
 
 

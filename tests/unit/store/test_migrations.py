@@ -6,10 +6,9 @@ from pathlib import Path
 
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import create_engine, inspect
-
 from crmsync.store import migrate
 from crmsync.store.schema import TABLES, VERSION_TABLE, metadata
+from sqlalchemy import create_engine, inspect
 
 
 def test_migrations_match_the_metadata(tmp_path: Path) -> None:
@@ -17,8 +16,11 @@ def test_migrations_match_the_metadata(tmp_path: Path) -> None:
     migrate.upgrade(engine)
     with engine.connect() as conn:
         ctx = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE})
-        diff = [d for d in compare_metadata(ctx, metadata)
-                if not (d[0] == "remove_table" and d[1].name == VERSION_TABLE)]
+        diff = [
+            d
+            for d in compare_metadata(ctx, metadata)
+            if not (d[0] == "remove_table" and d[1].name == VERSION_TABLE)
+        ]
         assert diff == [], diff
         assert migrate.current_revision(conn) == migrate.head_revision()
     migrate.ensure_at_head(engine)

@@ -1,0 +1,297 @@
+"""A real Airflow (``airflow standalone``: api-server, scheduler + LocalExecutor, dag-processor,
+triggerer) in its own AIRFLOW_HOME, driven through the public REST API.
+
+Unlike ``dag.test()``, tasks here run in worker subprocesses under the Task SDK, where
+Airflow 3 forbids the metadata ORM in task code: this is how production runs the flows.
+
+Every port is a free ephemeral one, so parallel test sessions do not clash. The whole
+process tree is stopped on exit: the standalone runs in its own session, and task
+processes (which get their own process group) stay in that session, so everything in
+the session is signalled, by pid.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import requests
+
+ROOT = Path(__file__).resolve().parents[2]
+VENV_BIN = Path(sys.executable).parent
+
+TERMINAL_RUN_STATES = {"success", "failed"}
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct free ports (held open together so they differ)."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [int(s.getsockname()[1]) for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def metadata_db(home: Path) -> tuple[str, str]:
+    """(SQLAlchemy URL, AIRFLOW_CONN_CRMSYNC_STORE) as tests/conftest.py builds them.
+
+    SQLite: a fresh file in ``home``. PostgreSQL (CRMSYNC_TEST_DB=postgres): the session's
+    database (a fresh one is not possible there).
+    """
+    if os.environ.get("CRMSYNC_TEST_DB") == "postgres":
+        return os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"], os.environ["AIRFLOW_CONN_CRMSYNC_STORE"]
+    db = home / "airflow.db"
+    return f"sqlite:///{db}", json.dumps({"conn_type": "sqlite", "host": str(db)})
+
+
+class Standalone:
+    """``airflow standalone`` in ``home``; use as a context manager (always stopped on exit)."""
+
+    def __init__(self, home: Path, extra_env: Mapping[str, str] | None = None) -> None:
+        self.home = Path(home)
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.api_port, worker_log_port, trigger_log_port = free_ports(3)
+        self.base_url = f"http://127.0.0.1:{self.api_port}"
+        self.db_url, store_conn = metadata_db(self.home)
+        self.output_path = self.home / "standalone.out"
+        self.env = os.environ.copy()
+        self.env.update(
+            {
+                "PATH": f"{VENV_BIN}{os.pathsep}{self.env.get('PATH', '')}",  # it spawns `airflow ...`
+                "AIRFLOW_HOME": str(self.home),
+                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": self.db_url,
+                "AIRFLOW_CONN_CRMSYNC_STORE": store_conn,
+                "AIRFLOW__DATABASE__EXTERNAL_DB_MANAGERS": "crmsync.store.db_manager.LinkStoreDBManager",
+                "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+                "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
+                "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
+                "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+                "AIRFLOW__CORE__PARALLELISM": "4",
+                "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+                "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.base_url}/execution/",
+                "AIRFLOW__API__HOST": "127.0.0.1",
+                "AIRFLOW__API__PORT": str(self.api_port),
+                "AIRFLOW__API__WORKERS": "1",
+                "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(worker_log_port),
+                "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(trigger_log_port),
+                "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
+                "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
+                "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+                "CRMSYNC_TASK_RETRIES": "0",
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
+        self.env.update(extra_env or {})
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._out: Any = None
+        self._session = requests.Session()
+
+    # -- lifecycle ------------------------------------------------------------------
+    def __enter__(self) -> Standalone:
+        try:
+            self.start()
+            self.wait_healthy()
+            self.login()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        self._out = open(self.output_path, "wb")  # noqa: SIM115 (closed in stop())
+        self.proc = subprocess.Popen(
+            [str(VENV_BIN / "airflow"), "standalone"],
+            cwd=self.home,
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            stdout=self._out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def session_pids(self) -> list[int]:
+        """Every live process of the standalone's session (api-server, scheduler, tasks, ...)."""
+        if self.proc is None:
+            return []
+        sid, pids = self.proc.pid, []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            pid = int(entry.name)
+            with contextlib.suppress(OSError):
+                if os.getsid(pid) == sid and not _is_zombie(pid):
+                    pids.append(pid)
+        return pids
+
+    def stop(self, grace: float = 15.0) -> None:
+        """SIGTERM the whole session, SIGKILL what is left after ``grace`` seconds."""
+        if self.proc is None:
+            return
+        try:
+            for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+                pids = self.session_pids()
+                if not pids:
+                    break
+                for pid in pids:
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
+                        os.kill(pid, sig)
+                deadline = time.monotonic() + wait
+                while time.monotonic() < deadline:
+                    with contextlib.suppress(subprocess.TimeoutExpired):
+                        self.proc.wait(timeout=0.2)
+                    if not self.session_pids():
+                        break
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(timeout=5)
+            left = self.session_pids()
+            assert not left, f"airflow processes left behind: {left}"
+        finally:
+            self._session.close()
+            if self._out is not None:
+                self._out.close()
+
+    def output_tail(self, n: int = 6000) -> str:
+        try:
+            return self.output_path.read_bytes()[-n:].decode(errors="replace")
+        except OSError:
+            return ""
+
+    def wait_healthy(self, timeout: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise AssertionError(f"airflow standalone exited ({self.proc.returncode}):\n{self.output_tail()}")
+            with contextlib.suppress(requests.RequestException):
+                r = self._session.get(f"{self.base_url}/api/v2/monitor/health", timeout=5)
+                if r.ok and _healthy(r.json()):
+                    return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"airflow standalone not healthy after {timeout:.0f}s:\n{self.output_tail()}")
+            time.sleep(0.5)
+
+    def login(self, timeout: float = 60.0) -> None:
+        """Token for the simple auth manager's generated ``admin`` user."""
+        pw_file = self.home / "simple_auth_manager_passwords.json.generated"
+        deadline = time.monotonic() + timeout
+        while not pw_file.exists():
+            assert time.monotonic() < deadline, f"no {pw_file.name}:\n{self.output_tail()}"
+            time.sleep(0.2)
+        password = json.loads(pw_file.read_text())["admin"]
+        r = self._session.post(
+            f"{self.base_url}/auth/token", json={"username": "admin", "password": password}, timeout=30
+        )
+        assert r.status_code in (200, 201), (r.status_code, r.text)
+        self._session.headers["Authorization"] = f"Bearer {r.json()['access_token']}"
+
+    # -- REST API -------------------------------------------------------------------
+    def api(self, method: str, path: str, *, ok: tuple[int, ...] = (200,), **kw: Any) -> Any:
+        r = self._session.request(method, f"{self.base_url}/api/v2/{path}", timeout=30, **kw)
+        assert r.status_code in ok, f"{method} {path}: {r.status_code} {r.text[:2000]}"
+        return r.json() if r.content else None
+
+    def wait_for_dag(self, dag_id: str, timeout: float = 90.0) -> dict[str, Any]:
+        """The DAG once the dag-processor has serialized it (fails early on an import error)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            r = self._session.get(f"{self.base_url}/api/v2/dags/{dag_id}", timeout=30)
+            if r.status_code == 200:
+                return dict(r.json())
+            errors = self._session.get(f"{self.base_url}/api/v2/importErrors", timeout=30)
+            if errors.ok and errors.json().get("total_entries"):
+                raise AssertionError(f"DAG import errors: {json.dumps(errors.json(), indent=1)[:5000]}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{dag_id} not parsed after {timeout:.0f}s:\n{self.output_tail()}")
+            time.sleep(1)
+
+    def trigger(self, dag_id: str, conf: dict[str, Any] | None = None) -> str:
+        body = {"logical_date": None, "conf": conf or {}}
+        return str(self.api("POST", f"dags/{dag_id}/dagRuns", json=body)["dag_run_id"])
+
+    def run_state(self, dag_id: str, run_id: str) -> str:
+        return str(self.api("GET", f"dags/{dag_id}/dagRuns/{quote(run_id, safe='')}")["state"])
+
+    def task_instances(self, dag_id: str, run_id: str) -> dict[str, str | None]:
+        """{task_id: state}"""
+        body = self.api("GET", f"dags/{dag_id}/dagRuns/{quote(run_id, safe='')}/taskInstances")
+        return {ti["task_id"]: ti["state"] for ti in body["task_instances"]}
+
+    def wait_for_run(self, dag_id: str, run_id: str, timeout: float = 240.0) -> str:
+        deadline = time.monotonic() + timeout
+        while True:
+            state = self.run_state(dag_id, run_id)
+            if state in TERMINAL_RUN_STATES:
+                return state
+            if time.monotonic() > deadline:
+                tis = self.task_instances(dag_id, run_id)
+                raise AssertionError(
+                    f"{dag_id} {run_id} still {state} after {timeout:.0f}s; tasks {tis}\n"
+                    f"{self.task_logs(dag_id, run_id)}\n{self.output_tail()}"
+                )
+            time.sleep(1)
+
+    def xcom_entries(self, dag_id: str, run_id: str, task_id: str) -> list[dict[str, Any]]:
+        body = self.api("GET", f"dags/{dag_id}/dagRuns/{quote(run_id, safe='')}/taskInstances/{task_id}/xcomEntries")
+        return list(body["xcom_entries"])
+
+    # -- logs -----------------------------------------------------------------------
+    def log_files(self, dag_id: str | None = None, run_id: str | None = None) -> list[Path]:
+        """Task log files, of one DAG/run if given (``logs/dag_id=.../run_id=.../task_id=...``)."""
+        base = self.home / "logs"
+        if dag_id:
+            base = base / f"dag_id={dag_id}"
+            if run_id:
+                base = base / f"run_id={run_id}"
+        return sorted(p for p in base.rglob("*") if p.is_file()) if base.exists() else []
+
+    def task_logs(self, dag_id: str, run_id: str, limit: int = 8000) -> str:
+        """The tail of every task log of a run, for failure messages."""
+        parts = []
+        for path in self.log_files(dag_id, run_id):
+            text = path.read_text(errors="replace")
+            parts.append(f"----- {path.relative_to(self.home / 'logs')} -----\n{text[-limit:]}")
+        return "\n".join(parts) or f"(no task logs under {self.home / 'logs'})"
+
+
+def _healthy(body: dict[str, Any]) -> bool:
+    """metadatabase, scheduler, triggerer and dag_processor all report healthy."""
+    parts = [v for v in body.values() if isinstance(v, dict) and "status" in v]
+    return bool(parts) and all(p["status"] == "healthy" for p in parts)
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] == "Z"
+
+
+@contextlib.contextmanager
+def standalone(home: Path, extra_env: Mapping[str, str] | None = None) -> Iterator[Standalone]:
+    with Standalone(home, extra_env) as sa:
+        yield sa
