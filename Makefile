@@ -42,7 +42,7 @@ ENV := source $(CURDIR)/scripts/env.sh
 PYTEST_FN := run_pytest() { local rc=0; $(PY) -m pytest "$$@" || rc=$$?; \
   if [ "$$rc" -eq 5 ]; then echo "make: pytest collected no test ($$*)"; rc=0; fi; return "$$rc"; }
 
-.PHONY: help install venv sandboxes stop status migrate run sync up test pytest lint bench chaos \
+.PHONY: help install venv sandboxes stop status migrate run sync _require-flow up test pytest lint bench chaos \
         clean distclean constraints
 
 help: ## show this help
@@ -81,9 +81,11 @@ migrate: install ## airflow db migrate (Airflow's tables and the link store's)
 run: install sandboxes migrate ## run every flow once against the sandboxes (or the connections you set)
 	$(ENV); $(PY) scripts/run_flows.py --all $(ARGS)
 
-sync: install sandboxes migrate ## run one flow: make sync FLOW=contact_customer
-	@if [ -z "$(FLOW)" ]; then echo "usage: make sync FLOW=<dag_id>" >&2; exit 2; fi
+sync: _require-flow install sandboxes migrate ## run one flow: make sync FLOW=contact_customer
 	$(ENV); $(PY) scripts/run_flows.py --flow $(FLOW) $(ARGS)
+
+_require-flow:
+	@if [ -z "$(FLOW)" ]; then echo "usage: make sync FLOW=<dag_id>  (e.g. FLOW=contact_customer)" >&2; exit 2; fi
 
 up: install migrate ## airflow standalone with the UI on :8080, sandboxes started, DAGs unpaused
 	bash scripts/standalone.sh

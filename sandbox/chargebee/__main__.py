@@ -125,6 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         server.stopping.set()
         server.server_close()
         server.state.close()
+        logging.getLogger("sandbox.chargebee").info("Chargebee sandbox stopped; state saved")
     return 0
 
 
