@@ -16,7 +16,7 @@ from typing import Any
 
 from crmsync.mapping.model import FieldMap, Side
 from crmsync.mapping.model import Mapping as FlowMapping
-from crmsync.mapping.transforms import TRANSFORMS, Canonical, check_format, has_control_chars
+from crmsync.mapping.transforms import CHARGEBEE_OUT, TRANSFORMS, Canonical, check_format, has_control_chars
 
 CanonicalRecord = dict[str, Canonical]
 
@@ -77,19 +77,50 @@ def set_path(target: dict[str, Any], path: str, value: Any) -> None:
     cur[parts[-1]] = value
 
 
+UNKNOWN_VALUE = "\x00unknown:"
+
+
+def _crm_value_key(raw: Any) -> str:
+    if isinstance(raw, bool):
+        return "true" if raw else "false"
+    return "" if raw is None else str(raw).strip()
+
+
 def to_canonical(mapping: FlowMapping, side: Side, raw: Mapping[str, Any]) -> CanonicalRecord:
-    """Map a raw record of ``side`` to canonical values (every mapped field present)."""
+    """Map a raw record of ``side`` to canonical values (every mapped field present).
+
+    A Customcrm value outside a field's value map becomes a marker that validation
+    reports ("unknown value ... expected one of ..."), never a silent blank.
+    """
     out: CanonicalRecord = {}
     for f in mapping.fields:
-        out[f.name] = TRANSFORMS[f.transform](get_path(raw, mapping.source_path(f, side)))
+        value = get_path(raw, mapping.source_path(f, side))
+        if f.values is not None and side is Side.CUSTOMCRM and value is not None and value != "":
+            key = _crm_value_key(value)
+            value = f.values.get(key, f"{UNKNOWN_VALUE}{key}")
+        out[f.name] = TRANSFORMS[f.transform](value)
     return out
+
+
+def _crm_out(f: FieldMap, value: Canonical) -> Any:
+    if f.values is None or value is None:
+        return value
+    for crm_value, canonical in f.values.items():
+        if canonical == value:
+            return {"true": True, "false": False}.get(crm_value, crm_value)
+    return value
 
 
 def to_side(mapping: FlowMapping, side: Side, values: Mapping[str, Canonical]) -> dict[str, Any]:
     """Canonical values → the nested raw shape ``side`` accepts on write."""
     out: dict[str, Any] = {}
     for name, value in values.items():
-        set_path(out, mapping.source_path(mapping.field(name), side), value)
+        f = mapping.field(name)
+        if side is Side.CHARGEBEE:
+            raw = CHARGEBEE_OUT[f.transform](value) if f.transform in CHARGEBEE_OUT else value
+        else:
+            raw = _crm_out(f, value)
+        set_path(out, mapping.source_path(f, side), raw)
     return out
 
 
@@ -169,6 +200,16 @@ def validate(
         if value is None:
             if f.required:
                 problems.append(Problem(name, f"{where} is empty but required; fill it in {fix_in}"))
+            continue
+        if isinstance(value, str) and value.startswith(UNKNOWN_VALUE):
+            allowed = ", ".join(repr(k) for k in (f.values or {}))
+            problems.append(
+                Problem(
+                    name,
+                    f"{where} has the unknown value {value[len(UNKNOWN_VALUE) :]!r}; "
+                    f"expected one of {allowed}; fix it in {fix_in} or extend the mapping's value map",
+                )
+            )
             continue
         if has_control_chars(value):
             problems.append(Problem(name, f"{where} contains control characters; remove them in {fix_in}"))

@@ -111,15 +111,43 @@ def _check(
     return None
 
 
+def _ids(rec: SideRecord) -> tuple[str | None, str | None]:
+    return (rec.id, None) if rec.side is Side.CUSTOMCRM else (None, rec.id)
+
+
+def wait(mapping: FlowMapping, rec: SideRecord, why: str, *, other_id: str | None = None) -> Decision:
+    """A record that cannot proceed yet; it is held and retried by the next run."""
+    crm_id, cb_id = _ids(rec)
+    if other_id is not None:
+        crm_id, cb_id = (rec.id, other_id) if rec.side is Side.CUSTOMCRM else (other_id, rec.id)
+    return Decision(
+        Action.WAIT,
+        crm_id,
+        cb_id,
+        reason=f"{_label(mapping, rec.side)} {rec.id}: {why}; it waits and is retried next run",
+        held_side=rec.side,
+        hold_kind="waiting",
+    )
+
+
 def decide_new(mapping: FlowMapping, rec: SideRecord) -> Decision:
     """An unlinked record with no match on the other side: create it there."""
     if rec.deleted:
+        return Decision(Action.SKIP, *_ids(rec), reason="deleted before it was ever linked")
+    target = mapping.side(rec.side.other)
+    if not target.create:
+        why = target.create_disabled_reason or f"this flow does not create records in {rec.side.other.value}"
         return Decision(
-            Action.SKIP,
-            rec.id if rec.side is Side.CUSTOMCRM else None,
-            rec.id if rec.side is Side.CHARGEBEE else None,
-            reason="deleted before it was ever linked",
+            Action.SKIP, *_ids(rec), reason=f"{_label(mapping, rec.side)} {rec.id}: no match; {why}"
         )
+    if rec.side is Side.CUSTOMCRM:
+        missing_req = [k for k in mapping.chargebee.create_requires if rec.values.get(k) is None]
+        if missing_req:
+            names = ", ".join(mapping.field(k).customcrm for k in missing_req)
+            why = mapping.chargebee.create_requires_reason or (
+                f"Chargebee needs {names} to create a {mapping.chargebee.label}"
+            )
+            return wait(mapping, rec, f"{names} is empty: {why}")
     values: dict[str, Canonical] = {k: v for k, v in rec.values.items() if v is not None}
     problems = validate(mapping, rec.values, source=rec.side, target=rec.side.other)
     missing = [k for k in mapping.match.keys if rec.values.get(k) is None]

@@ -20,8 +20,8 @@ from typing import Any
 from sqlalchemy.engine import RowMapping
 
 from crmsync.engine.canonical import content_hash, match_key
+from crmsync.mapping.model import Cardinality, Side
 from crmsync.mapping.model import Mapping as FlowMapping
-from crmsync.mapping.model import Side
 from crmsync.store.repository import dumps, loads
 
 OK = {None, "done"}
@@ -165,7 +165,7 @@ def apply_plan_rows(mapping: FlowMapping, repo: Any, run_id: str, rows: list[Row
         upserts.append(
             {
                 "crm_id": crm_id,
-                "crm_slot": "",
+                "crm_slot": cb_id if mapping.cardinality is Cardinality.ONE_TO_MANY else "",
                 "cb_id": cb_id,
                 "match_key": match_key(mapping, merged or crm_now["values"]),
                 "base": dumps(base),

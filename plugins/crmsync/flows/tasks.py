@@ -146,154 +146,15 @@ def extract(
 # -- transform ---------------------------------------------------------------------------
 
 
-def _plan_row(
-    run_id: str, flow: str, seq: int, decision: Any, crm: Any, cb: Any, link_id: int | None
-) -> dict[str, Any]:
-    from dataclasses import asdict
-
-    from crmsync.engine.canonical import match_key as _mk  # noqa: F401
-    from crmsync.store.repository import dumps, record_to_json
-
-    detail = None
-    if decision.conflicts or decision.notes:
-        detail = dumps(
-            {
-                "conflicts": [{**asdict(c), "winner": c.winner.value} for c in decision.conflicts],
-                "notes": [{**asdict(n), "side": n.side.value} for n in decision.notes],
-            }
-        )
-    row: dict[str, Any] = {
-        "run_id": run_id,
-        "flow": flow,
-        "seq": seq,
-        "action": decision.action.value,
-        "crm_id": decision.crm_id,
-        "cb_id": decision.cb_id,
-        "link_id": link_id,
-        "match_key": None,
-        "merged": None if decision.merged is None else dumps(decision.merged),
-        "crm_staged": None if crm is None else record_to_json(crm),
-        "cb_staged": None if cb is None else record_to_json(cb),
-        "reason": decision.reason,
-        "detail": detail,
-        "held_side": decision.held_side.value if decision.held_side else None,
-        "hold_kind": decision.hold_kind,
-        "applied": False,
-    }
-    for side, prefix in ((Side.CUSTOMCRM, "crm"), (Side.CHARGEBEE, "cb")):
-        write = decision.write_for(side)
-        row[f"{prefix}_op"] = write.op.value if write else None
-        row[f"{prefix}_changes"] = dumps(write.changes) if write else None
-        row[f"{prefix}_if_version"] = write.if_version if write else None
-        row[f"{prefix}_status"] = "pending" if write else None
-        row[f"{prefix}_result"] = None
-        row[f"{prefix}_error"] = None
-    return row
-
-
 def transform(mapping: FlowMapping, run_id: str, params: dict[str, Any], repo: Any) -> dict[str, int]:
-    """Map, match, merge and decide: one plan row per record pair."""
-    from crmsync.engine import plan as planner
-    from crmsync.engine.canonical import match_key
-    from crmsync.store.repository import link_state, record_from_staging
+    """Map, match, merge and decide: one plan row per record pair (see flows/transform.py)."""
+    from crmsync.flows.transform import build_plan
 
-    repo.begin_run(run_id, params)
-    done = repo.plan_progress(run_id)
-    if done:
-        log.info("transform: %d writes of this run's plan were already attempted; keeping the plan", done)
-        repo.set_run(run_id, status="planned")
-        return {}
-    repo.delete_plan(run_id)
-    carried = repo.carry_quarantined(run_id, lambda rec: match_key(mapping, rec.values))
-    if carried:
-        log.info("transform: retrying %d held records (waiting or failed earlier)", carried)
-
-    counts: Counter[str] = Counter()
-    seq = 0
-    rows: list[dict[str, Any]] = []
-
-    def emit(decision: Any, crm: Any, cb: Any, link_id: int | None = None) -> None:
-        nonlocal seq, rows
-        seq += 1
-        counts[decision.action.value] += 1
-        rows.append(_plan_row(run_id, mapping.flow, seq, decision, crm, cb, link_id))
-        if len(rows) >= 500:
-            repo.insert_plan(rows)
-            rows = []
-
-    progress = Progress("transform")
-    for batch in repo.iter_touched_links(run_id):
-        for link_row, c_row, k_row in batch:
-            crm = record_from_staging(c_row, "c_") if c_row is not None else None
-            cb = record_from_staging(k_row, "k_") if k_row is not None else None
-            decision = planner.decide_linked(mapping, link_state(link_row), crm, cb)
-            emit(decision, crm, cb, link_row["id"])
-        progress.add(len(batch))
-
-    def flush_groups(groups: list[tuple[str | None, list[Any]]]) -> None:
-        taken = repo.linked_by_match_key([k for k, _ in groups if k is not None])
-        for key, recs in groups:
-            crms = [r for r in recs if r.side is Side.CUSTOMCRM and not r.deleted]
-            cbs = [r for r in recs if r.side is Side.CHARGEBEE and not r.deleted]
-            for r in recs:
-                if r.deleted:
-                    emit(planner.decide_new(mapping, r), *_pair(r))
-            if key is None:
-                for r in crms + cbs:
-                    emit(planner.decide_new(mapping, r), *_pair(r))
-            elif key in taken:
-                crm_id, cb_id = taken[key]
-                for r in crms + cbs:
-                    emit(
-                        planner.ambiguous(
-                            mapping,
-                            r,
-                            [f"Customcrm {crm_id}", f"Chargebee {cb_id}"],
-                            "its match key is already linked to another pair",
-                        ),
-                        *_pair(r),
-                    )
-            elif len(crms) == 1 and len(cbs) == 1:
-                emit(planner.decide_match(mapping, crms[0], cbs[0]), crms[0], cbs[0])
-            elif len(crms) + len(cbs) == 1:
-                r = (crms + cbs)[0]
-                emit(planner.decide_new(mapping, r), *_pair(r))
-            else:
-                ids = [f"Customcrm {r.id}" for r in crms] + [f"Chargebee {r.id}" for r in cbs]
-                for r in crms + cbs:
-                    emit(
-                        planner.ambiguous(mapping, r, ids, "its match key is shared by several records"),
-                        *_pair(r),
-                    )
-
-    groups: list[tuple[str | None, list[Any]]] = []
-    current_key: object = object()
-    for row in repo.iter_unlinked(run_id):
-        rec = record_from_staging(row)
-        key = row["match_key"]
-        if key is None or key != current_key:
-            if len(groups) >= 500:
-                flush_groups(groups)
-                groups = []
-            groups.append((key, [rec]))
-            current_key = key if key is not None else object()
-        else:
-            groups[-1][1].append(rec)
-        progress.add()
-    if groups:
-        flush_groups(groups)
-    if rows:
-        repo.insert_plan(rows)
-    progress.log()
-
-    _circuit_breaker(mapping, run_id, params, repo)
+    counts = build_plan(mapping, run_id, params, repo)
+    if counts is not None:
+        _circuit_breaker(mapping, run_id, params, repo)
     repo.set_run(run_id, status="planned")
-    log.info("transform: plan %s", dict(sorted(counts.items())))
-    return dict(counts)
-
-
-def _pair(rec: Any) -> tuple[Any, Any]:
-    return (rec, None) if rec.side is Side.CUSTOMCRM else (None, rec)
+    return counts or {}
 
 
 def _circuit_breaker(mapping: FlowMapping, run_id: str, params: dict[str, Any], repo: Any) -> None:
@@ -326,7 +187,13 @@ def upsert(
     if params.get("dry_run"):
         log.info("upsert %s: dry run, nothing is written", side.value)
         return {}
-    writer: Any = (ChargebeeWriter if side is Side.CHARGEBEE else CustomcrmWriter)(mapping, hook, run_id)
+    from crmsync.flows.refs import RefResolver
+
+    writer: Any = (
+        ChargebeeWriter(mapping, hook, run_id, RefResolver(repo.engine, mapping))
+        if side is Side.CHARGEBEE
+        else CustomcrmWriter(mapping, hook, run_id)
+    )
     status_col = "crm_status" if side is Side.CUSTOMCRM else "cb_status"
     op_col = "crm_op" if side is Side.CUSTOMCRM else "cb_op"
     run_row = repo.get_run(run_id)

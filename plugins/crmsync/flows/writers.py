@@ -95,23 +95,48 @@ class ChargebeeWriter:
 
     side = Side.CHARGEBEE
 
-    def __init__(self, mapping: FlowMapping, hook: Any, run_id: str) -> None:
+    def __init__(self, mapping: FlowMapping, hook: Any, run_id: str, refs: Any = None) -> None:
         self.mapping = mapping
         self.hook = hook
         self.run_id = run_id
+        self.refs = refs
+        self._ensured = False
         self.cap = capability(mapping.chargebee.resource)
         self.resource = mapping.chargebee.resource
         self.label = f"Chargebee {mapping.chargebee.label}"
         self.rereads = 0
 
-    def create_id(self, crm_id: str) -> str | None:
+    def create_id(self, crm_id: str, values: dict[str, Any] | None = None) -> str | None:
         template = self.mapping.chargebee.create_id
         if template is None:
             return None
-        return _CB_ID_CHARS.sub("_", template.format(crm_id=crm_id))[:50]
+        fields = {k: ("" if v is None else str(v)) for k, v in (values or {}).items()}
+        raw = template.format(**{**fields, "crm_id": crm_id})
+        return (
+            _CB_ID_CHARS.sub("_", raw)[:50].lower()
+            if "{crm_id}" not in template
+            else _CB_ID_CHARS.sub("_", raw)[:50]
+        )
 
     def _result(self, raw: dict[str, Any]) -> dict[str, Any]:
-        return result_of(self.mapping, Side.CHARGEBEE, raw, CHARGEBEE_META)
+        result = result_of(self.mapping, Side.CHARGEBEE, raw, CHARGEBEE_META)
+        if self.refs is not None and self.refs.active:
+            result["values"] = self.refs.canonical_values(result["values"])
+        return result
+
+    def _ensure_parent(self) -> None:
+        """Create the parent a create needs (e.g. the item family) once, if it is missing."""
+        spec = self.mapping.chargebee.ensure
+        if spec is None or self._ensured:
+            return
+        if self.hook.retrieve(spec.resource, spec.id) is None:
+            with contextlib.suppress(Conflict):  # created concurrently by another worker
+                self.hook.create(
+                    spec.resource,
+                    {"id": spec.id, **spec.params},
+                    idempotency_key=idempotency_key("ensure", spec.resource, spec.id),
+                )
+        self._ensured = True
 
     def execute(self, row: RowMapping, *, recovering: bool, reread: bool) -> Outcome:
         changes = json.loads(row["cb_changes"] or "{}")
@@ -131,8 +156,9 @@ class ChargebeeWriter:
             return _fail(self.label, rid or self.create_id(row["crm_id"] or ""), err)
 
     def _create(self, row: RowMapping, changes: dict[str, Any], recovering: bool) -> Outcome:
-        new_id = self.create_id(row["crm_id"])
-        params = to_side(self.mapping, Side.CHARGEBEE, changes)
+        new_id = self.create_id(row["crm_id"], changes)
+        self._ensure_parent()
+        params = {**self.mapping.chargebee.create_defaults, **to_side(self.mapping, Side.CHARGEBEE, changes)}
         existing = None
         if new_id and recovering:
             existing = self.hook.retrieve(self.resource, new_id)

@@ -64,6 +64,87 @@ CAPABILITIES: dict[str, ResourceCapability] = {
             "billing_address": "update_billing_info",
         },
     ),
+    "items": ResourceCapability(
+        resource="items",
+        object_key="item",
+        can_create=True,
+        can_update=True,
+        can_delete=True,
+        create_requires=("name", "type", "item_family_id"),
+        update_routes=dict.fromkeys(
+            (
+                "name",
+                "external_name",
+                "description",
+                "unit",
+                "is_shippable",
+                "metadata",
+                "status",
+                "item_family_id",
+                "enabled_for_checkout",
+                "enabled_in_portal",
+                "redirect_url",
+                "included_in_mrr",
+            ),
+            "update",
+        ),
+        limitation="an item's `type` and `id` are fixed once created; archive it through `status`",
+    ),
+    "item_families": ResourceCapability(
+        resource="item_families",
+        object_key="item_family",
+        can_create=True,
+        can_update=True,
+        can_delete=True,
+        update_routes=dict.fromkeys(("name", "description"), "update"),
+    ),
+    "orders": ResourceCapability(
+        resource="orders",
+        object_key="order",
+        can_create=True,
+        can_update=True,
+        can_delete=False,
+        create_requires=("invoice_id",),
+        update_routes={
+            **dict.fromkeys(
+                (
+                    "status",
+                    "reference_id",
+                    "fulfillment_status",
+                    "note",
+                    "tracking_id",
+                    "tracking_url",
+                    "batch_id",
+                    "shipping_date",
+                    "order_date",
+                    "cancelled_at",
+                    "cancellation_reason",
+                    "shipped_at",
+                    "delivered_at",
+                    "shipment_carrier",
+                ),
+                "update",
+            ),
+            "shipping_address": "update",
+        },
+        delete_action="cancel",
+        limitation=(
+            "Chargebee makes orders from paid invoices: `POST /orders` needs an `invoice_id`; "
+            "the customer, amounts, number and `created_by` of an order cannot be changed; "
+            "only imported orders can be deleted, so a delete is sent as a cancel"
+        ),
+    ),
+    "business_entities": ResourceCapability(
+        resource="business_entities",
+        object_key="business_entity",
+        can_create=False,
+        can_update=False,
+        can_delete=False,
+        limitation=(
+            "Chargebee's public API has no create or update for business entities "
+            "(only /business_entities/transfers); they are read through GET /business_entities"
+        ),
+    ),
 }
 
 

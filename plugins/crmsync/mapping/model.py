@@ -75,6 +75,20 @@ class FieldMap(_Strict):
     required: bool = False
     max_length: Annotated[int, Field(gt=0)] | None = None
     format: str | None = None  # email | country_code
+    #: Customcrm value → canonical (Chargebee's vocabulary), e.g. {true: archived, false: active}.
+    values: dict[str, str] | None = None
+    #: The value is the id of a record of another flow (e.g. an order's customer): it is
+    #: compared as the Customcrm id and translated through that flow's links on write.
+    ref: str | None = None
+    #: A record whose ref is not linked yet waits (True) or syncs without this field (False).
+    ref_required: bool = True
+
+    @field_validator("values", mode="before")
+    @classmethod
+    def _values(cls, v: Any) -> Any:
+        if isinstance(v, dict):
+            return {_value_key(k): str(val) for k, val in v.items()}
+        return v
 
     @field_validator("name")
     @classmethod
@@ -98,20 +112,48 @@ class FieldMap(_Strict):
         return v
 
 
+def _value_key(raw: Any) -> str:
+    """Keys of a value map as strings: YAML turns ``true:`` into a bool."""
+    if isinstance(raw, bool):
+        return "true" if raw else "false"
+    return str(raw)
+
+
 class SideSpec(_Strict):
     resource: str
     label: str
+    #: Whether the sync may create records on this side. When False, an unmatched
+    #: record of the other side is skipped with ``create_disabled_reason``.
+    create: bool = True
+    create_disabled_reason: str | None = None
+
+
+class EnsureSpec(_Strict):
+    """A parent record a create needs (e.g. an item family), created once if missing."""
+
+    resource: str
+    id: str
+    params: dict[str, Any] = Field(default_factory=dict)
 
 
 class ChargebeeSpec(SideSpec):
-    #: Template of the id given to records the sync creates in Chargebee ({crm_id}).
+    #: Template of the id given to records the sync creates in Chargebee ({crm_id}, or
+    #: {field} for a canonical field, e.g. "{sku}").
     create_id: str | None = None
+    #: Canonical fields a create needs; a record without them waits with the reason.
+    create_requires: list[str] = Field(default_factory=list)
+    create_requires_reason: str | None = None
+    #: Static parameters every create carries (e.g. item_family_id).
+    create_defaults: dict[str, Any] = Field(default_factory=dict)
+    ensure: EnsureSpec | None = None
 
     @field_validator("create_id")
     @classmethod
     def _create_id(cls, v: str | None) -> str | None:
-        if v is not None and "{crm_id}" not in v:
-            raise ValueError("create_id must contain '{crm_id}' so that ids are deterministic")
+        if v is not None and "{" not in v:
+            raise ValueError(
+                "create_id must contain a placeholder such as '{crm_id}' so that ids are deterministic"
+            )
         return v
 
 
@@ -159,6 +201,19 @@ class RunSpec(_Strict):
     max_workers: Annotated[int, Field(ge=1, le=32)] = 4
 
 
+class Cardinality(StrEnum):
+    ONE_TO_ONE = "one_to_one"
+    #: one Customcrm record ⇄ many Chargebee records (a user and the orders they created)
+    ONE_TO_MANY = "one_to_many"
+
+
+class ReadOnlyEdits(StrEnum):
+    """What to do with an edit on the side that is not a source for a one-way field."""
+
+    RESTORE = "restore"  # write the source side's value back over the edit
+    KEEP = "keep"  # keep the edit, report it in every run's summary
+
+
 class Mapping(_Strict):
     """A whole flow: both sides, the field pairs and the policies."""
 
@@ -175,6 +230,10 @@ class Mapping(_Strict):
     limits: LimitSpec = LimitSpec()
     connections: ConnectionSpec = ConnectionSpec()
     run: RunSpec = RunSpec()
+    cardinality: Cardinality = Cardinality.ONE_TO_ONE
+    read_only_edits: ReadOnlyEdits = ReadOnlyEdits.RESTORE
+    #: Said in the DAG doc and the summary: what this flow cannot do because of the API.
+    limitations: list[str] = Field(default_factory=list)
 
     @field_validator("flow")
     @classmethod
@@ -198,6 +257,26 @@ class Mapping(_Strict):
         except KeyError as exc:
             problems.append(str(exc.args[0]))
         else:
+            if self.chargebee.create and not cap.can_create:
+                problems.append(
+                    f"chargebee.create is true, but Chargebee cannot create {cap.object_key} records "
+                    f"({cap.limitation or 'no create endpoint'}); set chargebee.create: false"
+                )
+            if self.chargebee.create_id is not None:
+                import string
+
+                holes = {h for _, h, _, _ in string.Formatter().parse(self.chargebee.create_id) if h}
+                bad = sorted(holes - {"crm_id", *names})
+                if bad or not holes:
+                    problems.append(
+                        f"chargebee.create_id {self.chargebee.create_id!r} must use only {{crm_id}} or field "
+                        f"names as placeholders (unknown: {', '.join(bad) or 'none given'})"
+                    )
+            for key in self.chargebee.create_requires:
+                if key not in names:
+                    problems.append(
+                        f"chargebee.create_requires names {key!r}, which is not one of the fields"
+                    )
             for f in self.fields:
                 if f.direction.writes(Side.CHARGEBEE) and not cap.can_write(f.chargebee):
                     why = cap.limitation or "Chargebee's API has no endpoint that updates it"
@@ -210,6 +289,14 @@ class Mapping(_Strict):
         return self
 
     # -- derived views, used by the engine -------------------------------------------
+
+    @property
+    def refs(self) -> list[FieldMap]:
+        return [f for f in self.fields if f.ref]
+
+    @property
+    def depends_on(self) -> list[str]:
+        return sorted({f.ref for f in self.fields if f.ref and f.ref != self.flow})
 
     def field(self, name: str) -> FieldMap:
         for f in self.fields:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 Canonical = str | int | float | bool | None
@@ -51,6 +52,35 @@ def country(value: Any) -> Canonical:
     return upper(value)
 
 
+def date(value: Any) -> Canonical:
+    """Calendar dates as ``YYYY-MM-DD``: Chargebee sends Unix seconds, Customcrm ISO strings."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return datetime.fromtimestamp(value, UTC).date().isoformat()
+    s = str(value).strip()
+    return s[:10] or None
+
+
+def integer(value: Any) -> Canonical:
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool):
+        return int(value)
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return str(value)  # kept as text: validation reports it
+
+
+def boolean(value: Any) -> Canonical:
+    if value is None or value == "":
+        return None
+    if isinstance(value, str):
+        return value.strip().lower() in ("true", "1", "yes")
+    return bool(value)
+
+
 def identity(value: Any) -> Canonical:
     if value is None or isinstance(value, str | int | float | bool):
         return value
@@ -64,7 +94,20 @@ TRANSFORMS: dict[str, Callable[[Any], Canonical]] = {
     "email": email,
     "country": country,
     "none": identity,
+    "date": date,
+    "int": integer,
+    "bool": boolean,
 }
+
+
+def _date_to_unix(value: Canonical) -> Any:
+    if value is None:
+        return None
+    return int(datetime.fromisoformat(str(value)).replace(tzinfo=UTC).timestamp())
+
+
+#: How a canonical value is written to Chargebee when its form differs there.
+CHARGEBEE_OUT: dict[str, Callable[[Canonical], Any]] = {"date": _date_to_unix}
 
 
 def check_format(fmt: str | None, value: Canonical) -> str | None:

@@ -1,0 +1,107 @@
+"""Fields that hold the id of another flow's record (an order's customer, an order's owner).
+
+Such a field is compared in its Customcrm form: a Chargebee id is translated to the
+Customcrm id it is linked to, through the links of the referenced flow, before the
+merge; a value written to Chargebee is translated back. A record whose required
+reference is not linked yet waits, with a reason, and is retried by the next run: this
+is how flows that depend on each other converge whatever order they run in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import replace
+
+from sqlalchemy import select
+from sqlalchemy.engine import Engine
+
+from crmsync.engine.canonical import SideRecord
+from crmsync.mapping.model import Mapping as FlowMapping
+from crmsync.mapping.model import Side
+from crmsync.mapping.transforms import Canonical
+from crmsync.store.schema import link
+
+BATCH = 500
+
+
+class RefResolver:
+    """Batch lookups of the referenced flows' links; cached for one task run."""
+
+    def __init__(self, engine: Engine, mapping: FlowMapping) -> None:
+        self.engine = engine
+        self.mapping = mapping
+        self._cb_to_crm: dict[tuple[str, str], str | None] = {}
+        self._crm_to_cb: dict[tuple[str, str], str | None] = {}
+
+    @property
+    def active(self) -> bool:
+        return bool(self.mapping.refs)
+
+    def _load(self, flow: str, side: Side, ids: Iterable[str]) -> None:
+        cache = self._cb_to_crm if side is Side.CHARGEBEE else self._crm_to_cb
+        todo = sorted({i for i in ids if (flow, i) not in cache})
+        key_col = link.c.cb_id if side is Side.CHARGEBEE else link.c.crm_id
+        val_col = link.c.crm_id if side is Side.CHARGEBEE else link.c.cb_id
+        with self.engine.connect() as conn:
+            for start in range(0, len(todo), BATCH):
+                chunk = todo[start : start + BATCH]
+                for k, v in conn.execute(
+                    select(key_col, val_col).where(link.c.flow == flow, key_col.in_(chunk))
+                ):
+                    cache[(flow, k)] = v
+        for i in todo:
+            cache.setdefault((flow, i), None)
+
+    def prefetch(self, records: Iterable[SideRecord]) -> None:
+        """One query per referenced flow for a batch of records."""
+        wanted: dict[tuple[str, Side], set[str]] = {}
+        for rec in records:
+            for f in self.mapping.refs:
+                value = rec.values.get(f.name)
+                if value is not None and f.ref:
+                    wanted.setdefault((f.ref, rec.side), set()).add(str(value))
+        for (flow, side), ids in wanted.items():
+            if side is Side.CHARGEBEE:
+                self._load(flow, side, ids)
+
+    def canonical(self, rec: SideRecord) -> tuple[SideRecord, str | None]:
+        """Translate a Chargebee record's references; the reason it must wait, if any."""
+        if rec.side is not Side.CHARGEBEE or not self.active:
+            return rec, None
+        values = dict(rec.values)
+        waits = []
+        for f in self.mapping.refs:
+            raw = values.get(f.name)
+            if raw is None or not f.ref:
+                continue
+            key = (f.ref, str(raw))
+            if key not in self._cb_to_crm:
+                self._load(f.ref, Side.CHARGEBEE, [str(raw)])
+            crm_id = self._cb_to_crm.get(key)
+            if crm_id is None and f.ref_required:
+                waits.append(f"its {f.chargebee} {raw} is not linked yet (flow {f.ref})")
+            values[f.name] = crm_id
+        return replace(rec, values=values), ("; ".join(waits) or None)
+
+    def canonical_values(self, values: dict[str, Canonical]) -> dict[str, Canonical]:
+        """The same translation for values a Chargebee write returned."""
+        rec, _ = self.canonical(SideRecord(Side.CHARGEBEE, "-", values))
+        return rec.values
+
+    def to_chargebee(self, changes: dict[str, Canonical]) -> tuple[dict[str, Canonical], str | None]:
+        """Customcrm ids in changes bound for Chargebee → Chargebee ids (or why not yet)."""
+        out = dict(changes)
+        waits = []
+        for f in self.mapping.refs:
+            if f.name not in changes or changes[f.name] is None or not f.ref:
+                continue
+            key = (f.ref, str(changes[f.name]))
+            if key not in self._crm_to_cb:
+                self._load(f.ref, Side.CUSTOMCRM, [str(changes[f.name])])
+            cb_id = self._crm_to_cb.get(key)
+            if cb_id is None:
+                waits.append(
+                    f"its {f.customcrm} {changes[f.name]} is not linked to Chargebee yet (flow {f.ref})"
+                )
+            out[f.name] = cb_id
+        return out, ("; ".join(waits) or None)

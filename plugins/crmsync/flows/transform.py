@@ -1,0 +1,263 @@
+"""The transform task: staging + links → the plan. This is where records are matched.
+
+Two passes, both streamed in batches so memory stays flat:
+
+1. **Linked pairs** with at least one side staged (changed since the watermark, or
+   carried from quarantine): merged three ways against the link's base
+   (:func:`crmsync.engine.plan.decide_linked`).
+2. **Unlinked records**, read ordered by match key so equal keys arrive together:
+   one record per side with the same key → link by match; a key shared by several
+   records, or already used by a link → ambiguous (quarantined, never guessed); no
+   candidate → create on the other side (:func:`crmsync.engine.plan.decide_new`).
+
+References to other flows' records are translated on the way in and out (see
+:mod:`crmsync.flows.refs`); a record whose reference is not linked yet waits.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import asdict, replace
+from typing import Any
+
+from crmsync.engine import plan as planner
+from crmsync.engine.canonical import SideRecord, match_key
+from crmsync.engine.plan import Action, Decision
+from crmsync.flows.refs import RefResolver
+from crmsync.mapping.model import Cardinality, Side
+from crmsync.mapping.model import Mapping as FlowMapping
+from crmsync.store.repository import dumps, link_state, record_from_staging, record_to_json
+
+log = logging.getLogger("crmsync")
+BATCH = 500
+
+
+def plan_row(
+    run_id: str,
+    flow: str,
+    seq: int,
+    decision: Decision,
+    crm: SideRecord | None,
+    cb: SideRecord | None,
+    link_id: int | None,
+) -> dict[str, Any]:
+    """One plan table row for a decision."""
+    detail = None
+    if decision.conflicts or decision.notes:
+        detail = dumps(
+            {
+                "conflicts": [{**asdict(c), "winner": c.winner.value} for c in decision.conflicts],
+                "notes": [{**asdict(n), "side": n.side.value} for n in decision.notes],
+            }
+        )
+    row: dict[str, Any] = {
+        "run_id": run_id,
+        "flow": flow,
+        "seq": seq,
+        "action": decision.action.value,
+        "crm_id": decision.crm_id,
+        "cb_id": decision.cb_id,
+        "link_id": link_id,
+        "match_key": None,
+        "merged": None if decision.merged is None else dumps(decision.merged),
+        "crm_staged": None if crm is None else record_to_json(crm),
+        "cb_staged": None if cb is None else record_to_json(cb),
+        "reason": decision.reason,
+        "detail": detail,
+        "held_side": decision.held_side.value if decision.held_side else None,
+        "hold_kind": decision.hold_kind,
+        "applied": False,
+    }
+    for side, prefix in ((Side.CUSTOMCRM, "crm"), (Side.CHARGEBEE, "cb")):
+        write = decision.write_for(side)
+        row[f"{prefix}_op"] = write.op.value if write else None
+        row[f"{prefix}_changes"] = dumps(write.changes) if write else None
+        row[f"{prefix}_if_version"] = write.if_version if write else None
+        row[f"{prefix}_status"] = "pending" if write else None
+        row[f"{prefix}_result"] = None
+        row[f"{prefix}_error"] = None
+    return row
+
+
+class Planner:
+    """Accumulates decisions and writes them to the plan table in batches."""
+
+    def __init__(self, mapping: FlowMapping, run_id: str, repo: Any) -> None:
+        self.mapping, self.run_id, self.repo = mapping, run_id, repo
+        self.refs = RefResolver(repo.engine, mapping)
+        self.counts: Counter[str] = Counter()
+        self.rows: list[dict[str, Any]] = []
+        self.seq = 0
+
+    def resolve(self, rec: SideRecord | None) -> tuple[SideRecord | None, str | None]:
+        if rec is None:
+            return None, None
+        return self.refs.canonical(rec)
+
+    def emit(
+        self, decision: Decision, crm: SideRecord | None, cb: SideRecord | None, link_id: int | None = None
+    ) -> None:
+        decision = self._translate_refs(decision, crm, cb)
+        self.seq += 1
+        self.counts[decision.action.value] += 1
+        self.rows.append(plan_row(self.run_id, self.mapping.flow, self.seq, decision, crm, cb, link_id))
+        if len(self.rows) >= BATCH:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.rows:
+            self.repo.insert_plan(self.rows)
+            self.rows = []
+
+    def _translate_refs(self, d: Decision, crm: SideRecord | None, cb: SideRecord | None) -> Decision:
+        """Ids bound for Chargebee become Chargebee ids; without a link yet, the source waits."""
+        if d.cb_write is None or not self.refs.active:
+            return d
+        changes, why = self.refs.to_chargebee(d.cb_write.changes)
+        if why:
+            source = crm or SideRecord(Side.CUSTOMCRM, d.crm_id or "?", {})
+            return planner.wait(self.mapping, source, why, other_id=d.cb_id)
+        return replace(d, cb_write=replace(d.cb_write, changes=changes))
+
+    def wait_or(self, rec: SideRecord, why: str | None, other_id: str | None = None) -> Decision | None:
+        return planner.wait(self.mapping, rec, why, other_id=other_id) if why else None
+
+
+def build_plan(mapping: FlowMapping, run_id: str, params: dict[str, Any], repo: Any) -> dict[str, int] | None:
+    """Write this run's plan; None when an already-executed plan is kept (a rerun)."""
+    repo.begin_run(run_id, params)
+    done = repo.plan_progress(run_id)
+    if done:
+        log.info("transform: %d writes of this run's plan were already attempted; keeping the plan", done)
+        return None
+    repo.delete_plan(run_id)
+    carried = repo.carry_quarantined(run_id, lambda rec: match_key(mapping, rec.values))
+    if carried:
+        log.info("transform: retrying %d held records (waiting or failed earlier)", carried)
+
+    p = Planner(mapping, run_id, repo)
+    _linked_pairs(p)
+    _unlinked(p)
+    p.flush()
+    log.info("transform: plan %s", dict(sorted(p.counts.items())))
+    return dict(p.counts)
+
+
+def _linked_pairs(p: Planner) -> None:
+    for batch in p.repo.iter_touched_links(p.run_id):
+        staged_cb = [record_from_staging(k, "k_") for _, _, k in batch if k is not None]
+        p.refs.prefetch(staged_cb)
+        for link_row, c_row, k_row in batch:
+            crm = record_from_staging(c_row, "c_") if c_row is not None else None
+            cb, why = p.resolve(record_from_staging(k_row, "k_") if k_row is not None else None)
+            if cb is not None and why:
+                p.emit(planner.wait(p.mapping, cb, why, other_id=link_row["crm_id"]), crm, cb, link_row["id"])
+                continue
+            decision = planner.decide_linked(p.mapping, link_state(link_row), crm, cb)
+            p.emit(decision, crm, cb, link_row["id"])
+
+
+def _unlinked(p: Planner) -> None:
+    groups: list[tuple[str | None, list[SideRecord]]] = []
+    current: object = object()
+    for row in p.repo.iter_unlinked(p.run_id):
+        rec = record_from_staging(row)
+        key = row["match_key"]
+        if key is None or key != current:
+            if len(groups) >= BATCH:
+                _flush_groups(p, groups)
+                groups = []
+            groups.append((key, [rec]))
+            current = key if key is not None else object()
+        else:
+            groups[-1][1].append(rec)
+    if groups:
+        _flush_groups(p, groups)
+
+
+def _flush_groups(p: Planner, groups: list[tuple[str | None, list[SideRecord]]]) -> None:
+    mapping = p.mapping
+    taken = p.repo.linked_by_match_key([k for k, _ in groups if k is not None])
+    p.refs.prefetch([r for _, recs in groups for r in recs if r.side is Side.CHARGEBEE])
+    for key, recs in groups:
+        live: list[SideRecord] = []
+        for r in recs:
+            if r.deleted:
+                p.emit(planner.decide_new(mapping, r), *_pair(r))
+                continue
+            resolved, why = p.resolve(r)
+            assert resolved is not None
+            if why:
+                p.emit(planner.wait(mapping, resolved, why), *_pair(resolved))
+            else:
+                live.append(resolved)
+        crms = [r for r in live if r.side is Side.CUSTOMCRM]
+        cbs = [r for r in live if r.side is Side.CHARGEBEE]
+        if key is None:
+            for r in live:
+                p.emit(planner.decide_new(mapping, r), *_pair(r))
+        elif mapping.cardinality is Cardinality.ONE_TO_MANY:
+            _one_to_many(p, key, crms, cbs, taken.get(key))
+        elif key in taken:
+            crm_id, cb_id = taken[key]
+            for r in live:
+                p.emit(
+                    planner.ambiguous(
+                        mapping,
+                        r,
+                        [f"Customcrm {crm_id}", f"Chargebee {cb_id}"],
+                        "its match key is already linked to another pair",
+                    ),
+                    *_pair(r),
+                )
+        elif len(crms) == 1 and len(cbs) == 1:
+            p.emit(planner.decide_match(mapping, crms[0], cbs[0]), crms[0], cbs[0])
+        elif len(live) == 1:
+            p.emit(planner.decide_new(mapping, live[0]), *_pair(live[0]))
+        elif live:
+            ids = [f"Customcrm {r.id}" for r in crms] + [f"Chargebee {r.id}" for r in cbs]
+            for r in live:
+                p.emit(
+                    planner.ambiguous(mapping, r, ids, "its match key is shared by several records"),
+                    *_pair(r),
+                )
+
+
+def _one_to_many(
+    p: Planner, key: str, crms: list[SideRecord], cbs: list[SideRecord], taken: tuple[str, str] | None
+) -> None:
+    """One Customcrm record (a user) links to every Chargebee record (order) with its key."""
+    mapping = p.mapping
+    if len(crms) > 1:
+        ids = [f"Customcrm {r.id}" for r in crms]
+        for r in crms + cbs:
+            p.emit(
+                planner.ambiguous(mapping, r, ids, "its match key is shared by several Customcrm records"),
+                *_pair(r),
+            )
+        return
+    owner = crms[0] if crms else None
+    if owner is None and taken is not None:
+        link_row = p.repo.get_link(crm_id=taken[0])
+        if link_row is not None:
+            state = link_state(link_row)
+            owner = SideRecord(
+                Side.CUSTOMCRM, state.crm_id, state.crm_snapshot, state.crm_updated_at, state.crm_version
+            )
+    if owner is None:
+        for r in cbs:
+            p.emit(planner.decide_new(mapping, r), *_pair(r))
+        return
+    if not cbs:
+        p.emit(planner.decide_new(mapping, owner), *_pair(owner))
+        return
+    for r in cbs:
+        p.emit(planner.decide_match(mapping, owner, r), owner, r)
+
+
+def _pair(rec: SideRecord) -> tuple[SideRecord | None, SideRecord | None]:
+    return (rec, None) if rec.side is Side.CUSTOMCRM else (None, rec)
+
+
+__all__ = ["Action", "build_plan", "plan_row"]
