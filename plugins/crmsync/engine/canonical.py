@@ -16,7 +16,14 @@ from typing import Any
 
 from crmsync.mapping.model import FieldMap, Side
 from crmsync.mapping.model import Mapping as FlowMapping
-from crmsync.mapping.transforms import CHARGEBEE_OUT, TRANSFORMS, Canonical, check_format, has_control_chars
+from crmsync.mapping.transforms import (
+    CHARGEBEE_OUT,
+    CUSTOMCRM_OUT,
+    TRANSFORMS,
+    Canonical,
+    check_format,
+    has_control_chars,
+)
 
 CanonicalRecord = dict[str, Canonical]
 
@@ -103,6 +110,8 @@ def to_canonical(mapping: FlowMapping, side: Side, raw: Mapping[str, Any]) -> Ca
 
 
 def _crm_out(f: FieldMap, value: Canonical) -> Any:
+    if f.transform in CUSTOMCRM_OUT:
+        return CUSTOMCRM_OUT[f.transform](value)
     if f.values is None or value is None:
         return value
     for crm_value, canonical in f.values.items():
@@ -157,13 +166,20 @@ def content_hash(values: Mapping[str, Canonical]) -> str:
 
 
 def match_key(mapping: FlowMapping, values: Mapping[str, Canonical]) -> str | None:
-    """The value records are matched on before a create; None when any key is blank."""
+    """The value records are matched on before a create; None when any key is blank.
+
+    With ``match.normalize`` (the default) keys compare case- and space-insensitively,
+    so "Fjordlys AS " matches "fjordlys as" without changing either stored value.
+    """
     parts = []
     for key in mapping.match.keys:
         v = values.get(key)
         if v is None:
             return None
-        parts.append(str(v))
+        text = str(v)
+        if mapping.match.normalize:
+            text = " ".join(text.casefold().split())
+        parts.append(text)
     return "\x1f".join(parts)
 
 

@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from crmsync.engine.canonical import CanonicalRecord
-from crmsync.mapping.model import ConflictPolicy, Side
+from crmsync.mapping.model import ConflictPolicy, ReadOnlyEdits, Side
 from crmsync.mapping.model import Mapping as FlowMapping
 from crmsync.mapping.transforms import Canonical
 
@@ -128,8 +128,23 @@ def merge(
             continue
         if not f.direction.writes(loser):
             # The edit happened on the side that is not a source for this field: the
-            # source side's value stands and is written back over the edit.
+            # source side's value stands and is written back over the edit (restore),
+            # or the edit is kept and reported (keep). A blank source never overwrites.
             source_value = k if winner is Side.CUSTOMCRM else c
+            policy = f.read_only_edits or mapping.read_only_edits
+            if (source_value is None and not f.empty_overwrites) or policy is ReadOnlyEdits.KEEP:
+                result.merged[f.name] = source_value if source_value is not None else value
+                result.notes.append(
+                    Note(
+                        f.name,
+                        "kept_read_only_edit" if source_value is not None else "blank_ignored",
+                        winner,
+                        f"{f.name} was edited in {winner.value}, but it only flows "
+                        f"{f.direction.value.replace('_', ' ')} and {loser.value} cannot take it; "
+                        "the edit is kept on that side and not synced",
+                    )
+                )
+                continue
             result.merged[f.name] = source_value
             result.changes_for(winner)[f.name] = source_value
             result.notes.append(

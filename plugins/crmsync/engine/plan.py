@@ -148,8 +148,16 @@ def decide_new(mapping: FlowMapping, rec: SideRecord) -> Decision:
                 f"Chargebee needs {names} to create a {mapping.chargebee.label}"
             )
             return wait(mapping, rec, f"{names} is empty: {why}")
-    values: dict[str, Canonical] = {k: v for k, v in rec.values.items() if v is not None}
-    problems = validate(mapping, rec.values, source=rec.side, target=rec.side.other)
+    # A create carries the fields that flow into the other side (and what it requires),
+    # never a field that side cannot take.
+    target_side = rec.side.other
+    required = set(mapping.chargebee.create_requires) if target_side is Side.CHARGEBEE else set()
+    values: dict[str, Canonical] = {
+        f.name: rec.values[f.name]
+        for f in mapping.fields
+        if rec.values.get(f.name) is not None and (f.direction.writes(target_side) or f.name in required)
+    }
+    problems = validate(mapping, values, source=rec.side, target=target_side)
     missing = [k for k in mapping.match.keys if rec.values.get(k) is None]
     if missing:
         problems.insert(

@@ -30,13 +30,14 @@ def build_summary(mapping: FlowMapping, repo: Any, run_id: str, *, dry_run: bool
             writes[side][
                 key if status == "done" else (f"planned_{key}" if status == "pending" else status)
             ] += n
-    conflicts = blanks = reverted = 0
+    conflicts = blanks = reverted = kept = 0
     for detail in repo.plan_details(run_id):
         d = json.loads(detail)
         conflicts += len(d.get("conflicts", []))
         for n in d.get("notes", []):
             blanks += n["kind"] == "blank_ignored"
             reverted += n["kind"] == "reverted_read_only"
+            kept += n["kind"] == "kept_read_only_edit"
     problems = []
     for p in repo.plan_problems(run_id):
         if p["action"] in ("quarantine", "wait"):
@@ -64,6 +65,9 @@ def build_summary(mapping: FlowMapping, repo: Any, run_id: str, *, dry_run: bool
         "conflicts": conflicts,
         "blank_ignored": blanks,
         "reverted_read_only": reverted,
+        "kept_read_only_edits": kept,
+        "skipped": actions["skip"],
+        "limitations": list(mapping.limitations),
         "quarantined": actions["quarantine"],
         "held_total": repo.count_held(),
         "waiting": actions["wait"],
@@ -88,12 +92,15 @@ def render_summary(s: dict[str, Any]) -> str:
         f"  stale       {pair(s['stale'])}  (changed while we wrote; synced next run)",
         f"  linked by match {s['linked_by_match']}, unchanged {s['unchanged']}, unlinked {s['unlinked']}",
         f"  conflicts {s['conflicts']} (audited), blanks ignored {s['blank_ignored']}, "
-        f"read-only edits reverted {s['reverted_read_only']}",
+        f"read-only edits reverted {s['reverted_read_only']}, kept (not synced) {s.get('kept_read_only_edits', 0)}",
+        f"  skipped {s.get('skipped', 0)} (no match and this flow does not create them, or deleted before linking)",
         f"  quarantined {s['quarantined']}, waiting {s['waiting']} this run; "
         f"{s.get('held_total', 0)} records held in quarantine in all (table crmsync_quarantine)",
     ]
     if s.get("dry_run"):
         lines.append(f"  planned writes: {s['planned']}")
+    for note in s.get("limitations", []):
+        lines.append(f"  note: {note}")
     for p in s["problems"]:
         lines.append(f"  ! [{p['kind']}] {p['reason']}")
     return "\n".join(lines)

@@ -270,10 +270,10 @@ def update_links(mapping: FlowMapping, run_id: str, params: dict[str, Any], repo
     unfinished = 0 if dry_run else repo.count_unfinished_writes(run_id)
     summary = build_summary(mapping, repo, run_id, dry_run=dry_run)
     if not planned:
-        log.warning("update_links: transform did not finish; nothing applied, watermarks kept")
-        return summary
+        _fail("transform did not finish (see its log); nothing was written, watermarks are unchanged")
     if unfinished:
         summary["unfinished_writes"] = unfinished
+        repo.set_run(run_id, summary=json.dumps(summary))
         log.warning(
             "update_links: %d planned writes did not run (an upsert task failed or was killed); "
             "their records are not linked yet and the watermarks stay where they were. Clear the "
@@ -281,7 +281,11 @@ def update_links(mapping: FlowMapping, run_id: str, params: dict[str, Any], repo
             unfinished,
             render_summary(summary),
         )
-        return summary
+        _fail(
+            f"{unfinished} planned writes did not run because an upsert task failed; the writes that "
+            "ran are linked. Fix the cause shown in the upsert task's log, then clear the failed "
+            "upsert task and this one."
+        )
     if not dry_run and run_row is not None:
         repo.commit_watermarks(
             run_id,

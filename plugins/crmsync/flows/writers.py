@@ -153,10 +153,10 @@ class ChargebeeWriter:
                 return Outcome("done", {"id": rid, "deleted": True})
             raise ValueError(f"unknown op {op!r}")
         except ApiError as err:
-            return _fail(self.label, rid or self.create_id(row["crm_id"] or ""), err)
+            return _fail(self.label, rid or f"(new, for Customcrm {row['crm_id']})", err)
 
     def _create(self, row: RowMapping, changes: dict[str, Any], recovering: bool) -> Outcome:
-        new_id = self.create_id(row["crm_id"], changes)
+        new_id = self.create_id(row["crm_id"], {**json.loads(row["merged"] or "{}"), **changes})
         self._ensure_parent()
         params = {**self.mapping.chargebee.create_defaults, **to_side(self.mapping, Side.CHARGEBEE, changes)}
         existing = None
@@ -165,10 +165,13 @@ class ChargebeeWriter:
         if existing is None:
             if new_id:
                 params["id"] = new_id
+            if self.cap.create_params is not None:
+                params = {k: v for k, v in params.items() if k in self.cap.create_params}
             key = idempotency_key(self.mapping.flow, "cb-create", row["crm_id"], _generation(row))
             try:
                 created = self.hook.create(self.resource, params, idempotency_key=key)
-                return Outcome("done", self._result(created))
+                # Fields the create endpoint does not take (an item's status) follow by update.
+                return self._reconcile(created, changes)
             except Conflict:
                 if not new_id:
                     raise

@@ -12,11 +12,12 @@ N + burst in a minute). The default window is slightly longer than the server's
 minute to absorb network latency jitter around its minute boundary.
 
 Hooks get their limiter from :func:`get_budget`, keyed by site, so every hook
-object, thread and flow of one site in this process shares one bucket. A
-cross-process limiter (a database row, Redis) can replace the process-local one
-later through :func:`set_budget_factory` without touching the hooks; until then,
-run concurrent Chargebee tasks of one site through an Airflow pool so only one
-process talks to a site at a time.
+object, thread and flow of one site in this process shares one bucket. That is not
+enough when several processes talk to one site (concurrent flow DAGs on LocalExecutor,
+Celery workers): :func:`use_shared_budget` switches the process to
+:class:`~crmsync.hooks.shared_budget.SharedRateBudget`, which leases tokens from the
+link store's database so all processes share one budget per site. The task wiring
+calls it; anything else (unit tests, ad-hoc scripts) keeps the process-local budget.
 """
 
 from __future__ import annotations
@@ -25,7 +26,10 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
 
 #: Chargebee's limit on test sites and the Starter plan (requests per minute).
 DEFAULT_RATE_PER_MINUTE = 150
@@ -165,6 +169,11 @@ class RateBudget:
             self._last = now
 
 
+@runtime_checkable
+class _Tightens(Protocol):
+    def tighten(self, rate_per_minute: float, burst: int | None = None) -> None: ...
+
+
 BudgetFactory = Callable[[str, float | None, int | None], RateLimiter]
 """``factory(key, rate_per_minute, burst) -> RateLimiter``."""
 
@@ -200,7 +209,7 @@ def get_budget(key: str, rate_per_minute: float | None, burst: int | None = None
         if existing is None:
             existing = _factory(key, rate_per_minute, burst)
             _registry[key] = existing
-        elif isinstance(existing, RateBudget) and rate_per_minute:
+        elif isinstance(existing, _Tightens) and rate_per_minute:
             existing.tighten(rate_per_minute, burst)
         return existing
 
@@ -211,12 +220,77 @@ def reset_budgets() -> None:
         _registry.clear()
 
 
+def _configured_margin() -> float | None:
+    """``[crmsync] rate_limit_margin`` (or ``AIRFLOW__CRMSYNC__RATE_LIMIT_MARGIN``), if set."""
+    try:
+        from airflow.configuration import conf
+    except ImportError:  # pragma: no cover - Airflow is a dependency
+        return None
+    value = conf.get("crmsync", "rate_limit_margin", fallback=None)
+    return None if value in (None, "") else float(value)
+
+
+def use_shared_budget(store: Engine | str = "crmsync_store", **settings: Any) -> None:
+    """Make every hook of this process share its site budget with all other processes.
+
+    :param store: the link store's engine, or the id of its Airflow connection
+        (``crmsync_store``); the budget lives in its ``crmsync_rate_budget`` table.
+    :param settings: :class:`~crmsync.hooks.shared_budget.SharedBudgetSettings` fields
+        (``window_seconds``, ``margin``, ...). ``margin`` defaults to the Airflow option
+        ``[crmsync] rate_limit_margin``, else 5 %.
+
+    Idempotent: calling it again with the same store and settings keeps the limiters
+    already handed out (so every hook of the process keeps sharing one per site);
+    anything else replaces the factory and forgets the limiters created before.
+    """
+    from crmsync.hooks.shared_budget import SharedBudgetFactory, SharedBudgetSettings
+    from crmsync.store.rate_budget import RateBudgetStore
+
+    if isinstance(store, str):
+        from crmsync.store.engine import store_engine
+
+        engine = store_engine(store)
+    else:
+        engine = store
+    if "margin" not in settings:
+        margin = _configured_margin()
+        if margin is not None:
+            settings["margin"] = margin
+    options = SharedBudgetSettings(**settings)
+    identity = (engine.url.render_as_string(hide_password=True), options)
+    global _factory
+    with _registry_lock:
+        if isinstance(_factory, SharedBudgetFactory) and _factory.identity == identity:
+            return
+    factory = SharedBudgetFactory(RateBudgetStore(engine), options, identity)
+    with _registry_lock:
+        _factory = factory
+        _registry.clear()
+
+
+def use_local_budget() -> None:
+    """Back to the process-local budget (undoes :func:`use_shared_budget`)."""
+    global _factory
+    with _registry_lock:
+        _factory = _local_factory
+        _registry.clear()
+
+
+def budget_factory() -> BudgetFactory:
+    """The factory in use (for logs and tests)."""
+    with _registry_lock:
+        return _factory
+
+
 __all__ = [
     "DEFAULT_RATE_PER_MINUTE",
     "BudgetFactory",
     "RateBudget",
     "RateLimiter",
+    "budget_factory",
     "get_budget",
     "reset_budgets",
     "set_budget_factory",
+    "use_local_budget",
+    "use_shared_budget",
 ]

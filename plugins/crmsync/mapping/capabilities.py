@@ -29,6 +29,8 @@ class ResourceCapability:
     delete_action: str = "delete"
     #: why writes are limited, said to the user in validation errors and run summaries.
     limitation: str | None = None
+    #: top-level fields a create accepts (None: any); the rest is set by an update after it.
+    create_params: frozenset[str] | None = None
 
     def update_route(self, path: str) -> str | None:
         """The endpoint that writes ``path`` on an existing record, or None if none does."""
@@ -89,6 +91,27 @@ CAPABILITIES: dict[str, ResourceCapability] = {
             "update",
         ),
         limitation="an item's `type` and `id` are fixed once created; archive it through `status`",
+        create_params=frozenset(
+            {
+                "id",
+                "name",
+                "type",
+                "item_family_id",
+                "description",
+                "is_shippable",
+                "external_name",
+                "unit",
+                "metadata",
+                "enabled_in_portal",
+                "enabled_for_checkout",
+                "redirect_url",
+                "item_applicability",
+                "included_in_mrr",
+                "is_giftable",
+                "metered",
+                "usage_calculation",
+            }
+        ),
     ),
     "item_families": ResourceCapability(
         resource="item_families",
@@ -128,6 +151,19 @@ CAPABILITIES: dict[str, ResourceCapability] = {
             "shipping_address": "update",
         },
         delete_action="cancel",
+        create_params=frozenset(
+            {
+                "id",
+                "invoice_id",
+                "status",
+                "reference_id",
+                "fulfillment_status",
+                "note",
+                "tracking_id",
+                "tracking_url",
+                "batch_id",
+            }
+        ),
         limitation=(
             "Chargebee makes orders from paid invoices: `POST /orders` needs an `invoice_id`; "
             "the customer, amounts, number and `created_by` of an order cannot be changed; "

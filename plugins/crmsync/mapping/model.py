@@ -58,6 +58,13 @@ class DeletePolicy(StrEnum):
     RESTORE = "restore"  # re-create the deleted record from the other side
 
 
+class ReadOnlyEdits(StrEnum):
+    """What to do with an edit on the side that is not a source for a one-way field."""
+
+    RESTORE = "restore"  # write the source side's value back over the edit
+    KEEP = "keep"  # keep the edit, report it in every run's summary
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -82,6 +89,8 @@ class FieldMap(_Strict):
     ref: str | None = None
     #: A record whose ref is not linked yet waits (True) or syncs without this field (False).
     ref_required: bool = True
+    #: Overrides the flow's ``read_only_edits`` for this one-way field.
+    read_only_edits: ReadOnlyEdits | None = None
 
     @field_validator("values", mode="before")
     @classmethod
@@ -159,6 +168,8 @@ class ChargebeeSpec(SideSpec):
 
 class MatchSpec(_Strict):
     keys: list[str] = Field(min_length=1)
+    #: compare keys case- and whitespace-insensitively
+    normalize: bool = True
 
 
 class ConflictSpec(_Strict):
@@ -205,13 +216,6 @@ class Cardinality(StrEnum):
     ONE_TO_ONE = "one_to_one"
     #: one Customcrm record ⇄ many Chargebee records (a user and the orders they created)
     ONE_TO_MANY = "one_to_many"
-
-
-class ReadOnlyEdits(StrEnum):
-    """What to do with an edit on the side that is not a source for a one-way field."""
-
-    RESTORE = "restore"  # write the source side's value back over the edit
-    KEEP = "keep"  # keep the edit, report it in every run's summary
 
 
 class Mapping(_Strict):

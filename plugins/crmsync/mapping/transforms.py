@@ -7,6 +7,7 @@ Empty strings become ``None``: "blank" has one spelling in the canonical record.
 
 from __future__ import annotations
 
+import json
 import re
 import unicodedata
 from collections.abc import Callable
@@ -62,6 +63,34 @@ def date(value: Any) -> Canonical:
     return s[:10] or None
 
 
+def timestamp(value: Any) -> Canonical:
+    """Instants as ISO-8601 UTC to the second: Chargebee sends Unix seconds."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        moment = datetime.fromtimestamp(value, UTC)
+    else:
+        try:
+            moment = datetime.fromisoformat(str(value).strip().replace("Z", "+00:00"))
+        except ValueError:
+            return str(value)  # kept as text: the API reports it
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).replace(microsecond=0).isoformat()
+
+
+def json_text(value: Any) -> Canonical:
+    """Objects (metadata) compared as sorted JSON text; ``{}`` counts as blank."""
+    if value is None or value == "" or value == {}:
+        return None
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return str(value)
+    return json.dumps(value, sort_keys=True, ensure_ascii=False)
+
+
 def integer(value: Any) -> Canonical:
     if value is None or value == "":
         return None
@@ -97,6 +126,8 @@ TRANSFORMS: dict[str, Callable[[Any], Canonical]] = {
     "date": date,
     "int": integer,
     "bool": boolean,
+    "datetime": timestamp,
+    "json": json_text,
 }
 
 
@@ -106,8 +137,24 @@ def _date_to_unix(value: Canonical) -> Any:
     return int(datetime.fromisoformat(str(value)).replace(tzinfo=UTC).timestamp())
 
 
+def _instant_to_unix(value: Canonical) -> Any:
+    if value is None:
+        return None
+    return int(datetime.fromisoformat(str(value)).timestamp())
+
+
+def _json_out(value: Canonical) -> Any:
+    return None if value is None else json.loads(str(value))
+
+
 #: How a canonical value is written to Chargebee when its form differs there.
-CHARGEBEE_OUT: dict[str, Callable[[Canonical], Any]] = {"date": _date_to_unix}
+CHARGEBEE_OUT: dict[str, Callable[[Canonical], Any]] = {
+    "date": _date_to_unix,
+    "datetime": _instant_to_unix,
+    "json": _json_out,
+}
+#: ... and to Customcrm.
+CUSTOMCRM_OUT: dict[str, Callable[[Canonical], Any]] = {"json": _json_out}
 
 
 def check_format(fmt: str | None, value: Canonical) -> str | None:

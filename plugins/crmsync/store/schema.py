@@ -12,6 +12,7 @@ with the revisions (a test compares the two).
 from __future__ import annotations
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Column,
     DateTime,
@@ -176,5 +177,19 @@ run = Table(
     Column("summary", Text, nullable=True),
 )
 
-TABLES = (link, watermark, staging, plan, quarantine, audit, run)
+#: The request budget every worker process shares per API site (Chargebee allows N
+#: requests a minute per site, whatever the number of flows and workers): one row per
+#: site and time bucket counting the requests leased in it, and a control row
+#: (``bucket_end_ms = 0``) holding ``blocked_until`` after a 429, which also serialises
+#: the leases of a site. See :mod:`crmsync.store.rate_budget`.
+rate_budget = Table(
+    "crmsync_rate_budget",
+    metadata,
+    Column("site", String(255), primary_key=True),
+    Column("bucket_end_ms", BigInteger, primary_key=True, autoincrement=False),  # epoch ms; 0 = control
+    Column("used", Integer, nullable=False, default=0),
+    Column("blocked_until", Float, nullable=True),  # epoch seconds, control row only
+)
+
+TABLES = (link, watermark, staging, plan, quarantine, audit, run, rate_budget)
 VERSION_TABLE = "crmsync_alembic_version"
