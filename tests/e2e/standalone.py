@@ -97,6 +97,13 @@ class Standalone:
                 "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(trigger_log_port),
                 "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
                 "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
+                # A worker that cannot load the DAG fails the task at once (default: reschedule
+                # it 3 times, 60 s apart, which looks like a hang).
+                "AIRFLOW__WORKERS__MISSING_DAG_RETRIES": "0",
+                # No cron runs: an unpaused @hourly DAG would otherwise get a scheduled run for
+                # the latest interval at once (catchup=False still creates that one), racing
+                # the runs a test triggers. Triggered runs still run.
+                "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
                 "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
                 "CRMSYNC_TASK_RETRIES": "0",
                 "PYTHONUNBUFFERED": "1",
@@ -185,13 +192,17 @@ class Standalone:
         while True:
             assert self.proc is not None
             if self.proc.poll() is not None:
-                raise AssertionError(f"airflow standalone exited ({self.proc.returncode}):\n{self.output_tail()}")
+                raise AssertionError(
+                    f"airflow standalone exited ({self.proc.returncode}):\n{self.output_tail()}"
+                )
             with contextlib.suppress(requests.RequestException):
                 r = self._session.get(f"{self.base_url}/api/v2/monitor/health", timeout=5)
                 if r.ok and _healthy(r.json()):
                     return
             if time.monotonic() > deadline:
-                raise AssertionError(f"airflow standalone not healthy after {timeout:.0f}s:\n{self.output_tail()}")
+                raise AssertionError(
+                    f"airflow standalone not healthy after {timeout:.0f}s:\n{self.output_tail()}"
+                )
             time.sleep(0.5)
 
     def login(self, timeout: float = 60.0) -> None:
@@ -254,8 +265,14 @@ class Standalone:
                 )
             time.sleep(1)
 
+    def dag_runs(self, dag_id: str) -> dict[str, str]:
+        """{run_id: state} of every run of the DAG."""
+        body = self.api("GET", f"dags/{dag_id}/dagRuns", params={"limit": 1000})
+        return {r["dag_run_id"]: r["state"] for r in body["dag_runs"]}
+
     def xcom_entries(self, dag_id: str, run_id: str, task_id: str) -> list[dict[str, Any]]:
-        body = self.api("GET", f"dags/{dag_id}/dagRuns/{quote(run_id, safe='')}/taskInstances/{task_id}/xcomEntries")
+        path = f"dags/{dag_id}/dagRuns/{quote(run_id, safe='')}/taskInstances/{task_id}/xcomEntries"
+        body = self.api("GET", path)
         return list(body["xcom_entries"])
 
     # -- logs -----------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -210,7 +211,7 @@ def test_a_record_missing_from_a_page_is_never_treated_as_deleted(run_flow, sand
     before = writes(sandboxes)
     r = run_flow(full_resync=True)
     assert r.ok and r.summary["unlinked"] == 0 and r.summary["deleted"] == {"customcrm": 0, "chargebee": 0}
-    assert writes(sandboxes) == before
+    assert writes(sandboxes) == before, json.dumps(r.summary)
     with store.connect() as conn:
         assert conn.execute(select(link).where(link.c.cb_id == cb_id)).first() is not None
     assert sandboxes.crm("GET", f"contacts/{crm_id}")["Id"] == crm_id

@@ -40,8 +40,11 @@ def test_products_and_items_link_by_sku_create_both_ways_and_settle(run_flow, sa
         assert item is not None, f"product {p['Id']} has no item"
         assert item["name"] == p["Name"]
         assert (item["status"] == "archived") == bool(p["Archived"])
-    families = {f["id"] for f in sandboxes.cb("GET", "item_families", params={"limit": 100})["list"] and
-                [e["item_family"] for e in sandboxes.cb("GET", "item_families", params={"limit": 100})["list"]]}
+    families = {
+        f["id"]
+        for f in sandboxes.cb("GET", "item_families", params={"limit": 100})["list"]
+        and [e["item_family"] for e in sandboxes.cb("GET", "item_families", params={"limit": 100})["list"]]
+    }
     assert "nordpulse-software" in families
 
     before = writes(sandboxes)

@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from crmsync.store.schema import TABLES, run
 from sqlalchemy import create_engine, delete, inspect, select
 from sqlalchemy.pool import NullPool
 
-from crmsync.store.schema import TABLES, run
 from tests.e2e.conftest import CB_KEY, CRM_TOKEN
 from tests.e2e.standalone import Standalone
 from tests.e2e.test_contact_customer import writes
@@ -26,8 +26,14 @@ from tests.e2e.test_contact_customer import writes
 pytestmark = [pytest.mark.e2e, pytest.mark.scheduler]
 
 DAG_ID = "contact_customer"
-TASKS = {"extract_customcrm", "extract_chargebee", "transform", "upsert_chargebee", "upsert_customcrm",
-         "update_links"}
+TASKS = {
+    "extract_customcrm",
+    "extract_chargebee",
+    "transform",
+    "upsert_chargebee",
+    "upsert_customcrm",
+    "update_links",
+}
 SECRETS = (CB_KEY, CRM_TOKEN)
 
 
@@ -35,7 +41,8 @@ def run_summary(db_url: str, run_id: str) -> dict[str, Any]:
     engine = create_engine(db_url, poolclass=NullPool)
     try:
         with engine.connect() as conn:
-            blob = conn.execute(select(run.c.summary).where(run.c.run_id == run_id, run.c.flow == DAG_ID)).scalar()
+            query = select(run.c.summary).where(run.c.run_id == run_id, run.c.flow == DAG_ID)
+            blob = conn.execute(query).scalar()
     finally:
         engine.dispose()
     assert blob, f"no summary in crmsync_run for {run_id}"
@@ -73,7 +80,10 @@ def assert_clean(sa: Standalone, run_id: str) -> None:
     """No secret in any task log, nothing in XCom."""
     logs = sa.log_files(DAG_ID, run_id)
     assert {p.parts[-2].removeprefix("task_id=") for p in logs} >= TASKS, [str(p) for p in logs]
-    for path in sa.log_files():  # every log under $AIRFLOW_HOME/logs, not only this run's
+    # the logs are real (INFO, the summary is there), so finding no secret in them means something
+    assert any("run summary" in p.read_text() for p in logs if "task_id=update_links" in p.parts), run_id
+    # every log under $AIRFLOW_HOME/logs (tasks, dag-processor) and the components' own output
+    for path in [*sa.log_files(), sa.output_path]:
         text = path.read_text(errors="replace")
         for secret in SECRETS:
             assert secret not in text, f"{secret!r} in {path}"
@@ -91,8 +101,11 @@ def test_contact_customer_through_scheduler_and_local_executor(sandboxes, tmp_pa
         t1 = time.monotonic()
         dag = sa.wait_for_dag(DAG_ID)
         timings["parsed"] = time.monotonic() - t1
-        if dag["is_paused"]:
+        if dag["is_paused"]:  # AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION=False should spare this
             sa.api("PATCH", f"dags/{DAG_ID}", json={"is_paused": False})
+        # nothing else runs the flow (no cron run: AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE=False)
+        runs_before = sa.dag_runs(DAG_ID)
+        assert all(state in ("success", "failed") for state in runs_before.values()), runs_before
 
         first = run_dag(sa, timings, "first run")
         s = run_summary(sa.db_url, first)
@@ -108,6 +121,8 @@ def test_contact_customer_through_scheduler_and_local_executor(sandboxes, tmp_pa
         assert s2["updated"] == {"customcrm": 0, "chargebee": 0}, s2
         assert writes(sandboxes) == before, "an idle rerun must not write"
         assert_clean(sa, second)
+        new_runs = set(sa.dag_runs(DAG_ID)) - set(runs_before)
+        assert new_runs == {first, second}, f"runs the test did not trigger: {new_runs - {first, second}}"
         t2 = time.monotonic()
     timings["stopped"] = time.monotonic() - t2
     timings["total"] = time.monotonic() - t0

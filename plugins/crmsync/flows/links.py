@@ -81,7 +81,7 @@ def apply_plan_rows(mapping: FlowMapping, repo: Any, run_id: str, rows: list[Row
 
         if action in ("quarantine", "wait"):
             side = row["held_side"]
-            staged = row["crm_staged"] if side == Side.CUSTOMCRM.value else row["cb_staged"]
+            staged = _held_record(row, detail)
             rid = row["crm_id"] if side == Side.CUSTOMCRM.value else row["cb_id"]
             hold.append(
                 {
@@ -179,9 +179,44 @@ def apply_plan_rows(mapping: FlowMapping, repo: Any, run_id: str, rows: list[Row
             }
         )
         if all_ok:
-            release.extend([(Side.CUSTOMCRM.value, crm_id), (Side.CHARGEBEE.value, cb_id)])
+            release.extend(
+                [
+                    (s.value, rid)
+                    for s, rid in ((Side.CUSTOMCRM, crm_id), (Side.CHARGEBEE, cb_id))
+                    if row["held_side"] != s.value
+                ]
+            )
         else:
             _hold_failed(row, hold)
+        if row["held_side"]:  # synced, but a reference still waits: retried next run
+            side = row["held_side"]
+            # Keep what the side holds *now* (after this run's writes), with the
+            # untranslated reference ids of the staged record: a retry from the staged
+            # copy alone would re-apply values this run has just replaced.
+            now_side = crm_now if side == Side.CUSTOMCRM.value else cb_now
+            raw = loads(_held_record(row, detail)) or {}
+            values = dict(now_side["values"])
+            for f in mapping.refs:
+                if f.name in raw.get("values", {}):
+                    values[f.name] = raw["values"][f.name]
+            staged = dumps(
+                {
+                    **raw,
+                    "values": values,
+                    "version": now_side["version"],
+                    "updated_at": now_side["updated_at"] or 0.0,
+                }
+            )
+            hold.append(
+                {
+                    "side": side,
+                    "record_id": crm_id if side == Side.CUSTOMCRM.value else cb_id,
+                    "kind": row["hold_kind"] or "waiting",
+                    "reason": row["reason"] or "",
+                    "staged": staged,
+                    "content_hash": content_hash(loads(staged)["values"]) if staged else None,
+                }
+            )
     repo.apply(
         run_id,
         [r["id"] for r in rows],
@@ -191,6 +226,14 @@ def apply_plan_rows(mapping: FlowMapping, repo: Any, run_id: str, rows: list[Row
         release=release,
         audits=audits,
     )
+
+
+def _held_record(row: RowMapping, detail: dict[str, Any]) -> str | None:
+    """The record to keep for a retry: as staged, before references were translated."""
+    if detail.get("held_record"):
+        return dumps(detail["held_record"])
+    staged: str | None = row["crm_staged"] if row["held_side"] == Side.CUSTOMCRM.value else row["cb_staged"]
+    return staged
 
 
 def _hold_failed(row: RowMapping, hold: list[dict[str, Any]]) -> None:

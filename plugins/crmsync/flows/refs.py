@@ -66,10 +66,21 @@ class RefResolver:
 
     def canonical(self, rec: SideRecord) -> tuple[SideRecord, str | None]:
         """Translate a Chargebee record's references; the reason it must wait, if any."""
+        rec, hard, _soft = self.canonical_soft(rec)
+        return rec, hard
+
+    def canonical_soft(self, rec: SideRecord) -> tuple[SideRecord, str | None, str | None]:
+        """As :meth:`canonical`, plus why an optional reference is not synced yet.
+
+        A record with an unresolved optional reference syncs its other fields now and is
+        also held as ``waiting``, so the next run retries the reference without needing
+        the record to change.
+        """
         if rec.side is not Side.CHARGEBEE or not self.active:
-            return rec, None
+            return rec, None, None
         values = dict(rec.values)
-        waits = []
+        waits: list[str] = []
+        soft: list[str] = []
         for f in self.mapping.refs:
             raw = values.get(f.name)
             if raw is None or not f.ref:
@@ -78,10 +89,11 @@ class RefResolver:
             if key not in self._cb_to_crm:
                 self._load(f.ref, Side.CHARGEBEE, [str(raw)])
             crm_id = self._cb_to_crm.get(key)
-            if crm_id is None and f.ref_required:
-                waits.append(f"its {f.chargebee} {raw} is not linked yet (flow {f.ref})")
+            if crm_id is None:
+                why = f"its {f.chargebee} {raw} is not linked yet (flow {f.ref})"
+                (waits if f.ref_required else soft).append(why)
             values[f.name] = crm_id
-        return replace(rec, values=values), ("; ".join(waits) or None)
+        return replace(rec, values=values), ("; ".join(waits) or None), ("; ".join(soft) or None)
 
     def canonical_values(self, values: dict[str, Canonical]) -> dict[str, Canonical]:
         """The same translation for values a Chargebee write returned."""

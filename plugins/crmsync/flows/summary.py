@@ -40,7 +40,7 @@ def build_summary(mapping: FlowMapping, repo: Any, run_id: str, *, dry_run: bool
             kept += n["kind"] == "kept_read_only_edit"
     problems = []
     for p in repo.plan_problems(run_id):
-        if p["action"] in ("quarantine", "wait"):
+        if p["action"] in ("quarantine", "wait") or p["held_side"]:
             problems.append({"kind": p["hold_kind"] or p["action"], "reason": p["reason"]})
         for prefix in ("crm", "cb"):
             if p[f"{prefix}_status"] in ("rejected", "failed", "stale"):
@@ -92,8 +92,10 @@ def render_summary(s: dict[str, Any]) -> str:
         f"  stale       {pair(s['stale'])}  (changed while we wrote; synced next run)",
         f"  linked by match {s['linked_by_match']}, unchanged {s['unchanged']}, unlinked {s['unlinked']}",
         f"  conflicts {s['conflicts']} (audited), blanks ignored {s['blank_ignored']}, "
-        f"read-only edits reverted {s['reverted_read_only']}, kept (not synced) {s.get('kept_read_only_edits', 0)}",
-        f"  skipped {s.get('skipped', 0)} (no match and this flow does not create them, or deleted before linking)",
+        f"read-only edits reverted {s['reverted_read_only']}, "
+        f"kept (not synced) {s.get('kept_read_only_edits', 0)}",
+        f"  skipped {s.get('skipped', 0)} "
+        "(no match and this flow does not create them, or deleted before linking)",
         f"  quarantined {s['quarantined']}, waiting {s['waiting']} this run; "
         f"{s.get('held_total', 0)} records held in quarantine in all (table crmsync_quarantine)",
     ]

@@ -16,6 +16,7 @@ References to other flows' records are translated on the way in and out (see
 
 from __future__ import annotations
 
+import json
 import logging
 from collections import Counter
 from dataclasses import asdict, replace
@@ -89,19 +90,43 @@ class Planner:
         self.counts: Counter[str] = Counter()
         self.rows: list[dict[str, Any]] = []
         self.seq = 0
+        #: Chargebee record id → why an optional reference is not synced yet
+        self.soft: dict[str, str] = {}
+        #: Chargebee records as staged, before references were translated: a held record
+        #: keeps these ids, so the retry can translate them once the link exists.
+        self.raw: dict[str, SideRecord] = {}
 
     def resolve(self, rec: SideRecord | None) -> tuple[SideRecord | None, str | None]:
         if rec is None:
             return None, None
-        return self.refs.canonical(rec)
+        resolved, hard, soft = self.refs.canonical_soft(rec)
+        if resolved is not rec:
+            self.raw[rec.id] = rec
+        if soft:
+            self.soft[rec.id] = soft
+        return resolved, hard
 
     def emit(
         self, decision: Decision, crm: SideRecord | None, cb: SideRecord | None, link_id: int | None = None
     ) -> None:
         decision = self._translate_refs(decision, crm, cb)
+        if cb is not None and cb.id in self.soft and decision.held_side is None:
+            label = f"Chargebee {self.mapping.chargebee.label} {cb.id}"
+            decision = replace(
+                decision,
+                held_side=Side.CHARGEBEE,
+                hold_kind="waiting",
+                reason=f"{label}: {self.soft.pop(cb.id)}; the other fields are synced, this one is "
+                "retried next run",
+            )
         self.seq += 1
         self.counts[decision.action.value] += 1
-        self.rows.append(plan_row(self.run_id, self.mapping.flow, self.seq, decision, crm, cb, link_id))
+        row = plan_row(self.run_id, self.mapping.flow, self.seq, decision, crm, cb, link_id)
+        if decision.held_side is Side.CHARGEBEE and cb is not None and cb.id in self.raw:
+            detail = json.loads(row["detail"]) if row["detail"] else {}
+            detail["held_record"] = json.loads(record_to_json(self.raw[cb.id]))
+            row["detail"] = dumps(detail)
+        self.rows.append(row)
         if len(self.rows) >= BATCH:
             self.flush()
 

@@ -481,6 +481,7 @@ class Repository:
                         plan.c.flow == self.flow,
                         or_(
                             plan.c.action.in_(("quarantine", "wait")),
+                            plan.c.held_side.is_not(None),
                             plan.c.crm_status.in_(("rejected", "failed", "stale")),
                             plan.c.cb_status.in_(("rejected", "failed", "stale")),
                         ),

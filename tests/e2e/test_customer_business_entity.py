@@ -1,0 +1,69 @@
+"""Customer ⇄ Business entity end to end: Chargebee is read only here."""
+
+from __future__ import annotations
+
+import pytest
+from crmsync.store.schema import link
+from sqlalchemy import select
+
+from tests.e2e.test_contact_customer import writes
+
+pytestmark = pytest.mark.e2e
+
+
+def test_entities_link_by_name_create_crm_customers_and_never_write_chargebee(run_flow, sandboxes, store):
+    first = run_flow("customer_business_entity")
+    assert first.ok, (first.failed_tasks, first.summary)
+    s = first.summary
+    assert s["linked_by_match"] >= 3, s
+    assert s["created"]["chargebee"] == 0 and s["updated"]["chargebee"] == 0
+    assert s["created"]["customcrm"] >= 1
+    assert s["skipped"] >= 1 and s["limitations"]
+    cb_writes = writes(sandboxes)["chargebee"]
+    assert cb_writes == 0, "business entities are read only: nothing may be written to Chargebee"
+    before = writes(sandboxes)
+    assert run_flow("customer_business_entity").ok and writes(sandboxes) == before
+
+
+def test_crm_edit_of_a_linked_name_is_restored_and_reported(run_flow, sandboxes, store):
+    assert run_flow("customer_business_entity").ok
+    with store.connect() as conn:
+        crm_id, cb_id = conn.execute(
+            select(link.c.crm_id, link.c.cb_id).where(link.c.flow == "customer_business_entity")
+        ).first()
+    entity = sandboxes.cb("GET", f"business_entities/{cb_id}")["business_entity"]
+    sandboxes.crm("PATCH", f"customers/{crm_id}", json={"Name": "Renamed in CRM"})
+    r = run_flow("customer_business_entity")
+    assert r.ok and r.summary["reverted_read_only"] == 1, r.summary
+    assert sandboxes.crm("GET", f"customers/{crm_id}")["Name"] == entity["name"]
+
+
+def test_contact_company_relation_converges_whatever_the_order(run_flow, sandboxes, store):
+    """contact_customer first (entities not linked yet), then the entities, then contacts again."""
+    first = run_flow("contact_customer")
+    assert first.ok
+    assert any(
+        "not linked yet (flow customer_business_entity)" in p["reason"] for p in first.summary["problems"]
+    )
+    assert run_flow("customer_business_entity").ok
+    again = run_flow("contact_customer")
+    assert again.ok, again.summary
+    with store.connect() as conn:
+        entity_links = dict(
+            conn.execute(
+                select(link.c.cb_id, link.c.crm_id).where(link.c.flow == "customer_business_entity")
+            ).all()
+        )
+        contact_links = conn.execute(
+            select(link.c.crm_id, link.c.cb_id).where(link.c.flow == "contact_customer")
+        ).all()
+    checked = 0
+    for crm_id, cb_id in contact_links:
+        be = sandboxes.cb("GET", f"customers/{cb_id}")["customer"].get("business_entity_id")
+        if be and be in entity_links:
+            assert sandboxes.crm("GET", f"contacts/{crm_id}")["CustomerId"] == entity_links[be], crm_id
+            checked += 1
+    assert checked >= 3
+    # and nothing waits any more for that reason
+    final = run_flow("contact_customer")
+    assert final.ok and not any("customer_business_entity" in p["reason"] for p in final.summary["problems"])
