@@ -29,6 +29,7 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 as_postgres() { $SUDO runuser -u postgres -- "$@"; }
 
+# shellcheck disable=SC2012  # version folder names: 15, 16...
 pg_version() { ls /usr/lib/postgresql 2>/dev/null | sort -V | tail -n 1; }
 
 # 1. Install the server (Debian 12: PostgreSQL 15) unless one is there.

@@ -1,4 +1,4 @@
-# shellcheck shell=bash
+# shellcheck shell=bash disable=SC2089,SC2090
 # Environment for running crmsync locally: `source scripts/env.sh` (bash or zsh), or let
 # the Makefile do it (every make target sources this file).
 #
@@ -14,6 +14,10 @@
 #   CRMSYNC_PG_URL     SQLAlchemy URL used when CRMSYNC_DB=postgres
 #                      (default postgresql+psycopg2://crmsync:crmsync@127.0.0.1:5432/crmsync)
 #   SANDBOX_CHARGEBEE_PORT / SANDBOX_CUSTOMCRM_PORT   sandbox ports (8602 / 8601)
+#   CRMSYNC_SANDBOX_CONNECTIONS  1 (default) | 0: with 0, chargebee_default and
+#                      customcrm_default are not set here, so the ones saved in the Airflow
+#                      UI / `airflow connections add` (or a secrets backend) are used.
+#                      Environment connections always win over the UI's.
 #
 # This file is sourced into interactive shells: it must not `set -e`, `exit`, or leave
 # helper variables behind.
@@ -54,15 +58,19 @@ fi
 export AIRFLOW__DATABASE__SQL_ALCHEMY_CONN
 
 # Connections, as JSON in AIRFLOW_CONN_<CONN_ID>. Defaults: the local sandboxes.
-if [ -z "${AIRFLOW_CONN_CHARGEBEE_DEFAULT:-}" ]; then
+if [ "${CRMSYNC_SANDBOX_CONNECTIONS:-1}" = 0 ]; then
+  : # connections come from the metadata DB (UI / CLI) or a secrets backend
+elif [ -z "${AIRFLOW_CONN_CHARGEBEE_DEFAULT:-}" ]; then
   AIRFLOW_CONN_CHARGEBEE_DEFAULT='{"conn_type":"chargebee","host":"sandbox","password":"sandbox_api_key","extra":{"base_url":"http://127.0.0.1:'"$SANDBOX_CHARGEBEE_PORT"'/api/v2","rate_limit_per_minute":600}}'
 fi
-export AIRFLOW_CONN_CHARGEBEE_DEFAULT
+if [ -n "${AIRFLOW_CONN_CHARGEBEE_DEFAULT:-}" ]; then export AIRFLOW_CONN_CHARGEBEE_DEFAULT; fi
 
-if [ -z "${AIRFLOW_CONN_CUSTOMCRM_DEFAULT:-}" ]; then
+if [ "${CRMSYNC_SANDBOX_CONNECTIONS:-1}" = 0 ]; then
+  :
+elif [ -z "${AIRFLOW_CONN_CUSTOMCRM_DEFAULT:-}" ]; then
   AIRFLOW_CONN_CUSTOMCRM_DEFAULT='{"conn_type":"customcrm","host":"http://127.0.0.1:'"$SANDBOX_CUSTOMCRM_PORT"'","password":"sandbox_token"}'
 fi
-export AIRFLOW_CONN_CUSTOMCRM_DEFAULT
+if [ -n "${AIRFLOW_CONN_CUSTOMCRM_DEFAULT:-}" ]; then export AIRFLOW_CONN_CUSTOMCRM_DEFAULT; fi
 
 # The link store lives in the same database as Airflow's metadata, reached through its
 # own connection: derive it from the SQLAlchemy URL unless it is set explicitly.
@@ -94,4 +102,4 @@ else:
 PY
   )" || AIRFLOW_CONN_CRMSYNC_STORE=""
 fi
-export AIRFLOW_CONN_CRMSYNC_STORE
+if [ -n "${AIRFLOW_CONN_CRMSYNC_STORE:-}" ]; then export AIRFLOW_CONN_CRMSYNC_STORE; else unset AIRFLOW_CONN_CRMSYNC_STORE; fi

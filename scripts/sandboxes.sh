@@ -23,7 +23,7 @@ LOG_DIR="$ROOT/var/log"
 RUN_DIR="$ROOT/var/run"
 WAIT_SECONDS="${SANDBOX_WAIT_SECONDS:-30}"
 
-# name port extra-args
+# name port
 SANDBOXES=(
   "customcrm $SANDBOX_CUSTOMCRM_PORT"
   "chargebee $SANDBOX_CHARGEBEE_PORT"
@@ -84,7 +84,7 @@ start_one() { # name port
 }
 
 stop_one() { # name port
-  local name="$1" port="$2" pid i
+  local name="$1" port="$2" pid
   pid="$(pid_of "$name")"
   if [ -z "$pid" ]; then
     if answers "$port"; then
@@ -94,7 +94,7 @@ stop_one() { # name port
   fi
   log "stopping $name (pid $pid)"
   kill -TERM "$pid" 2>/dev/null || true
-  for i in $(seq 1 50); do
+  for _ in $(seq 1 50); do
     kill -0 "$pid" 2>/dev/null || break
     sleep 0.1
   done

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # `make up`: Airflow standalone (api-server with the UI, scheduler, dag-processor,
 # triggerer) in the foreground, with the sandboxes running and the crmsync DAGs unpaused.
-# Ctrl-C stops Airflow, and the sandboxes if this script started them.
+# Ctrl-C stops Airflow (forcefully after AIRFLOW_STOP_TIMEOUT seconds, default 30: an idle
+# LocalExecutor worker can keep `airflow standalone` from exiting), and the sandboxes if
+# this script started them. Another API port: AIRFLOW__API__PORT=8081 make up.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -14,6 +16,9 @@ if [ -x "$ROOT/.venv/bin/airflow" ]; then export PATH="$ROOT/.venv/bin:$PATH"; f
 # unpaused below once the API answers.
 export AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION="${AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION:-False}"
 API_PORT="${AIRFLOW__API__PORT:-8080}"
+# Tasks call the api-server's Execution API; its default URL assumes port 8080.
+export AIRFLOW__CORE__EXECUTION_API_SERVER_URL="${AIRFLOW__CORE__EXECUTION_API_SERVER_URL:-http://localhost:$API_PORT/execution/}"
+STOP_TIMEOUT="${AIRFLOW_STOP_TIMEOUT:-30}"
 PASSWORDS_FILE="${AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE:-$AIRFLOW_HOME/simple_auth_manager_passwords.json.generated}"
 mkdir -p "$AIRFLOW_HOME"
 
@@ -24,8 +29,41 @@ fi
 bash "$ROOT/scripts/sandboxes.sh" start
 
 watcher_pid=""
+airflow_pid=""
+
+group_alive() { # pgid: is any non-zombie process left in the group?
+  local p
+  for p in $(pgrep -g "$1" 2>/dev/null); do
+    case "$(ps -o stat= -p "$p" 2>/dev/null)" in
+      Z* | "") ;;
+      *) return 0 ;;
+    esac
+  done
+  return 1
+}
+
+stop_airflow() {
+  [ -n "$airflow_pid" ] || return 0
+  group_alive "$airflow_pid" || return 0
+  echo "standalone: stopping Airflow (forcefully after ${STOP_TIMEOUT}s)"
+  kill -INT -- "-$airflow_pid" 2>/dev/null || true
+  local waited=0
+  while group_alive "$airflow_pid" && [ "$waited" -lt $((STOP_TIMEOUT * 2)) ]; do
+    sleep 0.5
+    waited=$((waited + 1))
+  done
+  if group_alive "$airflow_pid"; then
+    echo "standalone: Airflow still running after ${STOP_TIMEOUT}s: SIGTERM, then SIGKILL"
+    kill -TERM -- "-$airflow_pid" 2>/dev/null || true
+    sleep 5
+    kill -KILL -- "-$airflow_pid" 2>/dev/null || true
+  fi
+}
+
 cleanup() {
+  trap - INT TERM
   if [ -n "$watcher_pid" ]; then kill "$watcher_pid" 2>/dev/null || true; fi
+  stop_airflow
   if [ "$started_sandboxes" = 1 ]; then
     bash "$ROOT/scripts/sandboxes.sh" stop || true
   else
@@ -33,6 +71,8 @@ cleanup() {
   fi
 }
 trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 # Once the API answers: unpause the DAGs and say where to log in.
 (
@@ -64,4 +104,7 @@ watcher_pid=$!
 
 echo "standalone: AIRFLOW_HOME=$AIRFLOW_HOME, metadata DB ${AIRFLOW__DATABASE__SQL_ALCHEMY_CONN%%://*}://..."
 echo "standalone: the admin password will be in $PASSWORDS_FILE"
-airflow standalone
+# Its own process group, so that on exit everything it started can be stopped together.
+setsid airflow standalone &
+airflow_pid=$!
+wait "$airflow_pid" || true

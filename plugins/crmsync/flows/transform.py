@@ -115,7 +115,7 @@ class Planner:
             decision = replace(
                 decision,
                 held_side=Side.CHARGEBEE,
-                hold_kind="waiting",
+                hold_kind="ref_pending",
                 reason=f"{label}: {self.soft.pop(cb.id)}; the other fields are synced, this one is "
                 "retried next run",
             )
@@ -207,21 +207,30 @@ def _flush_groups(p: Planner, groups: list[tuple[str | None, list[SideRecord]]])
     p.refs.prefetch([r for _, recs in groups for r in recs if r.side is Side.CHARGEBEE])
     for key, recs in groups:
         live: list[SideRecord] = []
+        #: records whose required reference is not linked yet: they still take part in
+        #: matching (so their partner is linked, never created twice), but are not created
+        waits: dict[str, str] = {}
         for r in recs:
             if r.deleted:
                 p.emit(planner.decide_new(mapping, r), *_pair(r))
                 continue
             resolved, why = p.resolve(r)
             assert resolved is not None
+            live.append(resolved)
             if why:
-                p.emit(planner.wait(mapping, resolved, why), *_pair(resolved))
+                waits[resolved.id] = why
+
+        def new(r: SideRecord, waits: dict[str, str] = waits) -> None:
+            if r.id in waits:
+                p.emit(planner.wait(mapping, r, waits[r.id]), *_pair(r))
             else:
-                live.append(resolved)
+                p.emit(planner.decide_new(mapping, r), *_pair(r))
+
         crms = [r for r in live if r.side is Side.CUSTOMCRM]
         cbs = [r for r in live if r.side is Side.CHARGEBEE]
         if key is None:
             for r in live:
-                p.emit(planner.decide_new(mapping, r), *_pair(r))
+                new(r)
         elif mapping.cardinality is Cardinality.ONE_TO_MANY:
             _one_to_many(p, key, crms, cbs, taken.get(key))
         elif key in taken:
@@ -237,9 +246,12 @@ def _flush_groups(p: Planner, groups: list[tuple[str | None, list[SideRecord]]])
                     *_pair(r),
                 )
         elif len(crms) == 1 and len(cbs) == 1:
+            if cbs[0].id in waits:
+                # Link now; the reference is retried until its flow links it.
+                p.soft[cbs[0].id] = waits[cbs[0].id]
             p.emit(planner.decide_match(mapping, crms[0], cbs[0]), crms[0], cbs[0])
         elif len(live) == 1:
-            p.emit(planner.decide_new(mapping, live[0]), *_pair(live[0]))
+            new(live[0])
         elif live:
             ids = [f"Customcrm {r.id}" for r in crms] + [f"Chargebee {r.id}" for r in cbs]
             for r in live:

@@ -266,7 +266,8 @@ class ApiHook(HttpHook):
 
     @property
     def budget(self) -> RateLimiter:
-        """The rate budget shared by every hook of this site in the process."""
+        """The site's rate budget, shared by every hook of the site in the process and,
+        inside an Airflow task, by every worker process (see :mod:`crmsync.hooks.budget`)."""
         self._ensure_ready()
         assert self._budget is not None
         return self._budget

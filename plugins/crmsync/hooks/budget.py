@@ -13,15 +13,18 @@ minute to absorb network latency jitter around its minute boundary.
 
 Hooks get their limiter from :func:`get_budget`, keyed by site, so every hook
 object, thread and flow of one site in this process shares one bucket. That is not
-enough when several processes talk to one site (concurrent flow DAGs on LocalExecutor,
-Celery workers): :func:`use_shared_budget` switches the process to
+enough when several processes talk to one site (six flow DAGs at once on
+LocalExecutor, Celery workers on several machines): inside an Airflow task,
+:func:`get_budget` therefore hands out a
 :class:`~crmsync.hooks.shared_budget.SharedRateBudget`, which leases tokens from the
-link store's database so all processes share one budget per site. The task wiring
-calls it; anything else (unit tests, ad-hoc scripts) keeps the process-local budget.
+link store's database (connection ``crmsync_store``) so that every task of every flow
+on every worker shares one budget per site. Outside a task (unit tests, scripts) the
+process-local budget stays the default; :func:`use_shared_budget` opts a process in.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import deque
@@ -177,113 +180,184 @@ class _Tightens(Protocol):
 BudgetFactory = Callable[[str, float | None, int | None], RateLimiter]
 """``factory(key, rate_per_minute, burst) -> RateLimiter``."""
 
+#: The link store's connection, where the shared budget lives.
+DEFAULT_STORE_CONN_ID = "crmsync_store"
+_OFF = frozenset({"off", "false", "0", "no", "local"})
+
+log = logging.getLogger("crmsync.budget")
+
 
 def _local_factory(key: str, rate_per_minute: float | None, burst: int | None) -> RateLimiter:
     return RateBudget(rate_per_minute, burst)
 
 
 _registry_lock = threading.Lock()
-_registry: dict[str, RateLimiter] = {}
+#: Limiters by (factory, key): a process that builds hooks both inside and outside a
+#: task (``dag.test()`` in a test session) never mixes a shared and a local limiter.
+_registry: dict[tuple[object, str], RateLimiter] = {}
 _factory: BudgetFactory = _local_factory
+_shared_lock = threading.Lock()  # held while connecting to a store; never inside _registry_lock
+_shared_factories: dict[object, BudgetFactory] = {}
+_task_factories: dict[str, BudgetFactory | None] = {}
 
 
 def set_budget_factory(factory: BudgetFactory | None) -> None:
-    """Plug in another limiter implementation (e.g. cross-process); ``None`` restores the default.
+    """Plug in another limiter implementation; ``None`` restores the default.
 
-    Limiters already handed out stay in use; call :func:`reset_budgets` to drop them.
+    The default is the shared budget inside an Airflow task (see :func:`get_budget`)
+    and the process-local :class:`RateBudget` elsewhere. Limiters already handed out
+    stay in use; call :func:`reset_budgets` to drop them.
     """
     global _factory
     with _registry_lock:
         _factory = factory or _local_factory
 
 
+def _config(key: str) -> str | None:
+    """``[crmsync] <key>`` from Airflow's config (``AIRFLOW__CRMSYNC__<KEY>`` works too)."""
+    try:
+        from airflow.configuration import conf
+    except ImportError:  # pragma: no cover - Airflow is a dependency
+        return None
+    value = conf.get("crmsync", key, fallback=None)
+    return None if value in (None, "") else str(value)
+
+
+def _in_airflow_task() -> bool:
+    """True while an Airflow task is executing in this process (``get_current_context`` works)."""
+    try:
+        from airflow.sdk import get_current_context
+
+        get_current_context()
+    except Exception:
+        return False
+    return True
+
+
+def _shared_factory(engine: Engine, settings: dict[str, Any]) -> BudgetFactory:
+    """One shared factory per (database, settings) and process, so its limiters are reused."""
+    from crmsync.hooks.shared_budget import SharedBudgetFactory, SharedBudgetSettings
+    from crmsync.store.rate_budget import RateBudgetStore
+
+    if "margin" not in settings:
+        margin = _config("rate_limit_margin")
+        if margin is not None:
+            settings = {**settings, "margin": float(margin)}
+    options = SharedBudgetSettings(**settings)
+    identity = (engine.url.render_as_string(hide_password=True), options)
+    with _shared_lock:
+        factory = _shared_factories.get(identity)
+        if factory is None:
+            factory = SharedBudgetFactory(RateBudgetStore(engine), options, identity)
+            _shared_factories[identity] = factory
+            log.info(
+                "API request budgets are shared by every worker through %s (margin %.0f%%, window %gs)",
+                identity[0],
+                options.margin * 100,
+                options.window_seconds,
+            )
+        return factory
+
+
+def _task_factory(conn_id: str = DEFAULT_STORE_CONN_ID) -> BudgetFactory | None:
+    """The shared factory for hooks built inside an Airflow task, if the store is reachable.
+
+    Every task of every flow on every worker then shares one budget per site. Off with
+    ``[crmsync] shared_rate_budget = off``; a missing or unsupported store connection
+    keeps the process-local budget, with a warning.
+    """
+    if (_config("shared_rate_budget") or "auto").strip().lower() in _OFF or not _in_airflow_task():
+        return None
+    with _shared_lock:
+        if conn_id in _task_factories:
+            return _task_factories[conn_id]
+    factory: BudgetFactory | None
+    try:
+        from crmsync.store.engine import store_engine
+
+        factory = _shared_factory(store_engine(conn_id), {})
+    except Exception as exc:
+        log.warning(
+            "no shared request budget (connection %r: %s); this process budgets on its own, so "
+            "concurrent tasks may together exceed an API's rate limit",
+            conn_id,
+            exc,
+        )
+        factory = None
+    with _shared_lock:
+        _task_factories[conn_id] = factory
+    return factory
+
+
+def budget_factory() -> BudgetFactory:
+    """The factory :func:`get_budget` uses here and now."""
+    with _registry_lock:
+        explicit = _factory
+    if explicit is not _local_factory:
+        return explicit
+    return _task_factory() or _local_factory
+
+
 def get_budget(key: str, rate_per_minute: float | None, burst: int | None = None) -> RateLimiter:
-    """Return the process-wide limiter for ``key`` (e.g. ``"chargebee:acme-test"``).
+    """Return the limiter for ``key`` (e.g. ``"chargebee:acme-test.chargebee.com/api/v2"``).
+
+    Inside an Airflow task whose ``crmsync_store`` connection exists, it is a
+    :class:`~crmsync.hooks.shared_budget.SharedRateBudget`, shared with every other
+    task and worker through the link store's database; elsewhere (unit tests,
+    scripts) a process-local :class:`RateBudget`, unless :func:`use_shared_budget` or
+    :func:`set_budget_factory` said otherwise.
 
     The first caller's settings create it; later callers share it. If a later caller
     asks for a *lower* rate, the shared limiter is tightened in place (never loosened),
     because exceeding a site's limit costs far more than running slower.
     """
+    factory = budget_factory()
     with _registry_lock:
-        existing = _registry.get(key)
+        existing = _registry.get((factory, key))
         if existing is None:
-            existing = _factory(key, rate_per_minute, burst)
-            _registry[key] = existing
+            existing = factory(key, rate_per_minute, burst)
+            _registry[(factory, key)] = existing
         elif isinstance(existing, _Tightens) and rate_per_minute:
             existing.tighten(rate_per_minute, burst)
         return existing
 
 
 def reset_budgets() -> None:
-    """Forget every shared limiter (tests, or after :func:`set_budget_factory`)."""
+    """Forget every limiter handed out (tests, or after :func:`set_budget_factory`)."""
     with _registry_lock:
         _registry.clear()
+    with _shared_lock:
+        _task_factories.clear()
 
 
-def _configured_margin() -> float | None:
-    """``[crmsync] rate_limit_margin`` (or ``AIRFLOW__CRMSYNC__RATE_LIMIT_MARGIN``), if set."""
-    try:
-        from airflow.configuration import conf
-    except ImportError:  # pragma: no cover - Airflow is a dependency
-        return None
-    value = conf.get("crmsync", "rate_limit_margin", fallback=None)
-    return None if value in (None, "") else float(value)
+def use_shared_budget(store: Engine | str = DEFAULT_STORE_CONN_ID, **settings: Any) -> None:
+    """Share every hook's site budget with all other processes, inside a task or not.
 
+    Tasks do this on their own (see :func:`get_budget`); call it in other processes
+    that talk to the same sites (scripts, benchmarks, a custom worker), or to change
+    the timing (tests use a 5 s window).
 
-def use_shared_budget(store: Engine | str = "crmsync_store", **settings: Any) -> None:
-    """Make every hook of this process share its site budget with all other processes.
-
-    :param store: the link store's engine, or the id of its Airflow connection
-        (``crmsync_store``); the budget lives in its ``crmsync_rate_budget`` table.
+    :param store: the link store's engine, or the id of its Airflow connection; the
+        budget lives in its ``crmsync_rate_budget`` table.
     :param settings: :class:`~crmsync.hooks.shared_budget.SharedBudgetSettings` fields
         (``window_seconds``, ``margin``, ...). ``margin`` defaults to the Airflow option
         ``[crmsync] rate_limit_margin``, else 5 %.
 
-    Idempotent: calling it again with the same store and settings keeps the limiters
-    already handed out (so every hook of the process keeps sharing one per site);
-    anything else replaces the factory and forgets the limiters created before.
+    Idempotent: the same store and settings give the same limiters. Undo with
+    ``set_budget_factory(None)``.
     """
-    from crmsync.hooks.shared_budget import SharedBudgetFactory, SharedBudgetSettings
-    from crmsync.store.rate_budget import RateBudgetStore
-
     if isinstance(store, str):
         from crmsync.store.engine import store_engine
 
         engine = store_engine(store)
     else:
         engine = store
-    if "margin" not in settings:
-        margin = _configured_margin()
-        if margin is not None:
-            settings["margin"] = margin
-    options = SharedBudgetSettings(**settings)
-    identity = (engine.url.render_as_string(hide_password=True), options)
-    global _factory
-    with _registry_lock:
-        if isinstance(_factory, SharedBudgetFactory) and _factory.identity == identity:
-            return
-    factory = SharedBudgetFactory(RateBudgetStore(engine), options, identity)
-    with _registry_lock:
-        _factory = factory
-        _registry.clear()
-
-
-def use_local_budget() -> None:
-    """Back to the process-local budget (undoes :func:`use_shared_budget`)."""
-    global _factory
-    with _registry_lock:
-        _factory = _local_factory
-        _registry.clear()
-
-
-def budget_factory() -> BudgetFactory:
-    """The factory in use (for logs and tests)."""
-    with _registry_lock:
-        return _factory
+    set_budget_factory(_shared_factory(engine, dict(settings)))
 
 
 __all__ = [
     "DEFAULT_RATE_PER_MINUTE",
+    "DEFAULT_STORE_CONN_ID",
     "BudgetFactory",
     "RateBudget",
     "RateLimiter",
@@ -291,6 +365,5 @@ __all__ = [
     "get_budget",
     "reset_budgets",
     "set_budget_factory",
-    "use_local_budget",
     "use_shared_budget",
 ]

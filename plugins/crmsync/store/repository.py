@@ -22,6 +22,8 @@ from crmsync.mapping.model import Side
 from crmsync.store.schema import audit, link, plan, quarantine, run, staging, watermark
 
 BATCH = 500
+#: runs an optional reference is retried before the record stops being carried
+REF_PENDING_TRIES = 3
 
 
 def now() -> datetime:
@@ -213,7 +215,11 @@ class Repository:
             held = conn.execute(
                 select(quarantine.c.staged).where(
                     quarantine.c.flow == self.flow,
-                    quarantine.c.kind.in_(("waiting", "failed", "ambiguous")),
+                    or_(
+                        quarantine.c.kind.in_(("waiting", "failed", "ambiguous")),
+                        # an optional reference: retried a few times, then left (still listed)
+                        and_(quarantine.c.kind == "ref_pending", quarantine.c.attempts < REF_PENDING_TRIES),
+                    ),
                     quarantine.c.staged.is_not(None),
                     ~exists().where(
                         staging.c.run_id == run_id,

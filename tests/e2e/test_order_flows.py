@@ -1,0 +1,121 @@
+"""order_order, quote_order and user_order end to end, and the order the flows run in."""
+
+from __future__ import annotations
+
+import pytest
+from crmsync.store.schema import link
+from sqlalchemy import func, select
+
+from tests.e2e.test_contact_customer import writes
+
+pytestmark = pytest.mark.e2e
+
+ALL = (
+    "customer_business_entity",
+    "contact_customer",
+    "product_item",
+    "user_order",
+    "quote_order",
+    "order_order",
+)
+
+
+def links(store, flow):
+    with store.connect() as conn:
+        return conn.execute(select(link.c.crm_id, link.c.cb_id).where(link.c.flow == flow)).all()
+
+
+def test_orders_wait_for_their_customer_then_catch_up(run_flow, sandboxes, store):
+    first = run_flow("order_order")
+    assert first.ok, first.summary
+    reasons = " | ".join(p["reason"] for p in first.summary["problems"])
+    assert "not linked yet (flow contact_customer)" in reasons
+    assert first.summary["created"]["customcrm"] == 0
+    assert run_flow("contact_customer").ok
+    again = run_flow("order_order")
+    assert again.ok, again.summary
+    assert again.summary["created"]["customcrm"] >= 3, again.summary
+    assert len(links(store, "order_order")) >= 6
+
+
+def test_crm_order_with_invoice_creates_a_chargebee_order_and_one_without_waits(run_flow, sandboxes, store):
+    assert run_flow("contact_customer").ok
+    r = run_flow("order_order")
+    assert r.ok, r.summary
+    assert r.summary["created"]["chargebee"] >= 1, r.summary
+    reasons = " | ".join(p["reason"] for p in r.summary["problems"])
+    assert "Chargebee creates orders only from an invoice" in reasons
+    created = [cb for _, cb in links(store, "order_order") if cb.startswith("crm-")]
+    assert created
+    order = sandboxes.cb("GET", f"orders/{created[0]}")["order"]
+    assert order["invoice_id"]
+
+
+def test_order_edits_flow_both_ways_within_what_chargebee_allows(run_flow, sandboxes, store):
+    assert run_flow("contact_customer").ok
+    assert run_flow("order_order").ok
+    crm_id, cb_id = sorted(links(store, "order_order"))[0]
+    sandboxes.crm("PATCH", f"orders/{crm_id}", json={"TrackingId": "TRACK-FROM-CRM", "Total": 1})
+    sandboxes.cb("POST", f"orders/{cb_id}", data={"note": "Note from Chargebee"})
+    r = run_flow("order_order")
+    assert r.ok, r.summary
+    order = sandboxes.cb("GET", f"orders/{cb_id}")["order"]
+    crm = sandboxes.crm("GET", f"orders/{crm_id}")
+    assert order["tracking_id"] == "TRACK-FROM-CRM"
+    assert crm["Note"] == "Note from Chargebee"
+    assert crm["Total"] == order["total"], "totals flow from Chargebee only: the CRM edit is written back"
+    assert r.summary["reverted_read_only"] >= 1
+    before = writes(sandboxes)
+    assert run_flow("order_order").ok and writes(sandboxes) == before
+
+
+def test_quotes_link_to_the_orders_made_from_them(run_flow, sandboxes, store):
+    r = run_flow("quote_order")
+    assert r.ok, r.summary
+    assert r.summary["linked_by_match"] >= 3, r.summary
+    assert r.summary["created"] == {"customcrm": 0, "chargebee": 0}
+    for crm_id, cb_id in links(store, "quote_order"):
+        order = sandboxes.cb("GET", f"orders/{cb_id}")["order"]
+        quote = sandboxes.crm("GET", f"quotes/{crm_id}")
+        assert quote["OrderNumber"] == order["document_number"] and quote["Amount"] == order["total"]
+    before = writes(sandboxes)
+    assert run_flow("quote_order").ok and writes(sandboxes) == before
+
+
+def test_one_user_links_to_many_orders_and_owners_follow(run_flow, sandboxes, store):
+    r = run_flow("user_order")
+    assert r.ok, r.summary
+    pairs = links(store, "user_order")
+    per_user: dict[str, int] = {}
+    for crm_id, _ in pairs:
+        per_user[crm_id] = per_user.get(crm_id, 0) + 1
+    assert max(per_user.values()) >= 2, "a user who created several orders links to all of them"
+    assert writes(sandboxes)["chargebee"] == 0
+    assert run_flow("contact_customer").ok
+    assert run_flow("order_order").ok
+    owners = dict((cb, crm) for crm, cb in pairs)
+    for crm_order, cb_order in links(store, "order_order"):
+        if cb_order in owners:
+            assert sandboxes.crm("GET", f"orders/{crm_order}")["OwnerUserId"] == owners[cb_order]
+
+
+def test_running_the_flows_in_the_wrong_order_converges_after_one_more_run_of_each(
+    run_flow, sandboxes, store
+):
+    for flow in reversed(ALL):
+        assert run_flow(flow).ok, flow
+    for flow in ALL:
+        assert run_flow(flow).ok, flow
+    # a further round writes nothing and nothing waits on another flow
+    before = writes(sandboxes)
+    for flow in ALL:
+        r = run_flow(flow)
+        assert r.ok
+        waiting = [
+            p for p in r.summary["problems"] if "not linked yet" in p["reason"] and "it waits" in p["reason"]
+        ]
+        assert not waiting, (flow, waiting)
+    assert writes(sandboxes) == before
+    with store.connect() as conn:
+        n = conn.execute(select(func.count()).select_from(link)).scalar()
+    assert n > 60
