@@ -215,3 +215,33 @@ def test_a_record_missing_from_a_page_is_never_treated_as_deleted(run_flow, sand
     with store.connect() as conn:
         assert conn.execute(select(link).where(link.c.cb_id == cb_id)).first() is not None
     assert sandboxes.crm("GET", f"contacts/{crm_id}")["Id"] == crm_id
+
+
+def test_dry_run_plans_without_writing_and_keeps_watermarks(run_flow, sandboxes, store):
+    from crmsync.store.schema import watermark
+
+    r = run_flow(dry_run=True)
+    assert r.ok and r.summary["dry_run"]
+    assert writes(sandboxes) == {"chargebee": 0, "customcrm": 0}
+    assert r.summary["planned"]["chargebee"].get("created", 0) > 0
+    with store.connect() as conn:
+        assert conn.execute(select(watermark)).first() is None
+        assert conn.execute(select(link)).first() is None
+
+
+def test_circuit_breaker_stops_a_run_that_would_write_too_much(dags, sandboxes, store, tmp_path):
+    import yaml
+
+    from crmsync.flows.factory import build_dag
+    from crmsync.flows.runner import run_flow as _run
+
+    doc = yaml.safe_load((ROOT / "include/mappings/contact_customer.yaml").read_text())
+    doc["limits"] = {"max_writes_per_run": 5}
+    path = tmp_path / "contact_customer.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    dag = build_dag(path)
+    blocked = _run(dag)
+    assert not blocked.ok and "transform=failed" in blocked.failed_tasks
+    assert writes(sandboxes) == {"chargebee": 0, "customcrm": 0}, "nothing may be written"
+    approved = _run(dag, {"approve_large_change": True})
+    assert approved.ok and approved.summary["created"]["chargebee"] > 5

@@ -17,12 +17,12 @@ from sqlalchemy import select
 
 #: Flows that depend on another flow's links run after it.
 ORDER = (
-    "contact_customer",
     "customer_business_entity",
+    "contact_customer",
     "product_item",
+    "user_order",
     "quote_order",
     "order_order",
-    "user_order",
 )
 
 
