@@ -231,7 +231,6 @@ def test_dry_run_plans_without_writing_and_keeps_watermarks(run_flow, sandboxes,
 
 def test_circuit_breaker_stops_a_run_that_would_write_too_much(dags, sandboxes, store, tmp_path):
     import yaml
-
     from crmsync.flows.factory import build_dag
     from crmsync.flows.runner import run_flow as _run
 
