@@ -90,7 +90,7 @@ class RefResolver:
                 self._load(f.ref, Side.CHARGEBEE, [str(raw)])
             crm_id = self._cb_to_crm.get(key)
             if crm_id is None:
-                why = f"its {f.chargebee} {raw} is not linked yet (flow {f.ref})"
+                why = f"its {f.name} ({f.chargebee} {raw}) is not linked yet (flow {f.ref})"
                 (waits if f.ref_required else soft).append(why)
             values[f.name] = crm_id
         return replace(rec, values=values), ("; ".join(waits) or None), ("; ".join(soft) or None)
