@@ -65,6 +65,15 @@ def doc_md(mapping: FlowMapping) -> str:
     )
     routed = sorted({r for r in cap.update_routes.values() if r != "update"})
     limits = cap.limitation or "Chargebee can create, update and delete this resource."
+    if mapping.limitations:
+        limits += "\n\n" + "\n".join(f"* {note}" for note in mapping.limitations)
+    one_way = [f.name for f in mapping.fields if f.direction.value != "both"]
+    if one_way:
+        limits += (
+            f"\n\nOne-way fields: {', '.join(one_way)}. An edit on the side that is not their "
+            f"source is handled by the policy `read_only_edits: {mapping.read_only_edits.value}` "
+            "(restore: written back; keep: kept and reported) unless the field sets its own."
+        )
     if routed:
         limits += (
             " Some fields are written through dedicated endpoints: "
