@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy import and_, delete, exists, func, insert, or_, select, update
 from sqlalchemy.engine import Connection, Engine, RowMapping
+from sqlalchemy.exc import IntegrityError
 
 from crmsync.engine.canonical import SideRecord, content_hash
 from crmsync.engine.plan import LinkState
@@ -97,12 +98,15 @@ class Repository:
     # -- runs and watermarks ------------------------------------------------------
 
     def begin_run(self, run_id: str, params: dict[str, Any]) -> None:
-        """Create the run row if missing (any task may be the first to run on a rerun)."""
-        with self.engine.begin() as conn:
-            found = conn.execute(
-                select(run.c.run_id).where(run.c.run_id == run_id, run.c.flow == self.flow)
-            ).first()
-            if found is None:
+        """Create the run row if missing (any task may be the first to run on a rerun).
+
+        Both extract tasks start at the same moment under a real executor: when the other
+        one inserted the row first, the unique key says so and that is fine.
+        """
+        if self.get_run(run_id) is not None:
+            return
+        try:
+            with self.engine.begin() as conn:
                 conn.execute(
                     insert(run).values(
                         run_id=run_id,
@@ -112,6 +116,9 @@ class Repository:
                         params=dumps(params),
                     )
                 )
+        except IntegrityError:
+            if self.get_run(run_id) is None:
+                raise
 
     def get_run(self, run_id: str) -> RowMapping | None:
         with self.engine.connect() as conn:
