@@ -137,9 +137,9 @@ def test_lost_responses_neither_duplicate_nor_lose(run_flow, sandboxes, store):
     """The nasty fault: the write is applied, the response is lost; the hook retries."""
     sandboxes.faults("chargebee", seed=7, lost_response_rate=0.3)
     sandboxes.faults("customcrm", seed=7, lost_response_rate=0.3)
-    run_flow()
+    faulty = run_flow()
     injected = sandboxes.stats("chargebee")["faults_injected"]
-    assert injected, "the fault must actually have been injected"
+    assert injected, ("the fault must actually have been injected", faulty.summary, faulty.failed_tasks)
     sandboxes.faults("chargebee", seed=7)
     sandboxes.faults("customcrm", seed=7)
     # whatever failed in the faulty run is retried; one clean run finishes the job

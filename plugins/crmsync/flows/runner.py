@@ -63,8 +63,12 @@ def read_summary(run_id: str, flow: str, conn_id: str = "crmsync_store") -> dict
     return None if blob is None else dict(json.loads(blob))
 
 
+#: Every Param, spelled out on each run: a value must never leak from an earlier run.
+DEFAULT_CONF = {"dry_run": False, "full_resync": False, "approve_large_change": False}
+
+
 def run_flow(dag: Any, conf: dict[str, Any] | None = None) -> FlowRun:
-    dr = dag.test(run_conf=conf or {})
+    dr = dag.test(run_conf={**DEFAULT_CONF, **(conf or {})})
     failed = []
     for ti in dr.get_task_instances():
         if ti.state not in ("success", "skipped"):
