@@ -382,10 +382,12 @@ class Repository:
         with self.engine.connect() as conn:
             return int(conn.execute(select(func.count()).where(link.c.flow == self.flow)).scalar() or 0)
 
-    def iter_pending_writes(self, run_id: str, side: Side) -> Iterator[list[RowMapping]]:
-        """Plan rows with a write for ``side`` not done yet (pending, or in flight at a crash)."""
-        op = plan.c.crm_op if side is Side.CUSTOMCRM else plan.c.cb_op
-        status = plan.c.crm_status if side is Side.CUSTOMCRM else plan.c.cb_status
+    def _plan_batches(self, run_id: str, *conditions: Any) -> Iterator[list[RowMapping]]:
+        """This run's plan rows matching ``conditions``, in id order, one short read per batch.
+
+        Keyset paging (``id > last``) with a fresh connection per batch: no long-lived
+        cursor or transaction is held while the caller makes API calls between batches.
+        """
         last_id = 0
         while True:
             with self.engine.connect() as conn:
@@ -395,9 +397,8 @@ class Repository:
                         .where(
                             plan.c.run_id == run_id,
                             plan.c.flow == self.flow,
-                            op.is_not(None),
-                            status.in_(("pending", "in_flight")),
                             plan.c.id > last_id,
+                            *conditions,
                         )
                         .order_by(plan.c.id)
                         .limit(BATCH)
@@ -407,6 +408,12 @@ class Repository:
                 return
             last_id = rows[-1]["id"]
             yield rows
+
+    def iter_pending_writes(self, run_id: str, side: Side) -> Iterator[list[RowMapping]]:
+        """Plan rows with a write for ``side`` not done yet (pending, or in flight at a crash)."""
+        op = plan.c.crm_op if side is Side.CUSTOMCRM else plan.c.cb_op
+        status = plan.c.crm_status if side is Side.CUSTOMCRM else plan.c.cb_status
+        return self._plan_batches(run_id, op.is_not(None), status.in_(("pending", "in_flight")))
 
     def mark_write(
         self, plan_id: int, side: Side, status: str, *, result: Any = None, error: str | None = None
@@ -419,28 +426,10 @@ class Repository:
             conn.execute(update(plan).where(plan.c.id == plan_id).values(**values))
 
     def iter_unapplied(self, run_id: str) -> Iterator[list[RowMapping]]:
-        last_id = 0
-        while True:
-            with self.engine.connect() as conn:
-                rows = list(
-                    conn.execute(
-                        select(plan)
-                        .where(
-                            plan.c.run_id == run_id,
-                            plan.c.flow == self.flow,
-                            plan.c.applied.is_(False),
-                            plan.c.id > last_id,
-                            _finished(plan.c.crm_status),
-                            _finished(plan.c.cb_status),
-                        )
-                        .order_by(plan.c.id)
-                        .limit(BATCH)
-                    ).mappings()
-                )
-            if not rows:
-                return
-            last_id = rows[-1]["id"]
-            yield rows
+        """Finished plan rows not yet turned into links."""
+        return self._plan_batches(
+            run_id, plan.c.applied.is_(False), _finished(plan.c.crm_status), _finished(plan.c.cb_status)
+        )
 
     def count_unfinished_writes(self, run_id: str) -> int:
         with self.engine.connect() as conn:
