@@ -67,3 +67,24 @@ def test_contact_company_relation_converges_whatever_the_order(run_flow, sandbox
     # and nothing waits any more for that reason
     final = run_flow("contact_customer")
     assert final.ok and not any("customer_business_entity" in p["reason"] for p in final.summary["problems"])
+
+
+def test_entity_edits_and_new_entities_reach_customcrm(run_flow, sandboxes, store):
+    import requests
+
+    assert run_flow("customer_business_entity").ok
+    with store.connect() as conn:
+        crm_id, cb_id = conn.execute(
+            select(link.c.crm_id, link.c.cb_id).where(link.c.flow == "customer_business_entity")
+        ).first()
+    admin = f"{sandboxes.cb_url}/_sandbox/records/business_entities"
+    requests.post(admin, json={"id": cb_id, "name": "Renamed in Chargebee AS"}, timeout=10).raise_for_status()
+    requests.post(
+        admin, json={"id": "be_new_co", "name": "Brand New Co", "status": "active"}, timeout=10
+    ).raise_for_status()
+    r = run_flow("customer_business_entity")
+    assert r.ok, r.summary
+    assert r.summary["updated"]["customcrm"] == 1 and r.summary["created"]["customcrm"] == 1, r.summary
+    assert sandboxes.crm("GET", f"customers/{crm_id}")["Name"] == "Renamed in Chargebee AS"
+    names = [c["Name"] for c in sandboxes.crm("GET", "customers", params={"limit": 100})["items"]]
+    assert "Brand New Co" in names
