@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from crmsync.store.schema import audit, link
 from sqlalchemy import select
 
-from crmsync.store.schema import audit, link
 from tests.e2e.test_contact_customer import writes
 
 pytestmark = pytest.mark.e2e
@@ -22,7 +22,7 @@ CRM_RESOURCE = {
 def test_a_customcrm_delete_unlinks_and_leaves_chargebee_alone(flow, run_flow, sandboxes, store):
     assert run_flow(flow).ok
     with store.connect() as conn:
-        crm_id, cb_id = conn.execute(select(link.c.crm_id, link.c.cb_id).where(link.c.flow == flow)).first()
+        crm_id, _ = conn.execute(select(link.c.crm_id, link.c.cb_id).where(link.c.flow == flow)).first()
     sandboxes.crm("DELETE", f"{CRM_RESOURCE[flow]}/{crm_id}")
     before = writes(sandboxes)["chargebee"]
     r = run_flow(flow)
