@@ -270,8 +270,12 @@ class Standalone:
             time.sleep(1)
 
     def dag_runs(self, dag_id: str) -> dict[str, str]:
-        """{run_id: state} of every run of the DAG."""
-        body = self.api("GET", f"dags/{dag_id}/dagRuns", params={"limit": 1000})
+        """{run_id: state} of the DAG's 100 newest runs.
+
+        Newest first: on a shared PostgreSQL metadata DB earlier sessions leave many runs,
+        and the API caps a page at 100.
+        """
+        body = self.api("GET", f"dags/{dag_id}/dagRuns", params={"limit": 100, "order_by": "-run_after"})
         return {r["dag_run_id"]: r["state"] for r in body["dag_runs"]}
 
     def xcom_entries(self, dag_id: str, run_id: str, task_id: str) -> list[dict[str, Any]]:
