@@ -181,7 +181,8 @@ def _check(results: list[dict[str, Any]], started: float, label: str) -> dict[st
     print(json.dumps(figures))
     assert worst <= cap <= LIMIT, figures
     assert steady >= 0.85 * LIMIT, figures
-    assert min(figures["per_process"]) > 0, figures
+    # Not asserted: that every process got a share. Leasing is not fair (a process that
+    # starts late can find the window full for the whole run); the cap and the total are.
     assert figures["db_transactions"] < len(sent), figures  # leases, not a query per request
     return figures
 
@@ -298,4 +299,3 @@ def test_three_hook_processes_never_get_a_429_from_the_sandbox(
         assert figures["max_answered_in_any_window"] <= limit, figures
         # The cap is 28 per 5 s; the three processes together used most of it.
         assert figures["mean_per_window_after_first"] >= 0.85 * limit, figures
-        assert min(figures["per_process"]) > 0, figures
