@@ -20,6 +20,7 @@ from crmsync.mapping.transforms import (
     CHARGEBEE_OUT,
     CUSTOMCRM_OUT,
     TRANSFORMS,
+    WRONG_TYPE,
     Canonical,
     check_format,
     has_control_chars,
@@ -207,7 +208,6 @@ def validate(
     it in Customcrm``.
     """
     fix_in = "Customcrm" if source is Side.CUSTOMCRM else "Chargebee"
-    target_label = f"Chargebee {mapping.chargebee.label}" if target is Side.CHARGEBEE else "Customcrm"
     problems: list[Problem] = []
     for name in names if names is not None else values.keys():
         f: FieldMap = mapping.field(name)
@@ -227,6 +227,10 @@ def validate(
                 )
             )
             continue
+        if isinstance(value, str) and value.startswith(WRONG_TYPE):
+            kind = {"dict": "an object", "list": "a list", "bool": "a true/false value"}.get(value[len(WRONG_TYPE) :], "a non-text value")
+            problems.append(Problem(name, f"{where} holds {kind}, not text; correct it in {fix_in}"))
+            continue
         if has_control_chars(value):
             problems.append(Problem(name, f"{where} contains control characters; remove them in {fix_in}"))
             continue
@@ -234,9 +238,8 @@ def validate(
             problems.append(
                 Problem(
                     name,
-                    f"{where} is {len(value)} characters; {target_label} "
-                    f"{mapping.source_path(f, target)} allows at most {f.max_length}; "
-                    f"shorten it in {fix_in}",
+                    f"{where} is {len(value)} characters; Chargebee {mapping.chargebee.label} "
+                    f"{f.chargebee} allows at most {f.max_length}; shorten it in {fix_in}",
                 )
             )
             continue

@@ -205,6 +205,10 @@ def _flush_groups(p: Planner, groups: list[tuple[str | None, list[SideRecord]]])
     mapping = p.mapping
     taken = p.repo.linked_by_match_key([k for k, _ in groups if k is not None])
     p.refs.prefetch([r for _, recs in groups for r in recs if r.side is Side.CHARGEBEE])
+    survivors = {
+        side: p.repo.unlinked_survivors(side, [r.id for _, recs in groups for r in recs if r.side is side])
+        for side in Side
+    }
     for key, recs in groups:
         live: list[SideRecord] = []
         #: records whose required reference is not linked yet: they still take part in
@@ -221,7 +225,19 @@ def _flush_groups(p: Planner, groups: list[tuple[str | None, list[SideRecord]]])
                 waits[resolved.id] = why
 
         def new(r: SideRecord, waits: dict[str, str] = waits) -> None:
-            if r.id in waits:
+            if r.id in survivors[r.side]:
+                deleted_on = "Customcrm" if r.side is Side.CHARGEBEE else "Chargebee"
+                p.emit(
+                    Decision(
+                        Action.SKIP,
+                        r.id if r.side is Side.CUSTOMCRM else None,
+                        r.id if r.side is Side.CHARGEBEE else None,
+                        reason=f"its linked record was deleted in {deleted_on} and the delete policy "
+                        "is unlink: it is not re-created there",
+                    ),
+                    *_pair(r),
+                )
+            elif r.id in waits:
                 p.emit(planner.wait(mapping, r, waits[r.id]), *_pair(r))
             else:
                 p.emit(planner.decide_new(mapping, r), *_pair(r))

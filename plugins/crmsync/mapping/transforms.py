@@ -20,11 +20,16 @@ _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _COUNTRY = re.compile(r"^[A-Z]{2}$")
 
 
+#: Prefix of a canonical value that is not text where text is expected (a dict, a list):
+#: validation reports it instead of syncing the Python repr of the object.
+WRONG_TYPE = "\x00type:"
+
+
 def _text(value: Any) -> str | None:
     if value is None:
         return None
-    if isinstance(value, bool):
-        return "true" if value else "false"
+    if isinstance(value, bool | dict | list | tuple | set):
+        return f"{WRONG_TYPE}{type(value).__name__}"
     s = unicodedata.normalize("NFC", str(value)).strip()
     return s or None
 

@@ -590,6 +590,24 @@ class Repository:
         with self.engine.connect() as conn:
             return conn.execute(select(link).where(*cond)).mappings().first()
 
+    def unlinked_survivors(self, side: Side, ids: Sequence[str]) -> set[str]:
+        """Records of ``side`` whose pair was ended by a delete under policy ``unlink``.
+
+        Such a survivor is never re-created on the side that deleted its twin (that
+        would undo the delete); it can still be linked again by match.
+        """
+        col = audit.c.crm_id if side is Side.CUSTOMCRM else audit.c.cb_id
+        out: set[str] = set()
+        with self.engine.connect() as conn:
+            for chunk in _chunks(list(ids)):
+                out.update(
+                    rid
+                    for (rid,) in conn.execute(
+                        select(col).where(audit.c.flow == self.flow, audit.c.kind == "unlink", col.in_(chunk))
+                    )
+                )
+        return out
+
     def count_held(self) -> int:
         with self.engine.connect() as conn:
             return int(conn.execute(select(func.count()).where(quarantine.c.flow == self.flow)).scalar() or 0)
