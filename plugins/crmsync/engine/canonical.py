@@ -228,7 +228,9 @@ def validate(
             )
             continue
         if isinstance(value, str) and value.startswith(WRONG_TYPE):
-            kind = {"dict": "an object", "list": "a list", "bool": "a true/false value"}.get(value[len(WRONG_TYPE) :], "a non-text value")
+            kind = {"dict": "an object", "list": "a list", "bool": "a true/false value"}.get(
+                value[len(WRONG_TYPE) :], "a non-text value"
+            )
             problems.append(Problem(name, f"{where} holds {kind}, not text; correct it in {fix_in}"))
             continue
         if has_control_chars(value):
