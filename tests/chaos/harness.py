@@ -18,7 +18,8 @@ mapping file and DESIGN.md §4), never from the engine's code:
   value; a blank losing to a value on the other side is filled;
 * a new record is linked to the one record on the other side with the same
   normalised email, else created there with its non-blank values;
-* ``unlink`` on a delete on either side: the link ends, the survivor keeps its values.
+* ``unlink`` on a delete on either side: the link ends, the survivor keeps its values,
+  and nothing is re-created on the side that deleted.
 
 A run is a *sync point* for a person when it finished and reported no failed, stale
 or held write for the person's records (read from the run's plan rows: the engine's
@@ -494,6 +495,7 @@ class World:
         self._n = 0
         self.round = 0
         self._dup_seen: set[str] = set()
+        self._twins_seen: set[tuple[str, tuple[str, ...]]] = set()
         self.history: list[str] = []  # every edit made, for failure messages
 
     # -- setup ------------------------------------------------------------------------------
@@ -893,6 +895,18 @@ class World:
                 r.fail("lost_edit", f"{rnd}: {p.pid}: survivor {alive.id} is gone")
                 return
             actual = (cb_values if p.deleted_side == CRM else crm_values)(recs_alive[alive.id])
+            dead_values = crm_values if p.deleted_side == CRM else cb_values
+            twins = [
+                i
+                for i, x in recs_dead.items()
+                if not (x.get("Deleted") or x.get("deleted")) and dead_values(x)["email"] == actual["email"]
+            ]
+            if twins and (p.pid, tuple(twins)) not in self._twins_seen:
+                self._twins_seen.add((p.pid, tuple(twins)))
+                r.fail(
+                    "lost_edit",
+                    f"{rnd}: {p.pid}: deleted in {p.deleted_side} (policy unlink), re-created there: {twins}",
+                )
             if p.uncertain:
                 alive.values = actual
             else:

@@ -38,3 +38,4 @@ def test_chaos_converges_with_nothing_lost_or_duplicated(dags, store, sandboxes,
     assert report.duplicates == report.lost_edits == report.conflicts_missing == 0
     assert report.quarantine_without_reason == 0 and report.link_violations == 0
     assert report.converge_seconds is not None
+    assert report.idle_writes == 0, "after convergence, a run with no edits must write nothing"

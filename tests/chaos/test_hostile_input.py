@@ -355,7 +355,7 @@ def test_hostile_batch_bad_held_with_reasons_good_synced_fixed_released(
     assert not problems, f"after fixing {what}:\n" + "\n".join(problems)
 
 
-# -- known bugs (xfail strict: they fail today; remove the mark when fixed) -------------------
+# -- found by this file (fixed in da1a996; they failed before) ---------------------------------
 
 
 def test_wrong_types_are_quarantined_not_written_as_their_python_repr(run_flow, sandboxes, store):
@@ -369,7 +369,7 @@ def test_wrong_types_are_quarantined_not_written_as_their_python_repr(run_flow, 
     wipe(sandboxes, store)
     plant(sandboxes, recs)
     run = run_flow()
-    assert run.ok, run.failed_tasks  # no crash today either; the records are synced as "{'name': 'Acme'}"
+    assert run.ok, run.failed_tasks  # before the fix: no crash, but synced as "{'name': 'Acme'}"
     problems = check_batch(sandboxes, store, recs, run)
     assert not problems, "\n".join(problems)
 

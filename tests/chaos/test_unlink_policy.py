@@ -31,11 +31,6 @@ from tests.e2e.test_contact_customer import writes
 
 pytestmark = pytest.mark.e2e
 
-REASON = (
-    "unlink survivor is re-planned as a new record: flows/transform.py _flush_groups → "
-    "engine/plan.py decide_new (links.apply_plan_rows drops the link and remembers nothing)"
-)
-
 
 def _links_of(store: Any, *, crm_id: str | None = None, cb_id: str | None = None) -> int:
     cond = link.c.crm_id == crm_id if crm_id else link.c.cb_id == cb_id
