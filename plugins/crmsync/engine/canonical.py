@@ -166,14 +166,15 @@ def content_hash(values: Mapping[str, Canonical]) -> str:
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:32]
 
 
-def match_key(mapping: FlowMapping, values: Mapping[str, Canonical]) -> str | None:
+def match_key(mapping: FlowMapping, values: Mapping[str, Canonical], rule: int = 0) -> str | None:
     """The value records are matched on before a create; None when any key is blank.
 
+    ``rule`` 0 is ``match.keys``; 1.. are ``match.alternatives`` in order.
     With ``match.normalize`` (the default) keys compare case- and space-insensitively,
     so "Fjordlys AS " matches "fjordlys as" without changing either stored value.
     """
     parts = []
-    for key in mapping.match.keys:
+    for key in mapping.match.rules[rule]:
         v = values.get(key)
         if v is None:
             return None

@@ -298,12 +298,12 @@ def _decide_delete(
     )
 
 
-def ambiguous(mapping: FlowMapping, rec: SideRecord, candidates: list[str], why: str) -> Decision:
+def ambiguous(
+    mapping: FlowMapping, rec: SideRecord, candidates: list[str], why: str, fix: str | None = None
+) -> Decision:
     """A record whose match key points at more than one record, or at a linked one."""
-    reason = (
-        f"{_label(mapping, rec.side)} {rec.id}: {why} ({', '.join(candidates)}); "
-        "merge or correct the duplicates so that one record per side carries the match key"
-    )
+    fix = fix or "merge or correct the duplicates so that one record per side carries the match key"
+    reason = f"{_label(mapping, rec.side)} {rec.id}: {why} ({', '.join(candidates)}); {fix}"
     crm_id, cb_id = (rec.id, None) if rec.side is Side.CUSTOMCRM else (None, rec.id)
     return Decision(
         Action.QUARANTINE, crm_id, cb_id, reason=reason, held_side=rec.side, hold_kind="ambiguous"

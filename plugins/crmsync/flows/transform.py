@@ -9,6 +9,9 @@ Two passes, both streamed in batches so memory stays flat:
    one record per side with the same key → link by match; a key shared by several
    records, or already used by a link → ambiguous (quarantined, never guessed); no
    candidate → create on the other side (:func:`crmsync.engine.plan.decide_new`).
+   With ``match.alternatives``, the records no rule matched yet are staged again under
+   the next rule's key and matched the same way (:mod:`crmsync.engine.match`), so
+   memory stays flat whatever the number of rules.
 
 References to other flows' records are translated on the way in and out (see
 :mod:`crmsync.flows.refs`); a record whose reference is not linked yet waits.
@@ -19,11 +22,13 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import asdict, replace
 from typing import Any
 
 from crmsync.engine import plan as planner
-from crmsync.engine.canonical import SideRecord, match_key
+from crmsync.engine.canonical import SideRecord, content_hash, match_key
+from crmsync.engine.match import Outcome, decide_group
 from crmsync.engine.plan import Action, Decision
 from crmsync.flows.refs import RefResolver
 from crmsync.mapping.model import Cardinality, Side
@@ -95,6 +100,9 @@ class Planner:
         #: Chargebee records as staged, before references were translated: a held record
         #: keeps these ids, so the retry can translate them once the link exists.
         self.raw: dict[str, SideRecord] = {}
+        #: records no match rule so far found a partner for, staged for the next rule
+        self.deferred: list[tuple[SideRecord, str | None, str]] = []
+        self.deferred_rule = 1
 
     def resolve(self, rec: SideRecord | None) -> tuple[SideRecord | None, str | None]:
         if rec is None:
@@ -135,6 +143,21 @@ class Planner:
             self.repo.insert_plan(self.rows)
             self.rows = []
 
+    def defer(self, rule: int, rec: SideRecord) -> None:
+        """Hand a record no earlier rule matched to the pass of match rule ``rule``."""
+        self.deferred.append((rec, match_key(self.mapping, rec.values, rule), content_hash(rec.values)))
+        self.deferred_rule = rule
+        if len(self.deferred) >= BATCH:
+            self.flush_deferred()
+
+    def flush_deferred(self) -> None:
+        if self.deferred:
+            for side in Side:
+                rows = [d for d in self.deferred if d[0].side is side]
+                if rows:
+                    self.repo.stage_deferred(self.run_id, self.deferred_rule, rows)
+            self.deferred = []
+
     def _translate_refs(self, d: Decision, crm: SideRecord | None, cb: SideRecord | None) -> Decision:
         """Ids bound for Chargebee become Chargebee ids; without a link yet, the source waits."""
         if d.cb_write is None or not self.refs.active:
@@ -157,6 +180,7 @@ def build_plan(mapping: FlowMapping, run_id: str, params: dict[str, Any], repo: 
         log.info("transform: %d writes of this run's plan were already attempted; keeping the plan", done)
         return None
     repo.delete_plan(run_id)
+    repo.clear_deferred(run_id)
     carried = repo.carry_quarantined(run_id, lambda rec: match_key(mapping, rec.values))
     if carried:
         log.info("transform: retrying %d held records (waiting or failed earlier)", carried)
@@ -184,26 +208,38 @@ def _linked_pairs(p: Planner) -> None:
 
 
 def _unlinked(p: Planner) -> None:
+    rules = len(p.mapping.match.rules)
+    _match_pass(p, 0, p.repo.iter_unlinked(p.run_id))
+    for rule in range(1, rules):
+        p.flush_deferred()
+        _match_pass(p, rule, p.repo.iter_deferred(p.run_id, rule))
+    if rules > 1:
+        p.repo.clear_deferred(p.run_id)
+
+
+def _match_pass(p: Planner, rule: int, rows: Iterable[Any]) -> None:
+    """Group records by the key of ``rule`` (rows arrive ordered by it) and decide each group."""
     groups: list[tuple[str | None, list[SideRecord]]] = []
     current: object = object()
-    for row in p.repo.iter_unlinked(p.run_id):
+    for row in rows:
         rec = record_from_staging(row)
         key = row["match_key"]
         if key is None or key != current:
             if len(groups) >= BATCH:
-                _flush_groups(p, groups)
+                _flush_groups(p, rule, groups)
                 groups = []
             groups.append((key, [rec]))
             current = key if key is not None else object()
         else:
             groups[-1][1].append(rec)
     if groups:
-        _flush_groups(p, groups)
+        _flush_groups(p, rule, groups)
 
 
-def _flush_groups(p: Planner, groups: list[tuple[str | None, list[SideRecord]]]) -> None:
+def _flush_groups(p: Planner, rule: int, groups: list[tuple[str | None, list[SideRecord]]]) -> None:
     mapping = p.mapping
-    taken = p.repo.linked_by_match_key([k for k, _ in groups if k is not None])
+    last_rule = rule == len(mapping.match.rules) - 1
+    taken = p.repo.linked_by_match_key([k for k, _ in groups if k is not None]) if rule == 0 else {}
     p.refs.prefetch([r for _, recs in groups for r in recs if r.side is Side.CHARGEBEE])
     survivors = {
         side: p.repo.unlinked_survivors(side, [r.id for _, recs in groups for r in recs if r.side is side])
@@ -211,6 +247,8 @@ def _flush_groups(p: Planner, groups: list[tuple[str | None, list[SideRecord]]])
     }
     for key, recs in groups:
         live: list[SideRecord] = []
+        #: the records as staged (before references were translated), to defer them
+        staged: dict[tuple[Side, str], SideRecord] = {}
         #: records whose required reference is not linked yet: they still take part in
         #: matching (so their partner is linked, never created twice), but are not created
         waits: dict[str, str] = {}
@@ -221,10 +259,13 @@ def _flush_groups(p: Planner, groups: list[tuple[str | None, list[SideRecord]]])
             resolved, why = p.resolve(r)
             assert resolved is not None
             live.append(resolved)
+            staged[(r.side, r.id)] = r
             if why:
                 waits[resolved.id] = why
 
-        def new(r: SideRecord, waits: dict[str, str] = waits) -> None:
+        def new(
+            r: SideRecord, waits: dict[str, str] = waits, staged: dict[tuple[Side, str], SideRecord] = staged
+        ) -> None:
             if r.id in survivors[r.side]:
                 deleted_on = "Customcrm" if r.side is Side.CHARGEBEE else "Chargebee"
                 p.emit(
@@ -237,42 +278,37 @@ def _flush_groups(p: Planner, groups: list[tuple[str | None, list[SideRecord]]])
                     ),
                     *_pair(r),
                 )
+            elif not last_rule:
+                # no partner by this rule: the next rule may find one
+                p.defer(rule + 1, staged[(r.side, r.id)])
             elif r.id in waits:
                 p.emit(planner.wait(mapping, r, waits[r.id]), *_pair(r))
             else:
                 p.emit(planner.decide_new(mapping, r), *_pair(r))
 
-        crms = [r for r in live if r.side is Side.CUSTOMCRM]
-        cbs = [r for r in live if r.side is Side.CHARGEBEE]
         if key is None:
             for r in live:
                 new(r)
-        elif mapping.cardinality is Cardinality.ONE_TO_MANY:
+            continue
+        if mapping.cardinality is Cardinality.ONE_TO_MANY:
+            crms = [r for r in live if r.side is Side.CUSTOMCRM]
+            cbs = [r for r in live if r.side is Side.CHARGEBEE]
             _one_to_many(p, key, crms, cbs, taken.get(key))
-        elif key in taken:
-            crm_id, cb_id = taken[key]
-            for r in live:
-                p.emit(
-                    planner.ambiguous(
-                        mapping,
-                        r,
-                        [f"Customcrm {crm_id}", f"Chargebee {cb_id}"],
-                        "its match key is already linked to another pair",
-                    ),
-                    *_pair(r),
-                )
-        elif len(crms) == 1 and len(cbs) == 1:
-            if cbs[0].id in waits:
+            continue
+        group = decide_group(mapping, rule, live, taken.get(key))
+        if group.outcome is Outcome.LINK:
+            assert group.crm is not None and group.cb is not None
+            if group.cb.id in waits:
                 # Link now; the reference is retried until its flow links it.
-                p.soft[cbs[0].id] = waits[cbs[0].id]
-            p.emit(planner.decide_match(mapping, crms[0], cbs[0]), crms[0], cbs[0])
-        elif len(live) == 1:
-            new(live[0])
-        elif live:
-            ids = [f"Customcrm {r.id}" for r in crms] + [f"Chargebee {r.id}" for r in cbs]
+                p.soft[group.cb.id] = waits[group.cb.id]
+            p.emit(planner.decide_match(mapping, group.crm, group.cb), group.crm, group.cb)
+        elif group.outcome is Outcome.UNMATCHED:
+            for r in live:
+                new(r)
+        else:
             for r in live:
                 p.emit(
-                    planner.ambiguous(mapping, r, ids, "its match key is shared by several records"),
+                    planner.ambiguous(mapping, r, list(group.candidates), group.why or "", group.fix),
                     *_pair(r),
                 )
 

@@ -167,9 +167,25 @@ class ChargebeeSpec(SideSpec):
 
 
 class MatchSpec(_Strict):
+    """How unlinked records find their partner before anything is created.
+
+    ``keys`` is the first rule (all its fields must be equal). ``alternatives`` are
+    further rules tried in order for records the earlier rules found no partner for,
+    e.g. a quote links to the order whose ``reference_id`` names it, else to the order
+    made from the invoice the quote names. A pair found by a later rule is not linked
+    when an earlier rule's key is set on both sides and differs (a contradiction is
+    held as ambiguous, never guessed).
+    """
+
     keys: list[str] = Field(min_length=1)
+    alternatives: list[Annotated[list[str], Field(min_length=1)]] = Field(default_factory=list)
     #: compare keys case- and whitespace-insensitively
     normalize: bool = True
+
+    @property
+    def rules(self) -> list[list[str]]:
+        """Every rule in the order it is tried: ``keys`` first, then the alternatives."""
+        return [list(self.keys), *(list(a) for a in self.alternatives)]
 
 
 class ConflictSpec(_Strict):
@@ -253,9 +269,15 @@ class Mapping(_Strict):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             problems.append(f"field names appear twice: {', '.join(dupes)}")
-        for key in self.match.keys:
-            if key not in names:
-                problems.append(f"match key {key!r} is not one of the fields ({', '.join(names)})")
+        for n, rule in enumerate(self.match.rules):
+            where = "match key" if n == 0 else f"match alternative {n}"
+            for key in rule:
+                if key not in names:
+                    problems.append(f"{where} {key!r} is not one of the fields ({', '.join(names)})")
+        if self.match.alternatives and self.cardinality is Cardinality.ONE_TO_MANY:
+            problems.append(
+                "match.alternatives is not supported for cardinality one_to_many; use one match rule"
+            )
         try:
             cap = capability(self.chargebee.resource)
         except KeyError as exc:

@@ -171,10 +171,45 @@ class Repository:
         A record id seen twice in one extract (it was edited while we paged) keeps its
         newest version.
         """
+        return self._stage(run_id, rows, self.flow)
+
+    def _deferred_flow(self, rule: int) -> str:
+        return f"{self.flow}#match{rule}"
+
+    def stage_deferred(
+        self, run_id: str, rule: int, rows: Iterable[tuple[SideRecord, str | None, str]]
+    ) -> int:
+        """Stage records again under the key of match rule ``rule`` (an alternative rule).
+
+        They are kept apart from the extract's rows (their own ``flow`` value in the
+        staging table), so the rows read for the first rule are never changed.
+        """
+        return self._stage(run_id, rows, self._deferred_flow(rule))
+
+    def iter_deferred(self, run_id: str, rule: int) -> Iterator[RowMapping]:
+        """Records staged for match rule ``rule``, ordered by its key."""
+        query = (
+            select(staging)
+            .where(staging.c.run_id == run_id, staging.c.flow == self._deferred_flow(rule))
+            .order_by(staging.c.match_key, staging.c.side, staging.c.record_id)
+        )
+        with self.engine.connect() as conn:
+            yield from conn.execution_options(yield_per=BATCH).execute(query).mappings()
+
+    def clear_deferred(self, run_id: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                delete(staging).where(
+                    staging.c.run_id == run_id,
+                    staging.c.flow.startswith(f"{self.flow}#match", autoescape=True),
+                )
+            )
+
+    def _stage(self, run_id: str, rows: Iterable[tuple[SideRecord, str | None, str]], flow: str) -> int:
         values = [
             {
                 "run_id": run_id,
-                "flow": self.flow,
+                "flow": flow,
                 "side": rec.side.value,
                 "record_id": rec.id,
                 "match_key": mk,
@@ -194,7 +229,7 @@ class Repository:
             conn.execute(
                 delete(staging).where(
                     staging.c.run_id == run_id,
-                    staging.c.flow == self.flow,
+                    staging.c.flow == flow,
                     staging.c.side == side,
                     staging.c.record_id.in_([v["record_id"] for v in values]),
                 )
@@ -251,6 +286,7 @@ class Repository:
         """Staging rows hold customer data: gone once the run's links are updated."""
         with self.engine.begin() as conn:
             conn.execute(delete(staging).where(staging.c.run_id == run_id, staging.c.flow == self.flow))
+        self.clear_deferred(run_id)
 
     # -- reading what transform needs ------------------------------------------------
 
