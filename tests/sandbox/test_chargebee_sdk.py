@@ -432,3 +432,43 @@ def test_sdk_events(cb: Chargebee, chargebee_sandbox: CbSandbox) -> None:
     assert changed[1].event.content["customer"]["deleted"] is True
     one = cb.Event.retrieve(changed[0].event.id).event
     assert one.occurred_at == int(T0) + 10 and one.source == "api"
+
+
+def test_sdk_business_entity_events(cb: Chargebee, chargebee_sandbox: CbSandbox) -> None:
+    """The SDK has no list/retrieve for business entities (only transfers): their changes are
+    seen through ``business_entity_*`` events, which the sandbox serves as Chargebee does."""
+    sb = chargebee_sandbox
+    assert not hasattr(cb.BusinessEntity, "list") and not hasattr(cb.BusinessEntity, "retrieve")
+    sb.put_records("business_entities", [{"id": "acme-no", "name": "Acme Norge AS"}])
+    sb.clock.advance(5)
+    sb.put_records("business_entities", [{"id": "acme-no", "name": "Acme Norway AS"}])
+    sb.clock.advance(5)
+    sb.admin.post("/records/business_entities/acme-no/delete").raise_for_status()
+    cb.Customer.create({"id": "noise"})
+    types = [
+        chargebee.EventType.BUSINESS_ENTITY_CREATED.value,
+        chargebee.EventType.BUSINESS_ENTITY_UPDATED.value,
+        chargebee.EventType.BUSINESS_ENTITY_DELETED.value,
+    ]
+    events = list_all(
+        cb.Event.list,
+        {
+            "limit": 2,
+            "event_type": {"in": types},
+            "occurred_at": {"after": int(T0) - 1},
+            "sort_by": {"asc": "occurred_at"},
+        },
+    )
+    got = [(e.event.event_type, e.event.occurred_at, e.event.content["business_entity"]) for e in events]
+    assert [(t, at) for t, at, _ in got] == [
+        ("business_entity_created", int(T0)),
+        ("business_entity_updated", int(T0) + 5),
+        ("business_entity_deleted", int(T0) + 10),
+    ]
+    created, updated, deleted = (be for _, _, be in got)
+    assert created["name"] == "Acme Norge AS" and created["object"] == "business_entity"
+    assert updated["name"] == "Acme Norway AS" and updated["deleted"] is False
+    assert updated["resource_version"] > created["resource_version"]
+    assert deleted["deleted"] is True and deleted["id"] == "acme-no"
+    later = cb.Event.list({"event_type": {"in": types}, "occurred_at": {"after": int(T0) + 5}}).list
+    assert [e.event.event_type for e in later] == ["business_entity_deleted"]

@@ -103,7 +103,12 @@ def _pages(
     mapping: FlowMapping, side: Side, hook: Any, since: float | None
 ) -> Iterator[list[dict[str, Any]]]:
     resource = mapping.side(side).resource
-    if side is Side.CHARGEBEE:
+    if side is Side.CHARGEBEE and since is not None and mapping.chargebee.change_events:
+        # the resource's list cannot be filtered by updated_at: its events say what changed
+        from crmsync.hooks.chargebee_events import iter_changed
+
+        yield from iter_changed(hook, resource, mapping.chargebee.change_events, int(since))
+    elif side is Side.CHARGEBEE:
         yield from hook.iter_pages(resource, updated_after=None if since is None else int(since))
     else:
         when = None if since is None else datetime.fromtimestamp(since, UTC)
@@ -129,7 +134,8 @@ def extract(
         mapping.side(side).resource,
         "everything (first run or full resync)"
         if since is None
-        else f"changed since {datetime.fromtimestamp(since, UTC).isoformat()}",
+        else f"changed since {datetime.fromtimestamp(since, UTC).isoformat()}"
+        + (" (from its events)" if side is Side.CHARGEBEE and mapping.chargebee.change_events else ""),
     )
     for page in _pages(mapping, side, hook, since):
         rows = []

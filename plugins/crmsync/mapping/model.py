@@ -155,6 +155,22 @@ class ChargebeeSpec(SideSpec):
     #: Static parameters every create carries (e.g. item_family_id).
     create_defaults: dict[str, Any] = Field(default_factory=dict)
     ensure: EnsureSpec | None = None
+    #: Read changes through ``GET /events`` (these event types, by ``occurred_at``)
+    #: instead of listing the resource by ``updated_at``: for resources whose list cannot
+    #: be filtered by ``updated_at`` in Chargebee's public API (business entities). The
+    #: first run and ``full_resync`` still list the resource; an event type ending in
+    #: ``_deleted`` marks its record deleted.
+    change_events: list[str] = Field(default_factory=list)
+
+    @field_validator("change_events")
+    @classmethod
+    def _change_events(cls, v: list[str]) -> list[str]:
+        bad = [e for e in v if not _NAME.match(e)]
+        if bad:
+            raise ValueError(
+                f"change_events must be Chargebee event types such as 'business_entity_updated' (bad: {bad})"
+            )
+        return v
 
     @field_validator("create_id")
     @classmethod

@@ -71,3 +71,11 @@ def test_transforms() -> None:
     assert strip("   ") is None and strip(None) is None
     assert check_format("email", "a@@b") is not None and check_format("email", "a@b.io") is None
     assert check_format("country_code", "NO") is None and check_format("country_code", "Norway")
+
+
+def test_change_events_must_be_event_type_names() -> None:
+    doc = yaml.safe_load((ROOT / "include/mappings/customer_business_entity.yaml").read_text())
+    assert parse_mapping(doc).chargebee.change_events[-1] == "business_entity_deleted"
+    doc["chargebee"]["change_events"] = ["Business Entity Updated"]
+    with pytest.raises(MappingError, match="change_events must be Chargebee event types"):
+        parse_mapping(doc)
