@@ -178,7 +178,8 @@ CAPABILITIES: dict[str, ResourceCapability] = {
         can_delete=False,
         limitation=(
             "Chargebee's public API has no create or update for business entities "
-            "(only /business_entities/transfers); they are read through GET /business_entities"
+            "(only /business_entities/transfers); their changes are read from the "
+            "business_entity_* events, a full read lists the undocumented GET /business_entities"
         ),
     ),
 }
