@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import threading
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -51,6 +52,9 @@ class RateLimiter:
         self._blocked_until = 0.0
         self.breaches = 0
         self.refused = 0
+        #: Requests let through, per whole second of the clock: what a test or benchmark
+        #: needs to measure throughput against the limit (``accepted_per_second``).
+        self._accepted: Counter[int] = Counter()
 
     def configure(self, per_minute: int | None = None, block_seconds: float | None = None) -> None:
         """Change the limit at runtime (admin endpoint); clears the window and any block."""
@@ -66,6 +70,7 @@ class RateLimiter:
             self._reset_locked()
             self.breaches = 0
             self.refused = 0
+            self._accepted.clear()
 
     def _reset_locked(self) -> None:
         self._window_start = None
@@ -75,9 +80,10 @@ class RateLimiter:
     def check(self) -> RateDecision:
         """Count one request and decide whether it may proceed."""
         with self._lock:
-            if self.per_minute <= 0:
-                return RateDecision(True)
             now = self._clock()
+            if self.per_minute <= 0:
+                self._accepted[int(now)] += 1
+                return RateDecision(True)
             if now < self._blocked_until:
                 self.refused += 1
                 return RateDecision(False, max(1, math.ceil(self._blocked_until - now)))
@@ -86,6 +92,7 @@ class RateLimiter:
                 self._count = 0
             self._count += 1
             if self._count <= self.per_minute:
+                self._accepted[int(now)] += 1
                 return RateDecision(True)
             self.breaches += 1
             self.refused += 1
@@ -109,4 +116,5 @@ class RateLimiter:
                 "blocked_for_seconds": max(0.0, round(self._blocked_until - now, 3)),
                 "breaches": self.breaches,
                 "refused": self.refused,
+                "accepted_per_second": {str(k): v for k, v in sorted(self._accepted.items())},
             }

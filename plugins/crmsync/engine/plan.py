@@ -155,7 +155,12 @@ def decide_new(mapping: FlowMapping, rec: SideRecord) -> Decision:
     values: dict[str, Canonical] = {
         f.name: rec.values[f.name]
         for f in mapping.fields
-        if rec.values.get(f.name) is not None and (f.direction.writes(target_side) or f.name in required)
+        if rec.values.get(f.name) is not None
+        and (
+            f.direction.writes(target_side)
+            or f.name in required
+            or (f.on_create and target_side is Side.CHARGEBEE)
+        )
     }
     problems = validate(mapping, values, source=rec.side, target=target_side)
     missing = [k for k in mapping.match.keys if rec.values.get(k) is None]

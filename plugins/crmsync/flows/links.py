@@ -47,6 +47,32 @@ def _side_after(row: RowMapping, prefix: str, old: dict[str, Any] | None) -> dic
     return old
 
 
+def _base_after(
+    mapping: FlowMapping,
+    row: RowMapping,
+    merged: dict[str, Any],
+    crm_values: dict[str, Any],
+    cb_values: dict[str, Any],
+) -> dict[str, Any]:
+    """The base a finished pair agrees on: the merged record, except where a create let
+    the new record's side choose.
+
+    A create carries only the fields that flow into that side; for a field that does not
+    (a customer's business entity, which Chargebee assigns by default), the created
+    record's own value is what both sides start from. Otherwise the next run would read
+    Chargebee's default as an edit made in Chargebee and copy it over the Customcrm value.
+    """
+    base = dict(merged)
+    for prefix, side, values in (("crm", Side.CUSTOMCRM, crm_values), ("cb", Side.CHARGEBEE, cb_values)):
+        if row[f"{prefix}_op"] != "create" or row[f"{prefix}_status"] != "done":
+            continue
+        sent = loads(row[f"{prefix}_changes"]) or {}
+        for f in mapping.fields:
+            if f.name not in sent and not f.direction.writes(side):
+                base[f.name] = values.get(f.name)
+    return base
+
+
 def apply_plan_rows(mapping: FlowMapping, repo: Any, run_id: str, rows: list[RowMapping]) -> None:
     upserts: list[dict[str, Any]] = []
     deletes: list[tuple[str, str]] = []
@@ -157,7 +183,7 @@ def apply_plan_rows(mapping: FlowMapping, repo: Any, run_id: str, rows: list[Row
         cb_now = _side_after(row, "cb", old_cb)
         merged = loads(row["merged"]) or {}
         if all_ok:
-            base = merged
+            base = _base_after(mapping, row, merged, crm_now["values"], cb_now["values"])
         elif old is not None:
             base = json.loads(old["base"])
         else:

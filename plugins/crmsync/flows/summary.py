@@ -31,6 +31,7 @@ def build_summary(mapping: FlowMapping, repo: Any, run_id: str, *, dry_run: bool
                 key if status == "done" else (f"planned_{key}" if status == "pending" else status)
             ] += n
     conflicts = blanks = reverted = kept = 0
+    problems: list[dict[str, Any]] = []
     for detail in repo.plan_details(run_id):
         d = json.loads(detail)
         conflicts += len(d.get("conflicts", []))
@@ -38,7 +39,8 @@ def build_summary(mapping: FlowMapping, repo: Any, run_id: str, *, dry_run: bool
             blanks += n["kind"] == "blank_ignored"
             reverted += n["kind"] == "reverted_read_only"
             kept += n["kind"] == "kept_read_only_edit"
-    problems = []
+            if n["kind"] == "created_with_default":
+                problems.append({"kind": n["kind"], "reason": n["message"]})
     for p in repo.plan_problems(run_id):
         if p["action"] in ("quarantine", "wait") or p["held_side"]:
             problems.append({"kind": p["hold_kind"] or p["action"], "reason": p["reason"]})

@@ -29,6 +29,7 @@ from typing import Any
 from crmsync.engine import plan as planner
 from crmsync.engine.canonical import SideRecord, content_hash, match_key
 from crmsync.engine.match import Outcome, decide_group
+from crmsync.engine.merge import Note
 from crmsync.engine.plan import Action, Decision
 from crmsync.flows.refs import RefResolver
 from crmsync.mapping.model import Cardinality, Side
@@ -162,11 +163,37 @@ class Planner:
         """Ids bound for Chargebee become Chargebee ids; without a link yet, the source waits."""
         if d.cb_write is None or not self.refs.active:
             return d
-        changes, why = self.refs.to_chargebee(d.cb_write.changes)
+        changes = dict(d.cb_write.changes)
+        notes = list(d.notes)
+        fixed: dict[str, Any] = {}  # on_create fields, already translated
+        if d.cb_write.op is planner.Op.CREATE:
+            # A field sent only because Chargebee fixes it at creation (on_create) never
+            # holds the create back: without a link it is left out, Chargebee applies its
+            # default, and the Customcrm value is kept (update_links takes Chargebee's value
+            # as the base, so the next run does not copy the default over it).
+            for f in self.mapping.fields:
+                if not (f.on_create and f.ref and changes.get(f.name) is not None):
+                    continue
+                one, missing = self.refs.to_chargebee({f.name: changes.pop(f.name)})
+                if missing:
+                    notes.append(
+                        Note(
+                            f.name,
+                            "created_with_default",
+                            Side.CHARGEBEE,
+                            f"Customcrm {self.mapping.customcrm.label} {d.crm_id}: {missing}, so the "
+                            f"Chargebee {self.mapping.chargebee.label} is created with Chargebee's default "
+                            f"{f.chargebee}, which it fixes at creation; the Customcrm value is kept",
+                        )
+                    )
+                else:
+                    fixed[f.name] = one[f.name]
+        changes, why = self.refs.to_chargebee(changes)
+        changes.update(fixed)
         if why:
             source = crm or SideRecord(Side.CUSTOMCRM, d.crm_id or "?", {})
             return planner.wait(self.mapping, source, why, other_id=d.cb_id)
-        return replace(d, cb_write=replace(d.cb_write, changes=changes))
+        return replace(d, cb_write=replace(d.cb_write, changes=changes), notes=notes)
 
     def wait_or(self, rec: SideRecord, why: str | None, other_id: str | None = None) -> Decision | None:
         return planner.wait(self.mapping, rec, why, other_id=other_id) if why else None

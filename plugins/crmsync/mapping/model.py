@@ -91,6 +91,10 @@ class FieldMap(_Strict):
     ref_required: bool = True
     #: Overrides the flow's ``read_only_edits`` for this one-way field.
     read_only_edits: ReadOnlyEdits | None = None
+    #: A ``to_customcrm`` field that a Chargebee *create* still carries: Chargebee fixes
+    #: some values when a record is made and takes no update for them (a customer's
+    #: ``business_entity_id``), so the create is the one chance to set them from Customcrm.
+    on_create: bool = False
 
     @field_validator("values", mode="before")
     @classmethod
@@ -320,6 +324,17 @@ class Mapping(_Strict):
                         f"chargebee.create_requires names {key!r}, which is not one of the fields"
                     )
             for f in self.fields:
+                if f.on_create and f.direction is not Direction.TO_CUSTOMCRM:
+                    problems.append(
+                        f"field {f.name!r} has on_create: true, which only applies to a field with "
+                        "`direction: to_customcrm` (a field that flows to Chargebee is sent on create anyway)"
+                    )
+                top = f.chargebee.split(".", 1)[0]
+                if f.on_create and cap.create_params is not None and top not in cap.create_params:
+                    problems.append(
+                        f"field {f.name!r} has on_create: true, but creating a Chargebee {cap.object_key} "
+                        f"does not accept {f.chargebee}; remove on_create"
+                    )
                 if f.direction.writes(Side.CHARGEBEE) and not cap.can_write(f.chargebee):
                     why = cap.limitation or "Chargebee's API has no endpoint that updates it"
                     problems.append(

@@ -79,3 +79,22 @@ def test_change_events_must_be_event_type_names() -> None:
     doc["chargebee"]["change_events"] = ["Business Entity Updated"]
     with pytest.raises(MappingError, match="change_events must be Chargebee event types"):
         parse_mapping(doc)
+
+
+def test_on_create_only_for_fields_that_flow_to_customcrm() -> None:
+    doc = base()
+    field = next(f for f in doc["fields"] if f["name"] == "email")
+    field["on_create"] = True
+    with pytest.raises(MappingError, match="on_create: true, which only applies to a field with"):
+        parse_mapping(doc)
+
+
+def test_on_create_needs_a_create_parameter() -> None:
+    doc = yaml.safe_load((ROOT / "include/mappings/product_item.yaml").read_text())
+    doc["fields"].append(
+        {"name": "made", "customcrm": "CreatedAt", "chargebee": "created_at", "direction": "to_customcrm"}
+    )
+    parse_mapping(doc)
+    doc["fields"][-1]["on_create"] = True
+    with pytest.raises(MappingError, match="does not accept created_at; remove on_create"):
+        parse_mapping(doc)
