@@ -9,6 +9,8 @@ executed), then reads the run's summary from the link store. The scheduler path
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -67,8 +69,62 @@ def read_summary(run_id: str, flow: str, conn_id: str = "crmsync_store") -> dict
 DEFAULT_CONF = {"dry_run": False, "full_resync": False, "approve_large_change": False}
 
 
+class _QuietDebug:
+    """A logger that drops ``debug`` and passes everything else to ``inner``."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    def debug(self, *args: Any, **kw: Any) -> None:
+        return None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+@contextmanager
+def _no_secret_in_debug_log() -> Iterator[None]:
+    """Keep ``dag.test()`` from logging connection passwords at DEBUG.
+
+    Airflow's in-process supervisor (``InProcessSupervisorComms.send``, used only by
+    ``dag.test()``) logs every message a task sends at DEBUG, including the
+    ``MaskSecret`` that registers a password for masking, so ``make run`` at DEBUG would
+    print the API key. A real worker's supervisor does not log that body. While a flow
+    runs here, that one message is sent without its debug line; everything else is
+    untouched. Without the class (another Airflow version) this does nothing, and
+    tests/chaos/test_secrets.py says so.
+    """
+    try:
+        from airflow.sdk.execution_time import supervisor
+    except ImportError:  # pragma: no cover - Airflow 3 has it
+        yield
+        return
+    comms = getattr(supervisor, "InProcessSupervisorComms", None)
+    original = getattr(comms, "send", None)
+    if comms is None or original is None:  # pragma: no cover - another Airflow version
+        yield
+        return
+
+    def send(self: Any, msg: Any) -> Any:
+        if type(msg).__name__ != "MaskSecret":
+            return original(self, msg)
+        log = self.log
+        self.log = _QuietDebug(log)
+        try:
+            return original(self, msg)
+        finally:
+            self.log = log
+
+    comms.send = send
+    try:
+        yield
+    finally:
+        comms.send = original
+
+
 def run_flow(dag: Any, conf: dict[str, Any] | None = None) -> FlowRun:
-    dr = dag.test(run_conf={**DEFAULT_CONF, **(conf or {})})
+    with _no_secret_in_debug_log():
+        dr = dag.test(run_conf={**DEFAULT_CONF, **(conf or {})})
     failed = []
     for ti in dr.get_task_instances():
         if ti.state not in ("success", "skipped"):
