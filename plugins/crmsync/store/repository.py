@@ -283,9 +283,29 @@ class Repository:
         return carried
 
     def purge_staging(self, run_id: str) -> None:
-        """Staging rows hold customer data: gone once the run's links are updated."""
+        """Customer data a finished run no longer needs: its staging rows, and the record
+        copies in its plan rows (staged records, merged values, changes, write results).
+
+        What stays: links (their snapshots are the sync's memory), quarantine rows (the
+        staged record a repair and the next retry need), the audit (conflict values), and
+        each plan row's action, ids, statuses, reasons and notes, which the run summary
+        and "why was this record not synced?" need.
+        """
         with self.engine.begin() as conn:
             conn.execute(delete(staging).where(staging.c.run_id == run_id, staging.c.flow == self.flow))
+            conn.execute(
+                update(plan)
+                .where(plan.c.run_id == run_id, plan.c.flow == self.flow)
+                .values(
+                    merged=None,
+                    crm_staged=None,
+                    cb_staged=None,
+                    crm_changes=None,
+                    cb_changes=None,
+                    crm_result=None,
+                    cb_result=None,
+                )
+            )
         self.clear_deferred(run_id)
 
     # -- reading what transform needs ------------------------------------------------
