@@ -80,6 +80,14 @@ def apply_plan_rows(mapping: FlowMapping, repo: Any, run_id: str, rows: list[Row
     release: list[tuple[str, str]] = []
     audits: list[dict[str, Any]] = []
 
+    # The links this chunk updates, in one query (the chunk's writes are applied together
+    # at the end, so every row sees the links as they were before the chunk).
+    wanted = [
+        row["cb_id"] or (loads(row["cb_result"]) or {}).get("id")
+        for row in rows
+        if row["link_id"] is not None or row["action"] == "restore"
+    ]
+    known = repo.get_links_by_cb_id([str(i) for i in wanted if i])
     for row in rows:
         action = row["action"]
         detail = loads(row["detail"]) or {}
@@ -158,7 +166,7 @@ def apply_plan_rows(mapping: FlowMapping, repo: Any, run_id: str, rows: list[Row
         if not crm_id or not cb_id:
             _hold_failed(row, hold)  # a create failed: no link, the source is retried
             continue
-        old = repo.get_link(cb_id=cb_id) if row["link_id"] is not None or action == "restore" else None
+        old = known.get(cb_id) if row["link_id"] is not None or action == "restore" else None
         if action == "restore":
             old_link = repo.get_link(crm_id=row["crm_id"]) if row["crm_id"] else None
             if old_link is not None:

@@ -6,7 +6,8 @@ is the same as if it had run once:
 
 * extract_* replaces its side's staging rows for the run;
 * transform rebuilds the plan unless writes of it were already attempted;
-* upsert_* executes only plan rows whose write is not done;
+* upsert_* executes only plan rows whose write is not recorded as done (outcomes are
+  recorded within a second, see ``OUTCOME_FLUSH_SECONDS``);
 * update_links applies only rows not applied yet, then commits the watermarks.
 """
 
@@ -28,6 +29,13 @@ from crmsync.mapping.model import Side, load_mapping
 log = logging.getLogger("crmsync")
 
 PROGRESS_EVERY_SECONDS = 10.0
+#: Outcomes of writes are recorded in groups (one commit per group, not per record): at
+#: most this many rows or seconds of outcomes are lost when a worker is killed. A rerun
+#: redoes them safely: a create is in flight (written ahead), so it is looked up before
+#: anything is created; an update is sent again (Customcrm's If-Match then answers 412,
+#: which the writer recognises as already applied).
+OUTCOME_FLUSH_ROWS = 50
+OUTCOME_FLUSH_SECONDS = 1.0
 
 
 class SyncError(Exception):
@@ -115,6 +123,22 @@ def _pages(
         yield from hook.iter_pages(resource, updated_since=when)
 
 
+def _prefetched(pages: Iterator[list[dict[str, Any]]]) -> Iterator[list[dict[str, Any]]]:
+    """The same pages, the next one fetched by a helper thread while this one is staged.
+
+    At most two pages are held (memory stays flat); an error of the fetch is raised here,
+    at the page where it happened.
+    """
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="extract-prefetch") as pool:
+        ahead = pool.submit(next, pages, None)
+        while True:
+            page = ahead.result()
+            if page is None:
+                return
+            ahead = pool.submit(next, pages, None)
+            yield page
+
+
 def extract(
     mapping: FlowMapping, side: Side, run_id: str, params: dict[str, Any], hook: Any, repo: Any
 ) -> int:
@@ -137,7 +161,9 @@ def extract(
         else f"changed since {datetime.fromtimestamp(since, UTC).isoformat()}"
         + (" (from its events)" if side is Side.CHARGEBEE and mapping.chargebee.change_events else ""),
     )
-    for page in _pages(mapping, side, hook, since):
+    # Load the connection and its rate budget here, in the task's thread, not in the fetch thread.
+    getattr(hook, "settings", None)
+    for page in _prefetched(_pages(mapping, side, hook, since)):
         rows = []
         for raw in page:
             rec = side_record(mapping, side, raw, meta)
@@ -219,20 +245,28 @@ def upsert(
         return row, writer.execute(row, recovering=row[status_col] == "in_flight", reread=reread)
 
     with ThreadPoolExecutor(
-        max_workers=mapping.run.max_workers, thread_name_prefix=f"upsert-{side.value}"
+        max_workers=_workers(mapping, hook), thread_name_prefix=f"upsert-{side.value}"
     ) as pool:
         for batch in repo.iter_pending_writes(run_id, side):
-            for row in batch:
-                if row[op_col] == "create" and row[status_col] == "pending":
-                    # Write-ahead: a crash after the remote create leaves "in_flight", and
-                    # the rerun looks the record up before creating anything.
-                    repo.mark_write(row["id"], side, "in_flight")
-            for row, outcome in pool.map(run_one, batch):
-                repo.mark_write(row["id"], side, outcome.status, result=outcome.result, error=outcome.error)
-                outcomes[outcome.status] += 1
-                if outcome.error and outcome.status != "stale":
-                    errors.append(outcome.error)
-                progress.add()
+            # Write-ahead, one statement per batch: a crash after a remote create leaves
+            # "in_flight", and the rerun looks the record up before creating anything.
+            ahead = [row["id"] for row in batch if row[op_col] == "create" and row[status_col] == "pending"]
+            if ahead:
+                repo.mark_writes(ahead, side, "in_flight")
+            done: list[tuple[int, Outcome]] = []
+            flushed = time.monotonic()
+            try:
+                for row, outcome in pool.map(run_one, batch):
+                    done.append((row["id"], outcome))
+                    outcomes[outcome.status] += 1
+                    if outcome.error and outcome.status != "stale":
+                        errors.append(outcome.error)
+                    progress.add()
+                    if len(done) >= OUTCOME_FLUSH_ROWS or time.monotonic() - flushed >= OUTCOME_FLUSH_SECONDS:
+                        _record_outcomes(repo, side, done)
+                        flushed = time.monotonic()
+            finally:
+                _record_outcomes(repo, side, done)
     progress.log()
     if writer.rereads:
         log.info(
@@ -247,6 +281,25 @@ def upsert(
             f"({mapping.limits.error_budget}). The others were written. First failures:\n{shown}"
         )
     return dict(outcomes)
+
+
+def _record_outcomes(repo: Any, side: Side, done: list[tuple[int, Any]]) -> None:
+    """Record finished writes in one transaction (then forget them)."""
+    if done:
+        repo.mark_write_results(side, [(pid, o.status, o.result, o.error) for pid, o in done])
+        done.clear()
+
+
+def _workers(mapping: FlowMapping, hook: Any) -> int:
+    """Writer threads: the mapping's ``run.max_workers`` when the file sets it, else the hook's.
+
+    The Chargebee hook sizes its default to the site's rate budget (see
+    ``ChargebeeHook._max_workers``), so the budget, not the thread pool, bounds the rate.
+    """
+    if "max_workers" in mapping.run.model_fields_set:
+        return int(mapping.run.max_workers)
+    workers = getattr(hook, "max_workers", None)
+    return workers if isinstance(workers, int) and workers > 0 else int(mapping.run.max_workers)
 
 
 # -- update links -----------------------------------------------------------------------

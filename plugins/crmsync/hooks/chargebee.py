@@ -224,6 +224,12 @@ def chargebee_base_url(host: str | None, base_url: str | None) -> str:
 # ------------------------------------------------------------------------- hook
 
 
+#: The response time a task's default thread count is sized for (see ``ChargebeeHook._max_workers``).
+SIZING_LATENCY_SECONDS = 0.5
+#: Most threads a task starts on its own (3500 requests/minute at 0.5 s need 30).
+MAX_AUTO_WORKERS = 32
+
+
 class ChargebeeHook(ApiHook):
     """Read and write Chargebee records with paging, retries, rate budget and typed errors.
 
@@ -271,6 +277,25 @@ class ChargebeeHook(ApiHook):
         return field_behaviour(CHARGEBEE_UI_BEHAVIOUR)
 
     # ------------------------------------------------------------------ config
+
+    def _max_workers(self, settings: HttpSettings) -> int:
+        """Threads per task: the connection's ``max_workers`` if set, else sized to the budget.
+
+        A request takes a few hundred milliseconds, so one thread makes about 240 a minute
+        at 250 ms: 4 threads cannot use a 1000 or 3500 per minute budget. Unless the
+        connection says otherwise, a task gets enough threads to fill its rate budget at
+        :data:`SIZING_LATENCY_SECONDS` per request (at least the default 4, at most
+        :data:`MAX_AUTO_WORKERS`); the shared budget, not the thread count, bounds the rate.
+        """
+        if "max_workers" in settings.model_fields_set:
+            return settings.max_workers
+        rate = settings.rate_limit_per_minute
+        if rate is None:
+            rate = self.default_rate_per_minute
+        if not rate:
+            return settings.max_workers
+        needed = math.ceil(rate / 60 * SIZING_LATENCY_SECONDS)
+        return max(settings.max_workers, min(MAX_AUTO_WORKERS, needed))
 
     def _resolve_base_url(self, conn: Any, settings: HttpSettings) -> str:
         return chargebee_base_url(conn.host, settings.base_url)

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import asdict
+from dataclasses import fields
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import and_, delete, exists, func, insert, or_, select, update
+from sqlalchemy import and_, bindparam, delete, exists, func, insert, or_, select, update
 from sqlalchemy.engine import Connection, Engine, RowMapping
 from sqlalchemy.exc import IntegrityError
 
@@ -40,7 +40,8 @@ def loads(value: str | None) -> Any:
 
 
 def record_to_json(rec: SideRecord) -> str:
-    data = asdict(rec)
+    # Shallow (dataclasses.asdict deep-copies every value first, which costs more than the dump).
+    data = {f.name: getattr(rec, f.name) for f in fields(rec)}
     data["side"] = rec.side.value
     return dumps(data)
 
@@ -481,6 +482,50 @@ class Repository:
         with self.engine.begin() as conn:
             conn.execute(update(plan).where(plan.c.id == plan_id).values(**values))
 
+    def mark_write_results(self, side: Side, results: Sequence[tuple[int, str, Any, str | None]]) -> None:
+        """Record many writes' ``(plan id, status, result, error)`` in one transaction.
+
+        Same effect as :meth:`mark_write` for each (a ``None`` result keeps the stored one).
+        """
+        prefix = "crm" if side is Side.CUSTOMCRM else "cb"
+        with_result: list[dict[str, Any]] = []
+        without: list[dict[str, Any]] = []
+        for plan_id, status, result, error in results:
+            params = {"key_id": plan_id, "new_status": status, "new_error": error}
+            if result is None:
+                without.append(params)
+            else:
+                with_result.append({**params, "new_result": dumps(result)})
+        values: dict[str, Any] = {
+            f"{prefix}_status": bindparam("new_status"),
+            f"{prefix}_error": bindparam("new_error"),
+        }
+        stmt = update(plan).where(plan.c.id == bindparam("key_id"))
+        with self.engine.begin() as conn:
+            if with_result:
+                result_col: dict[str, Any] = {f"{prefix}_result": bindparam("new_result")}
+                conn.execute(stmt.values({**values, **result_col}), with_result)
+            if without:
+                conn.execute(stmt.values(values), without)
+
+    def mark_writes(self, plan_ids: Sequence[int], side: Side, status: str) -> None:
+        """Set the write status of many plan rows in one transaction (the write-ahead mark)."""
+        column = plan.c.crm_status if side is Side.CUSTOMCRM else plan.c.cb_status
+        with self.engine.begin() as conn:
+            for chunk in _chunks(list(plan_ids)):
+                conn.execute(update(plan).where(plan.c.id.in_(chunk)).values({column: status}))
+
+    def get_links_by_cb_id(self, cb_ids: Sequence[str]) -> dict[str, RowMapping]:
+        """Links of this flow by Chargebee id, for many ids (one query per chunk)."""
+        out: dict[str, RowMapping] = {}
+        with self.engine.connect() as conn:
+            for chunk in _chunks(sorted(set(cb_ids))):
+                for row in conn.execute(
+                    select(link).where(link.c.flow == self.flow, link.c.cb_id.in_(chunk))
+                ).mappings():
+                    out[row["cb_id"]] = row
+        return out
+
     def iter_unapplied(self, run_id: str) -> Iterator[list[RowMapping]]:
         """Finished plan rows not yet turned into links."""
         return self._plan_batches(
@@ -579,16 +624,19 @@ class Repository:
                         link.c.flow == self.flow, link.c.crm_id == crm_id, link.c.cb_id == cb_id
                     )
                 )
-            for values in upsert_links:
-                self._upsert_link(conn, values, run_id)
+            self._upsert_links(conn, upsert_links, run_id)
+            by_side: dict[str, list[str]] = {}
             for side, rid in release:
-                conn.execute(
-                    delete(quarantine).where(
-                        quarantine.c.flow == self.flow,
-                        quarantine.c.side == side,
-                        quarantine.c.record_id == rid,
+                by_side.setdefault(side, []).append(rid)
+            for side, rids in by_side.items():
+                for chunk in _chunks(rids):
+                    conn.execute(
+                        delete(quarantine).where(
+                            quarantine.c.flow == self.flow,
+                            quarantine.c.side == side,
+                            quarantine.c.record_id.in_(chunk),
+                        )
                     )
-                )
             for values in hold:
                 self._hold(conn, values, run_id)
             if audits:
@@ -598,12 +646,45 @@ class Repository:
             for chunk in _chunks(plan_ids):
                 conn.execute(update(plan).where(plan.c.id.in_(chunk)).values(applied=True))
 
-    def _upsert_link(self, conn: Connection, values: dict[str, Any], run_id: str) -> None:
-        values = {**values, "synced_at": now(), "last_run_id": run_id}
-        key = and_(link.c.flow == self.flow, link.c.cb_id == values["cb_id"])
-        changed = conn.execute(update(link).where(key).values(**values)).rowcount
-        if not changed:
-            conn.execute(insert(link).values(flow=self.flow, created_at=now(), **values))
+    def _upsert_links(self, conn: Connection, rows: list[dict[str, Any]], run_id: str) -> None:
+        """Insert or update links keyed by ``(flow, cb_id)``: a few statements per chunk, not per link.
+
+        Rows for the same ``cb_id`` are merged in order (what applying them one after the
+        other would leave); existing links are found with one query per chunk, then updated
+        and inserted with one executemany per set of columns.
+        """
+        if not rows:
+            return
+        stamp = {"synced_at": now(), "last_run_id": run_id}
+        merged: dict[str, dict[str, Any]] = {}
+        for values in rows:
+            merged[values["cb_id"]] = {**merged.get(values["cb_id"], {}), **values, **stamp}
+        existing: set[str] = set()
+        for chunk in _chunks(list(merged)):
+            existing.update(
+                cb_id
+                for (cb_id,) in conn.execute(
+                    select(link.c.cb_id).where(link.c.flow == self.flow, link.c.cb_id.in_(chunk))
+                )
+            )
+        updates: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        inserts: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        for cb_id, values in merged.items():
+            target = updates if cb_id in existing else inserts
+            target.setdefault(tuple(sorted(values)), []).append(values)
+        for keys, group in updates.items():
+            stmt = (
+                update(link)
+                .where(link.c.flow == self.flow, link.c.cb_id == bindparam("key_cb_id"))
+                .values({k: bindparam(f"new_{k}") for k in keys})
+            )
+            params = [{"key_cb_id": v["cb_id"], **{f"new_{k}": v[k] for k in keys}} for v in group]
+            for chunk in _chunks(params):
+                conn.execute(stmt, list(chunk))
+        created = now()
+        for group in inserts.values():
+            for chunk in _chunks(group):
+                conn.execute(insert(link), [{"flow": self.flow, "created_at": created, **v} for v in chunk])
 
     def _hold(self, conn: Connection, values: dict[str, Any], run_id: str) -> None:
         key = and_(
