@@ -34,6 +34,9 @@ def main() -> int:
     args = parser.parse_args()
 
     if args.quiet:
+        # Airflow reads its log level when first imported (below): its in-process API
+        # server's per-task INFO lines are then left out too.
+        os.environ["AIRFLOW__LOGGING__LOGGING_LEVEL"] = "WARNING"
         logging.disable(logging.WARNING)
     from crmsync.flows.runner import load_dags, ordered, run_flow
     from crmsync.flows.summary import render_summary
