@@ -31,6 +31,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa_
+from crmsync.flows.runner import ORDER
 from crmsync.store.schema import link
 from sqlalchemy import create_engine, func, select
 from sqlalchemy.exc import IntegrityError
@@ -43,14 +44,8 @@ from tests.e2e.test_scheduler import link_store_ready
 
 pytestmark = [pytest.mark.e2e, pytest.mark.scheduler]
 
-FLOWS = (
-    "customer_business_entity",
-    "contact_customer",
-    "product_item",
-    "user_order",
-    "quote_order",
-    "order_order",
-)
+#: Every flow, in dependency order (they are triggered together; the order is irrelevant).
+FLOWS = ORDER
 #: Chargebee's limit on test sites and the Starter plan.
 LIMIT = 150
 #: Contacts added in Customcrm: each needs one Chargebee create, so the run needs well over
