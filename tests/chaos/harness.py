@@ -316,6 +316,7 @@ def new_value(rng: random.Random, name: str, tag: str) -> str:
 @dataclass
 class Report:
     seed: int
+    flow: str = FLOW
     rounds: int = 0
     edits: Counter[str] = field(default_factory=Counter)
     faults: Counter[str] = field(default_factory=Counter)
@@ -1067,8 +1068,9 @@ def run_chaos(
 
 
 def table(reports: Iterable[Report]) -> str:
-    """One table, one row per seed."""
+    """One table, one row per flow and seed."""
     cols = [
+        ("flow", lambda r: r.flow),
         ("seed", lambda r: r.seed),
         ("rounds", lambda r: r.rounds),
         ("edits", lambda r: sum(r.edits.values())),

@@ -1,0 +1,1244 @@
+"""Chaos harness for the other five flows, driven by each flow's mapping file.
+
+``harness.py`` models contact_customer in depth (emails, billing address, creates on
+both sides). This module runs the same experiment - seeded edits made through the
+sandboxes' APIs, faulty sync runs, one upsert SIGKILLed in a subprocess and rerun,
+then clean runs - for ``product_item``, ``customer_business_entity``, ``order_order``,
+``quote_order`` and ``user_order``, with an expected state computed from the mapping's
+documented policies only (read here with plain YAML, never through the package):
+
+* ``direction: both`` fields: three-way merge against the value both sides last agreed
+  on; changed on one side → the other side takes it; changed on both sides to
+  different values → conflict, won by ``conflict.policy`` (``newest_wins``: the record
+  with the newer ``updated_at`` as each system reported it, tie → ``tie_breaker``;
+  ``customcrm_wins`` / ``chargebee_wins``), and audited in ``crmsync_audit``; a blank
+  never overwrites a value;
+* one-way fields (``to_customcrm``): a source-side edit reaches the other side; an
+  edit on the other side is written back from the source (``read_only_edits:
+  restore``) or kept (``keep``);
+* ``delete: unlink`` on either side: the link ends, the survivor keeps its values,
+  the deleted record stays deleted and nothing is re-created on the side that deleted;
+* creates (where the mapping allows them): the new record is created on the other side
+  with the same values, found there by the match key, and linked; a blank the target
+  system fills with a default at create is then a change on that side (it flows back); flows with
+  ``create: false`` on a side never create there (checked: no record appears);
+* records are paired by the link store after the clean baseline run (the identity of
+  pairs, not their values, comes from the engine).
+
+As in ``harness.py``, a pair's edits accumulate in a window until a run syncs it (the
+run finished and its plan rows report no failed/held write for the pair's records);
+a window that spanned an unsynced run is checked with weaker invariants (one-sided
+edits must still arrive; contested fields agree on one of the values seen).
+
+Checks after every run, per flow (all of them apply to every flow unless said):
+
+=========================  ==============================================================
+duplicates                 no two live records with one match key on a side (Customcrm
+                           side only for user_order and quote_order, whose Chargebee
+                           orders legitimately share a ``created_by`` / lack a reference),
+                           no record in two links (Customcrm side exempt for user_order,
+                           cardinality one_to_many)
+lost edits                 every settled pair's fields equal the model's; creates found
+conflicts                  every policy conflict audited with the policy's winner (flows
+                           with a two-way field: product_item, order_order, quote_order)
+deletes                    unlink audited, deleted record not live again, no re-create
+quarantine                 every held record has a reason
+read-only Chargebee        customer_business_entity and user_order: zero API writes to
+                           Chargebee in the whole experiment, faults and kills included
+convergence                clean runs reach the model; then an idle run writes nothing
+=========================  ==============================================================
+
+What each flow's edits exercise (``SPECS``): product_item - creates on both sides,
+two-way edits and conflicts of name/description/unit/archived, Customcrm edits of the
+one-way Kind (restored), blanks, deletes both sides; customer_business_entity - entity
+renames and new entities through the Chargebee sandbox's admin endpoint (the public API
+is read-only), Customcrm renames (restored), Customcrm customers without an entity (never
+created in Chargebee), deletes both sides; order_order - two-way edits and conflicts of
+tracking/carrier/note/fulfilment/shipping city, Customcrm edits of the one-way Total
+(restored), Customcrm deletes (Chargebee deletes only imported orders); quote_order -
+notes both ways and conflicts, Customcrm edits of Amount/OrderNumber (restored), quote
+deletes, new quotes that name nothing (never create an order); user_order - Customcrm
+email edits (``keep``), new users, user deletes (every order of that user unlinked).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+import unicodedata
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import requests
+import yaml
+
+from tests.chaos.harness import CB, CRM, SIDES, Api, Config, Report, RunOutcome
+
+ROOT = Path(__file__).resolve().parents[2]
+MAPPINGS = ROOT / "include" / "mappings"
+
+
+# -- the mapping, read independently of the package ----------------------------------------
+
+
+@dataclass(frozen=True)
+class MField:
+    name: str
+    crm: str
+    cb: str
+    transform: str
+    direction: str  # both | to_customcrm | to_chargebee
+    values: tuple[tuple[str, str], ...]  # canonical → Chargebee raw
+    read_only_edits: str  # restore | keep (one-way fields)
+
+    def source(self) -> str | None:
+        return {"to_customcrm": CB, "to_chargebee": CRM}.get(self.direction)
+
+
+@dataclass(frozen=True)
+class Mapping:
+    flow: str
+    path: Path
+    fields: tuple[MField, ...]
+    policy: str
+    tie: str
+    on_delete: dict[str, str]
+    can_create: dict[str, bool]  # side → the sync may create records there
+    match_key: str
+    one_to_many: bool
+
+    def f(self, name: str) -> MField:
+        return next(x for x in self.fields if x.name == name)
+
+
+def _key(v: Any) -> str:
+    return str(v).lower() if isinstance(v, bool) else str(v)
+
+
+def load_mapping(flow: str) -> Mapping:
+    path = MAPPINGS / f"{flow}.yaml"
+    doc = yaml.safe_load(path.read_text())
+    ro = doc.get("read_only_edits", "restore")
+    fields = tuple(
+        MField(
+            f["name"],
+            f["customcrm"],
+            f["chargebee"],
+            f.get("transform", "strip"),
+            f.get("direction", "both"),
+            tuple((_key(k), v) for k, v in (f.get("values") or {}).items()),
+            f.get("read_only_edits", ro),
+        )
+        for f in doc["fields"]
+        if not f.get("ref")
+    )
+    conflict = doc.get("conflict") or {}
+    delete = doc.get("delete") or {}
+    return Mapping(
+        flow,
+        path,
+        fields,
+        conflict.get("policy", "newest_wins"),
+        conflict.get("tie_breaker", CRM),
+        {CRM: delete.get("on_customcrm_delete", "unlink"), CB: delete.get("on_chargebee_delete", "unlink")},
+        # the sync creates on a side when that side's block does not say create: false
+        {CRM: doc["customcrm"].get("create", True), CB: doc["chargebee"].get("create", True)},
+        doc["match"]["keys"][0],
+        doc.get("cardinality") == "one_to_many",
+    )
+
+
+def canon(f: MField, value: Any, side: str) -> Any:
+    """A raw value of either side in the form both are compared in."""
+    if value is None or value == "":
+        return None
+    if f.values and side == CB:
+        back = {raw: k for k, raw in f.values}
+        return back.get(str(value), f"?{value}")
+    t = f.transform
+    if t == "bool" or isinstance(value, bool):
+        return "true" if value in (True, "true", "True", 1) else "false"
+    if t == "int":
+        return int(value)
+    if t == "json":
+        obj = json.loads(value) if isinstance(value, str) else value
+        return json.dumps(obj, sort_keys=True) if obj else None
+    if t == "date":
+        if isinstance(value, int | float):
+            return datetime.fromtimestamp(value, UTC).date().isoformat()
+        return str(value)[:10]
+    if t == "datetime":
+        if isinstance(value, int | float):
+            return int(value)
+        return int(datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp())
+    s = unicodedata.normalize("NFC", str(value)).strip()
+    if not s:
+        return None
+    if t in ("lower", "email"):
+        return s.lower()
+    if t in ("upper", "country"):
+        return s.upper()
+    return s
+
+
+def _path(raw: dict[str, Any], path: str) -> Any:
+    cur: Any = raw
+    for part in path.split("."):
+        if not isinstance(cur, dict):
+            return None
+        cur = cur.get(part)
+    return cur
+
+
+def values_of(m: Mapping, side: str, rec: dict[str, Any]) -> dict[str, Any]:
+    if side == CRM:
+        return {f.name: canon(f, rec.get(f.crm), CRM) for f in m.fields}
+    return {f.name: canon(f, _path(rec, f.cb), CB) for f in m.fields}
+
+
+def ts_of(side: str, rec: dict[str, Any]) -> float:
+    if side == CRM:
+        return datetime.fromisoformat(str(rec["UpdatedAt"]).replace("Z", "+00:00")).timestamp()
+    return float(rec.get("updated_at") or 0)
+
+
+def is_live(rec: dict[str, Any]) -> bool:
+    return not (rec.get("Deleted") or rec.get("deleted") or rec.get("status") == "deleted")
+
+
+# -- per-flow knowledge: which API writes what, how values are made ----------------------------
+
+
+def _word(rng: random.Random) -> str:
+    return rng.choice(
+        ["Fjord", "Nordic", "Aurora", "Bølge", "Granite", "Lumen", "Kvist", "Polar", "Ærø", "Ember"]
+    )
+
+
+Gen = Callable[[random.Random, str], Any]
+
+
+@dataclass
+class FlowSpec:
+    flow: str
+    crm_resource: str
+    cb_resource: str
+    gens: dict[str, Gen]  # canonical values for editable fields
+    edit_sides: dict[str, tuple[str, ...]]  # field → sides a person may edit it on
+    blankable: tuple[str, ...] = ()
+    deletes: tuple[str, ...] = (CRM,)
+    prereq: tuple[str, ...] = ()
+    cb_admin: bool = False  # Chargebee edits through the sandbox admin endpoint (read-only API)
+    create: dict[str, Callable[[Api, random.Random, str], dict[str, Any]]] = field(default_factory=dict)
+    cb_key_unique: bool = True  # the match key is unique among live Chargebee records
+    weights: dict[str, float] = field(default_factory=dict)
+    kill_step: str = "upsert"  # the task SIGKILLed in a kill round
+    faults: dict[str, Any] = field(default_factory=dict)  # over Config.faults (few requests: more faults)
+
+
+def _crm_create(resource: str, body: dict[str, Any]) -> Callable[[Api], dict[str, Any]]:
+    return lambda api: dict(api.sb.crm("POST", resource, json=body))
+
+
+def _product(api: Api, rng: random.Random, tag: str) -> dict[str, Any]:
+    body = {
+        "Sku": f"CHAOS-{tag}".upper(),
+        "Name": f"{_word(rng)} {tag}",
+        "Kind": rng.choice(["plan", "addon", "charge"]),
+        "Description": f"Made in Customcrm {tag}",
+        "Unit": rng.choice(["user", "seat", None]),
+        "Archived": False,
+        "Shippable": False,
+    }
+    return dict(api.sb.crm("POST", "products", json=body))
+
+
+def _item(api: Api, rng: random.Random, tag: str) -> dict[str, Any]:
+    data = {
+        "id": f"chaos-{tag}".lower(),
+        "name": f"{_word(rng)} item {tag}",
+        "type": rng.choice(["plan", "addon", "charge"]),
+        "item_family_id": "nordpulse-software",
+        "description": f"Made in Chargebee {tag}",
+        "unit": "seat",
+    }
+    return dict(api.sb.cb("POST", "items", data=data)["item"])
+
+
+def _entity(api: Api, rng: random.Random, tag: str) -> dict[str, Any]:
+    rec = {"id": f"be_chaos_{tag}".lower(), "name": f"{_word(rng)} Holding {tag} AS", "status": "active"}
+    r = requests.post(f"{api.sb.cb_url}/_sandbox/records/business_entities", json=rec, timeout=10)
+    r.raise_for_status()
+    return dict(r.json()["records"][0])
+
+
+def _lonely_customer(api: Api, rng: random.Random, tag: str) -> dict[str, Any]:
+    """A Customcrm customer no entity names: the sync reports it and creates nothing."""
+    return dict(api.sb.crm("POST", "customers", json={"Name": f"{_word(rng)} Lonely {tag} AB"}))
+
+
+def _lonely_quote(api: Api, rng: random.Random, tag: str) -> dict[str, Any]:
+    body = {"Number": f"Q-CHAOS-{tag}".upper(), "Notes": f"Names no order {tag}", "Amount": 1000}
+    return dict(api.sb.crm("POST", "quotes", json=body))
+
+
+def _user(api: Api, rng: random.Random, tag: str) -> dict[str, Any]:
+    body = {"Email": f"chaos.{tag}@nordpulse.example".lower(), "FirstName": _word(rng), "LastName": tag}
+    return dict(api.sb.crm("POST", "users", json=body))
+
+
+def _text(prefix: str) -> Gen:
+    return lambda rng, tag: f"{prefix} {_word(rng)} {tag}"
+
+
+SPECS: dict[str, FlowSpec] = {
+    "product_item": FlowSpec(
+        "product_item",
+        "products",
+        "items",
+        gens={
+            "name": lambda rng, tag: f"{_word(rng)} {tag}",
+            "description": _text("Desc"),
+            "unit": lambda rng, tag: rng.choice(["user", "seat", "site", "device"]) + f"-{tag}",
+            "archived": lambda rng, tag: rng.choice(["true", "false"]),
+            "kind": lambda rng, tag: rng.choice(["plan", "addon", "charge"]),
+        },
+        edit_sides={"name": SIDES, "description": SIDES, "unit": SIDES, "archived": SIDES, "kind": (CRM,)},
+        blankable=("description",),
+        deletes=(CRM, CB),
+        create={CRM: _product, CB: _item},
+    ),
+    "customer_business_entity": FlowSpec(
+        "customer_business_entity",
+        "customers",
+        "business_entities",
+        gens={"name": lambda rng, tag: f"{_word(rng)} {tag} AS"},
+        edit_sides={"name": SIDES},
+        deletes=(CRM, CB),
+        cb_admin=True,
+        create={CB: _entity, "crm_unmatched": _lonely_customer},
+    ),
+    "order_order": FlowSpec(
+        "order_order",
+        "orders",
+        "orders",
+        gens={
+            "tracking_id": lambda rng, tag: f"TRK{rng.randint(10000, 99999)}{tag}".upper(),
+            "carrier": lambda rng, tag: rng.choice(["Bring", "PostNord", "DHL", "UPS"]),
+            "note": _text("Note"),
+            "fulfillment_status": lambda rng, tag: rng.choice(["Picking", "Packed", "Awaiting stock"]),
+            "ship_city": lambda rng, tag: f"{rng.choice(['Oslo', 'Tromsø', 'Malmö', 'Łódź'])} {tag}",
+            "total": lambda rng, tag: rng.randint(1, 99999),
+        },
+        edit_sides={
+            "tracking_id": SIDES,
+            "carrier": SIDES,
+            "note": SIDES,
+            "fulfillment_status": SIDES,
+            "ship_city": SIDES,
+            "total": (CRM,),
+        },
+        blankable=("note", "tracking_id"),
+        deletes=(CRM,),
+        prereq=("contact_customer", "user_order"),
+    ),
+    "quote_order": FlowSpec(
+        "quote_order",
+        "quotes",
+        "orders",
+        gens={
+            "notes": _text("Quote note"),
+            "amount": lambda rng, tag: rng.randint(1, 99999),
+            "order_number": lambda rng, tag: f"9{rng.randint(1000, 9999)}",
+        },
+        edit_sides={"notes": SIDES, "amount": (CRM,), "order_number": (CRM,)},
+        blankable=("notes",),
+        deletes=(CRM,),
+        create={"crm_unmatched": _lonely_quote},
+        cb_key_unique=False,
+    ),
+    "user_order": FlowSpec(
+        "user_order",
+        "users",
+        "orders",
+        gens={"email": lambda rng, tag: f"renamed.{tag}@nordpulse.example".lower()},
+        edit_sides={"email": (CRM,)},
+        deletes=(CRM,),
+        create={"crm_unmatched": _user},
+        cb_key_unique=False,
+        faults={"error_rate": 0.3, "drop_rate": 0.1},
+        kill_step="update_links",
+    ),
+}
+
+ALL_FLOWS = tuple(SPECS)
+#: flows whose Chargebee side is never written (read-only there)
+READ_ONLY_CB = ("customer_business_entity", "user_order")
+
+
+class FlowApi:
+    """A flow's records through the sandboxes: admin reads (no faults), people's writes."""
+
+    def __init__(self, api: Api, m: Mapping, spec: FlowSpec) -> None:
+        self.api, self.m, self.spec = api, m, spec
+
+    def all(self, side: str) -> dict[str, dict[str, Any]]:
+        base, res = (
+            (self.api.sb.crm_url, self.spec.crm_resource)
+            if side == CRM
+            else (self.api.sb.cb_url, self.spec.cb_resource)
+        )
+        r = requests.get(f"{base}/_sandbox/records/{res}", timeout=30)
+        r.raise_for_status()
+        key = "Id" if side == CRM else "id"
+        return {x[key]: x for x in r.json()["records"]}
+
+    def raw_for(self, f: MField, value: Any, side: str) -> Any:
+        if value is None:
+            return None if side == CRM else ""
+        if side == CB and f.values:
+            return dict(f.values)[str(value)]
+        if f.transform == "bool" or (f.values and value in ("true", "false")):
+            return value == "true" if side == CRM else value
+        return value
+
+    def update(self, side: str, rid: str, values: dict[str, Any]) -> dict[str, Any]:
+        if side == CRM:
+            body = {self.m.f(k).crm: self.raw_for(self.m.f(k), v, CRM) for k, v in values.items()}
+            return dict(self.api.sb.crm("PATCH", f"{self.spec.crm_resource}/{rid}", json=body))
+        if self.spec.cb_admin:
+            rec = {"id": rid, **{self.m.f(k).cb: v for k, v in values.items()}}
+            r = requests.post(
+                f"{self.api.sb.cb_url}/_sandbox/records/{self.spec.cb_resource}", json=rec, timeout=10
+            )
+            r.raise_for_status()
+            return dict(r.json()["records"][0])
+        data: dict[str, Any] = {}
+        for k, v in values.items():
+            f = self.m.f(k)
+            path = f.cb
+            if "." in path:
+                top, sub = path.split(".", 1)
+                path = f"{top}[{sub}]"
+            data[path] = self.raw_for(f, v, CB)
+        out = self.api.sb.cb("POST", f"{self.spec.cb_resource}/{rid}", data=data)
+        return dict(next(iter(v for k, v in out.items() if isinstance(v, dict))))
+
+    def delete(self, side: str, rid: str) -> None:
+        if side == CRM:
+            self.api.sb.crm("DELETE", f"{self.spec.crm_resource}/{rid}")
+        elif self.spec.cb_admin:
+            url = f"{self.api.sb.cb_url}/_sandbox/records/{self.spec.cb_resource}/{rid}/delete"
+            requests.post(url, timeout=10).raise_for_status()
+        else:
+            self.api.sb.cb("POST", f"{self.spec.cb_resource}/{rid}/delete")
+
+
+# -- the model ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Rec:
+    side: str
+    id: str | None
+    values: dict[str, Any]
+    ts: float = 0.0
+    deleted: bool = False
+
+
+@dataclass
+class Pair:
+    pid: str
+    crm: Rec | None
+    cb: Rec | None
+    status: str  # new | linked | detached | gone | lonely (never to be created/linked)
+    base: dict[str, Any] | None = None
+    dirty: bool = False
+    uncertain: bool = False
+    seen: dict[str, set[Any]] = field(default_factory=dict)
+    contested: set[str] = field(default_factory=set)
+    deleted_side: str | None = None
+
+    def rec(self, side: str) -> Rec | None:
+        return self.crm if side == CRM else self.cb
+
+    def ids(self) -> set[str]:
+        return {r.id for r in (self.crm, self.cb) if r is not None and r.id}
+
+
+@dataclass(frozen=True)
+class Expected:
+    pid: str
+    field: str
+    winner: str
+
+
+def merge_two_way(
+    policy: str, tie: str, b: Any, c: Any, k: Any, c_ts: float, k_ts: float
+) -> tuple[Any, Any, Any, str | None]:
+    """One two-way field by the mapping's policy: (merged, crm after, cb after, conflict winner)."""
+    if c == k:
+        return c, c, k, None
+    c_changed, k_changed = c != b, k != b
+    conflict = c_changed and k_changed
+    if c_changed and not k_changed:
+        winner = CRM
+    elif k_changed and not c_changed:
+        winner = CB
+    elif c is None:
+        winner = CB  # a blank never overwrites
+    elif k is None or policy == "customcrm_wins":
+        winner = CRM
+    elif policy == "chargebee_wins":
+        winner = CB
+    elif c_ts != k_ts:
+        winner = CRM if c_ts > k_ts else CB
+    else:
+        winner = tie
+    value, other = (c, k) if winner == CRM else (k, c)
+    if value is None:
+        return other, c, k, (winner if conflict else None)
+    return value, value, value, (winner if conflict else None)
+
+
+def merge_one_way(
+    policy: str, tie: str, ro: str, src: str, b: Any, c: Any, k: Any, c_ts: float, k_ts: float
+) -> tuple[Any, Any, Any, str | None]:
+    """A one-way field (``src`` is its source side): the other side's edit is written back
+    (``restore``) or kept (``keep``); a source edit reaches the other side unless it is a
+    blank; both edited is a conflict, audited, decided as for a two-way field, and a win
+    of the other side still yields to ``restore``."""
+    if c == k:
+        return c, c, k, None
+    sv, ov = (k, c) if src == CB else (c, k)
+    s_changed, o_changed = sv != b, ov != b
+    conflict = s_changed and o_changed
+    if s_changed and not o_changed:
+        winner = src
+    elif o_changed and not s_changed:
+        winner = CRM if src == CB else CB
+    else:
+        winner = merge_two_way(policy, tie, b, c, k, c_ts, k_ts)[3] or src
+    if winner == src:
+        new_other = ov if sv is None else sv  # a blank source never blanks the other side
+    elif ro == "restore" and sv is not None:
+        new_other = sv
+    else:
+        new_other = ov  # keep (or a blank source): the other side's edit stays, reported
+    merged = sv if sv is not None else ov
+    c2, k2 = (new_other, sv) if src == CB else (sv, new_other)
+    return merged, c2, k2, (winner if conflict else None)
+
+
+class FlowWorld:
+    def __init__(self, api: Api, store: Any, flow: str, cfg: Config, report: Report) -> None:
+        self.api, self.store, self.cfg, self.report = api, store, cfg, report
+        self.m = load_mapping(flow)
+        self.spec = SPECS[flow]
+        self.fa = FlowApi(api, self.m, self.spec)
+        self.rng = random.Random(cfg.seed * 31 + len(flow))
+        self.pairs: dict[str, Pair] = {}
+        self.recs: dict[tuple[str, str], Rec] = {}  # shared by the pairs of a one-to-many user
+        self.expected_conflicts: list[Expected] = []
+        self.history: list[str] = []
+        self.round = 0
+        self._n = 0
+        self._reported: set[str] = set()
+
+    def fail(self, kind: str, msg: str, once: str | None = None) -> None:
+        if once is not None:
+            if once in self._reported:
+                return
+            self._reported.add(once)
+        self.report.fail(kind, f"{self.m.flow}: {msg}")
+
+    # -- setup -------------------------------------------------------------------------------
+    def adopt_baseline(self) -> None:
+        """After a clean baseline: every link is a pair, and its two records must already agree."""
+        from crmsync.store.schema import link
+        from sqlalchemy import select
+
+        crm, cb = self.fa.all(CRM), self.fa.all(CB)
+        with self.store.connect() as conn:
+            links = conn.execute(
+                select(link.c.crm_id, link.c.cb_id).where(link.c.flow == self.m.flow).order_by(link.c.crm_id)
+            ).all()
+        for ci, ki in links:
+            c = self._rec(CRM, ci, crm[ci])
+            k = self._rec(CB, ki, cb[ki])
+            base = self._agreed(c.values, k.values)
+            pid = self._pid()
+            self.pairs[pid] = Pair(pid, c, k, "linked", base)
+            for f in self.m.fields:
+                if c.values[f.name] != k.values[f.name] and not self._may_differ(f, c.values, k.values):
+                    self.fail(
+                        "lost_edit",
+                        f"baseline {pid} ({ci} ⇄ {ki}) {f.name}: {c.values[f.name]!r} ≠ {k.values[f.name]!r}",
+                    )
+
+    def _may_differ(self, f: MField, c: dict[str, Any], k: dict[str, Any]) -> bool:
+        """A blank never overwrites; a kept read-only edit stays."""
+        if f.direction == "both":
+            return c[f.name] is None or k[f.name] is None
+        return f.read_only_edits == "keep" or k[f.name] is None
+
+    def _agreed(self, c: dict[str, Any], k: dict[str, Any]) -> dict[str, Any]:
+        return {n: (c[n] if c[n] == k[n] else (c[n] if k[n] is None else k[n])) for n in c}
+
+    def _rec(self, side: str, rid: str, raw: dict[str, Any]) -> Rec:
+        key = (side, rid)
+        if key not in self.recs:
+            self.recs[key] = Rec(side, rid, values_of(self.m, side, raw), ts_of(side, raw))
+        return self.recs[key]
+
+    def _pid(self) -> str:
+        self._n += 1
+        return f"{self.m.flow[:2].upper()}{self._n:04d}"
+
+    # -- edits -------------------------------------------------------------------------------
+    def _pairs(self, status: str) -> list[Pair]:
+        out = []
+        for p in self.pairs.values():
+            if p.status != status:
+                continue
+            if status == "linked" and not all(r and r.id and not r.deleted for r in (p.crm, p.cb)):
+                continue
+            out.append(p)
+        return out
+
+    def _mark(self, side: str, rid: str) -> None:
+        for p in self.pairs.values():
+            r = p.rec(side)
+            if r is not None and r.id == rid and p.status in ("linked", "new"):
+                p.dirty = True
+
+    def _apply(self, p: Pair, side: str, values: dict[str, Any]) -> None:
+        r = p.rec(side)
+        assert r is not None and r.id is not None
+        self.history.append(f"round {self.round}: {p.pid} {p.status} {side} {r.id} set {values}")
+        raw = self.fa.update(side, r.id, values)
+        r.ts = ts_of(side, raw)
+        for k, v in values.items():
+            f = self.m.f(k)
+            r.values[k] = canon(f, self.fa.raw_for(f, v, side), side) if v is not None else None
+            for q in self.pairs.values():
+                if q.rec(side) is r:
+                    q.seen.setdefault(k, set()).add(r.values[k])
+        self._mark(side, r.id)
+
+    def edit_round(self) -> None:
+        self.round += 1
+        weights = {
+            "edit": 8.0,
+            "conflict": 2.5 if any(len(s) == 2 for s in self.spec.edit_sides.values()) else 0.0,
+            "blank": 1.0 if self.spec.blankable else 0.0,
+            "delete": 1.0,
+            "create": 1.5 if self.spec.create else 0.0,
+            "survivor_edit": 0.5,
+            **self.spec.weights,
+        }
+        kinds = [k for k, w in weights.items() if w > 0]
+        for _ in range(self.cfg.edits_per_round):
+            kind = self.rng.choices(kinds, [weights[k] for k in kinds])[0]
+            try:
+                done = self._edit(kind)
+            except Exception as exc:
+                raise RuntimeError(
+                    f"{self.m.flow}: edit {kind} failed; last edits:\n" + "\n".join(self.history[-10:])
+                ) from exc
+            if done:
+                self.report.edits[kind] += 1
+
+    def _edit(self, kind: str) -> bool:
+        rng, spec = self.rng, self.spec
+        self._n += 1
+        tag = f"{self.cfg.seed}r{self.round}x{self._n}"
+        if kind == "create":
+            how = rng.choice(sorted(spec.create))
+            raw = spec.create[how](self.api, rng, tag)
+            side = CB if how == CB else CRM
+            rec = self._rec(side, raw["Id"] if side == CRM else raw["id"], raw)
+            pid = self._pid()
+            status = "lonely" if how == "crm_unmatched" else "new"
+            p = Pair(pid, rec if side == CRM else None, rec if side == CB else None, status, dirty=True)
+            self.pairs[pid] = p
+            self.history.append(f"round {self.round}: {pid} create {how} {rec.id} {rec.values}")
+            return True
+        if kind in ("edit", "blank", "conflict"):
+            pool = self._pairs("linked")
+            if self.m.one_to_many:  # one edit per user, whatever the number of its orders
+                pool = list({id(p.crm): p for p in pool}.values())
+            if not pool:
+                return False
+            p = rng.choice(pool)
+            if kind == "conflict":
+                name = rng.choice(sorted(n for n, s in spec.edit_sides.items() if len(s) == 2))
+                a, b = spec.gens[name](rng, tag + "a"), spec.gens[name](rng, tag + "b")
+                first = rng.choice(SIDES)
+                self._apply(p, first, {name: a})
+                if rng.random() < 0.5:
+                    time.sleep(rng.uniform(0.0, 1.1))
+                self._apply(p, CB if first == CRM else CRM, {name: b})
+                return True
+            if kind == "blank":
+                name = rng.choice(spec.blankable)
+                side = rng.choice(spec.edit_sides[name])
+                self._apply(p, side, {name: None})
+                return True
+            name = rng.choice(sorted(spec.edit_sides))
+            side = rng.choice(spec.edit_sides[name])
+            self._apply(p, side, {name: spec.gens[name](rng, tag)})
+            return True
+        if kind == "delete":
+            pool = self._pairs("linked")
+            if not pool:
+                return False
+            p = rng.choice(pool)
+            side = rng.choice(spec.deletes)
+            r = p.rec(side)
+            assert r is not None and r.id is not None
+            self.history.append(f"round {self.round}: {p.pid} {side} {r.id} delete")
+            self.fa.delete(side, r.id)
+            r.deleted = True
+            for q in self.pairs.values():
+                if q.rec(side) is r and q.status == "linked":
+                    q.dirty = True
+            return True
+        if kind == "survivor_edit":
+            pool = [
+                p
+                for p in self._pairs("detached")
+                if any((CRM if p.deleted_side == CB else CB) in s for s in spec.edit_sides.values())
+            ]
+            if not pool:
+                return False
+            p = rng.choice(pool)
+            side = CB if p.deleted_side == CRM else CRM
+            names = sorted(n for n, s in spec.edit_sides.items() if side in s)
+            r = p.rec(side)
+            if not names or r is None or r.deleted or r.id is None:
+                return False
+            name = rng.choice(names)
+            value = spec.gens[name](rng, tag)
+            self.history.append(f"round {self.round}: {p.pid} survivor {side} {r.id} set {name}={value!r}")
+            raw = self.fa.update(side, r.id, {name: value})
+            r.values = values_of(self.m, side, raw)
+            r.ts = ts_of(side, raw)
+            return True
+        raise ValueError(kind)
+
+    # -- model transitions at a run --------------------------------------------------------------
+    def settle(self, out: RunOutcome) -> None:
+        self.report.runs += 1
+        if not out.finished:
+            self.report.runs_not_synced += 1
+        self.expected_conflicts = []
+        unlinks: list[Pair] = []
+        for p in self.pairs.values():
+            if p.status in ("gone", "lonely", "detached"):
+                p.dirty = False
+                continue
+            if not (p.dirty or p.status == "new"):
+                continue
+            if not out.finished or p.ids() & out.bad_ids:
+                p.uncertain = True
+                continue
+            if p.status == "new":
+                self._settle_new(p)
+            elif (p.crm and p.crm.deleted) or (p.cb and p.cb.deleted):
+                both = bool(p.crm and p.crm.deleted and p.cb and p.cb.deleted)
+                p.status = "gone" if both else "detached"
+                p.deleted_side = CRM if p.crm and p.crm.deleted else CB
+                if not p.uncertain:
+                    unlinks.append(p)
+            else:
+                self._merge(p)
+            p.dirty = False
+        crm, cb = self.fa.all(CRM), self.fa.all(CB)
+        self._resolve_ids(crm, cb)
+        self.check(out, crm, cb, unlinks)
+
+    def _settle_new(self, p: Pair) -> None:
+        src = p.crm if p.crm is not None else p.cb
+        assert src is not None
+        if src.deleted:
+            p.status = "gone"
+            return
+        other_side = CB if src.side == CRM else CRM
+        values = dict(src.values)
+        other = Rec(other_side, None, values)
+        if other_side == CB:
+            p.cb = other
+        else:
+            p.crm = other
+        p.base = dict(values)
+        p.status = "linked"
+
+    def _merge(self, p: Pair) -> None:
+        assert p.crm and p.cb and p.base is not None
+        merged: dict[str, Any] = {}
+        for f in self.m.fields:
+            n = f.name
+            b, c, k = p.base.get(n), p.crm.values[n], p.cb.values[n]
+            src = f.source()
+            if src is None:
+                if c != k and c != b and k != b:
+                    p.contested.add(n)
+                m, c2, k2, winner = merge_two_way(self.m.policy, self.m.tie, b, c, k, p.crm.ts, p.cb.ts)
+                if winner and not p.uncertain:
+                    self.expected_conflicts.append(Expected(p.pid, n, winner))
+            else:
+                m, c2, k2, winner = merge_one_way(
+                    self.m.policy, self.m.tie, f.read_only_edits, src, b, c, k, p.crm.ts, p.cb.ts
+                )
+                if winner and not p.uncertain:
+                    self.expected_conflicts.append(Expected(p.pid, n, winner))
+            merged[n], p.crm.values[n], p.cb.values[n] = m, c2, k2
+        p.base = merged
+
+    def _resolve_ids(self, crm: dict[str, Any], cb: dict[str, Any]) -> None:
+        key = self.m.match_key
+        for p in self.pairs.values():
+            if p.status != "linked":
+                continue
+            for side, recs in ((CRM, crm), (CB, cb)):
+                r = p.rec(side)
+                assert r is not None
+                if r.id:
+                    continue
+                want = r.values[key]
+                found = [i for i, x in recs.items() if is_live(x) and values_of(self.m, side, x)[key] == want]
+                if len(found) == 1:
+                    r.id = found[0]
+                    self.recs[(side, r.id)] = r
+                    # a blank the target system filled with its default at create (an item's
+                    # external_name defaults to its name): that value is an edit of the created
+                    # side, and flows back to the source by the next run
+                    actual = values_of(self.m, side, recs[r.id])
+                    for n, v in actual.items():
+                        if r.values[n] is None and v is not None:
+                            r.values[n] = v
+                            p.dirty = True
+                elif not found:
+                    self.fail(
+                        "lost_edit",
+                        f"{p.pid}: no {side} record with {key}={want!r} after a sync (create lost)",
+                    )
+                    p.status = "gone"
+
+    # -- checks ----------------------------------------------------------------------------------
+    def check(self, out: RunOutcome, crm: dict[str, Any], cb: dict[str, Any], unlinks: list[Pair]) -> None:
+        from crmsync.store.schema import audit, link, quarantine
+        from sqlalchemy import select
+
+        r, m = self.report, self.m
+        rnd = f"round {self.round} run {out.run_id}"
+        was_uncertain = {p.pid for p in self.pairs.values() if p.uncertain}
+        # 1. duplicates by match key among live records
+        for side, recs in ((CRM, crm), (CB, cb)):
+            if side == CB and not self.spec.cb_key_unique:
+                continue
+            by: dict[Any, list[str]] = {}
+            for i, x in sorted(recs.items()):
+                v = values_of(m, side, x)[m.match_key]
+                if is_live(x) and v is not None:
+                    by.setdefault(v, []).append(i)
+            for v, ids in by.items():
+                if len(ids) > 1:
+                    self.fail(
+                        "duplicate",
+                        f"{rnd}: {side} has {len(ids)} live records with {m.match_key}={v!r}: {ids}",
+                        once=f"dup {side} {v}",
+                    )
+        # 2. values of settled pairs
+        for p in self.pairs.values():
+            if not p.dirty:
+                self._check_pair(p, crm, cb, rnd)
+        # 3. links
+        with self.store.connect() as conn:
+            links = conn.execute(select(link.c.crm_id, link.c.cb_id).where(link.c.flow == m.flow)).all()
+            audits = conn.execute(
+                select(audit.c.kind, audit.c.crm_id, audit.c.cb_id, audit.c.field, audit.c.detail).where(
+                    audit.c.flow == m.flow, audit.c.run_id == out.run_id
+                )
+            ).all()
+            held = conn.execute(
+                select(
+                    quarantine.c.side, quarantine.c.record_id, quarantine.c.reason, quarantine.c.kind
+                ).where(quarantine.c.flow == m.flow)
+            ).all()
+        counts = Counter(k for _, k in links)
+        if not m.one_to_many:
+            counts += Counter(c for c, _ in links)
+        for ident, n in counts.items():
+            if n > 1:
+                self.fail("link", f"{rnd}: {ident} is in {n} links", once=f"link {ident}")
+        pairs = set(links)
+        linked_ids = {x for pair in links for x in pair}
+        for p in self.pairs.values():
+            pair_ids = (p.crm.id if p.crm else None, p.cb.id if p.cb else None)
+            if p.status == "linked" and not p.dirty and all(pair_ids) and pair_ids not in pairs:
+                self.fail("link", f"{rnd}: {p.pid} {pair_ids} is not linked")
+            if (
+                p.status in ("detached", "gone")
+                and not p.dirty
+                and (p.crm and p.cb and (p.crm.id, p.cb.id) in pairs)
+            ):
+                self.fail(
+                    "link",
+                    f"{rnd}: {p.pid} deleted on {p.deleted_side} but still linked",
+                    once=f"unl {p.pid}",
+                )
+            if p.status == "lonely" and p.ids() & linked_ids:
+                self.fail(
+                    "link",
+                    f"{rnd}: {p.pid} {sorted(p.ids())} names nothing yet is linked",
+                    once=f"lonely {p.pid}",
+                )
+        # 4. conflicts
+        audited: dict[tuple[Any, Any, Any], Any] = {}
+        for kind, crm_id, cb_id, fname, detail in audits:
+            if kind == "conflict":
+                audited[(crm_id, cb_id, fname)] = json.loads(detail).get("winner")
+        r.conflicts_audited += len(audited)
+        for e in self.expected_conflicts:
+            p = self.pairs[e.pid]
+            assert p.crm and p.cb
+            r.conflicts_expected += 1
+            hit = [
+                w for (ci, ki, fn), w in audited.items() if fn == e.field and ci == p.crm.id and ki == p.cb.id
+            ]
+            if not hit:
+                self.fail(
+                    "conflict_not_audited",
+                    f"{rnd}: {e.pid} field {e.field} (winner {e.winner}) not in crmsync_audit",
+                )
+            elif hit[0] != e.winner:
+                self.fail(
+                    "lost_edit",
+                    f"{rnd}: {e.pid} field {e.field}: audited winner {hit[0]}, policy says {e.winner}",
+                )
+        wanted = {(e.pid, e.field) for e in self.expected_conflicts}
+        certain = {
+            (p.crm.id, p.cb.id): p
+            for p in self.pairs.values()
+            if p.status == "linked" and not p.dirty and p.pid not in was_uncertain and p.crm and p.cb
+        }
+        names = {f.name for f in m.fields}
+        for (ci, ki, fname), _w in audited.items():
+            q = certain.get((ci, ki))
+            if q is not None and fname in names and (q.pid, fname) not in wanted:
+                self.fail(
+                    "unexpected_conflict",
+                    f"{rnd}: {q.pid} field {fname} audited as a conflict; the policy sees none",
+                )
+        for p in unlinks:
+            if not any(k == "unlink" and (ci in p.ids() or ki in p.ids()) for k, ci, ki, _, _ in audits):
+                self.fail("conflict_not_audited", f"{rnd}: unlink of {p.pid} {sorted(p.ids())} not audited")
+        # 5. quarantine
+        r.quarantined = len(held)
+        r.quarantined_kinds = Counter(kind for *_, kind in held)
+        for side, rid, reason, _kind in held:
+            if not (reason or "").strip():
+                self.fail("quarantine", f"{rnd}: {side} {rid} is held with no reason")
+        # 6. a side the sync may not create on gets no record from a lonely or new one
+        for p in self.pairs.values():
+            if p.status != "lonely":
+                continue
+            src = p.crm or p.cb
+            assert src is not None
+            other, recs = (CB, cb) if src.side == CRM else (CRM, crm)
+            key = src.values[m.match_key]
+            twins = [i for i, x in recs.items() if is_live(x) and values_of(m, other, x)[m.match_key] == key]
+            if twins and other == CB and self.spec.cb_key_unique:
+                self.fail(
+                    "duplicate",
+                    f"{rnd}: {p.pid} made {other} records {twins} (the flow never creates there)",
+                    once=f"tw {p.pid}",
+                )
+
+    def _check_pair(self, p: Pair, crm: dict[str, Any], cb: dict[str, Any], rnd: str) -> None:
+        m = self.m
+        if p.status == "detached":
+            dead, alive = (p.crm, p.cb) if p.deleted_side == CRM else (p.cb, p.crm)
+            assert dead and alive
+            recs_dead, recs_alive = (crm, cb) if p.deleted_side == CRM else (cb, crm)
+            alive_side = CB if p.deleted_side == CRM else CRM
+            if dead.id and dead.id in recs_dead and is_live(recs_dead[dead.id]):
+                self.fail(
+                    "lost_edit",
+                    f"{rnd}: {p.pid}: deleted {p.deleted_side} record {dead.id} is live again",
+                    once=f"live {p.pid}",
+                )
+            if alive.id not in recs_alive:
+                self.fail("lost_edit", f"{rnd}: {p.pid}: survivor {alive.id} is gone", once=f"gone {p.pid}")
+                return
+            actual = values_of(m, alive_side, recs_alive[alive.id])
+            if not is_live(recs_alive[alive.id]):
+                if not alive.deleted:
+                    self.fail(
+                        "lost_edit", f"{rnd}: {p.pid}: survivor {alive.id} was deleted", once=f"gone {p.pid}"
+                    )
+                return
+            key = actual[m.match_key]
+            dead_side = p.deleted_side or CRM
+            twins = [
+                i
+                for i, x in recs_dead.items()
+                if i != dead.id
+                and is_live(x)
+                and values_of(m, dead_side, x)[m.match_key] == key
+                and key is not None
+            ]
+            if twins and (dead_side == CRM or self.spec.cb_key_unique) and not m.one_to_many:
+                self.fail(
+                    "lost_edit",
+                    f"{rnd}: {p.pid}: deleted in {dead_side} (policy unlink), re-created there: {twins}",
+                    once=f"tw {p.pid}",
+                )
+            if not p.uncertain:
+                for n, want in alive.values.items():
+                    if actual[n] != want:
+                        self.fail(
+                            "lost_edit",
+                            f"{rnd}: {p.pid} survivor {alive.id} {n}={actual[n]!r}, expected {want!r}",
+                        )
+            alive.values = actual
+            p.uncertain = False
+            p.seen, p.contested = {}, set()
+            return
+        if p.status != "linked":
+            return
+        assert p.crm and p.cb and p.base is not None
+        if not (p.crm.id and p.cb.id) or p.crm.id not in crm or p.cb.id not in cb:
+            return
+        ac, ak = values_of(m, CRM, crm[p.crm.id]), values_of(m, CB, cb[p.cb.id])
+        for f in m.fields:
+            n = f.name
+            want_c, want_k = p.crm.values[n], p.cb.values[n]
+            got_c, got_k = ac[n], ak[n]
+            if (got_c, got_k) == (want_c, want_k):
+                continue
+            if p.uncertain and self._plausible(p, f, got_c, got_k):
+                continue
+            self.fail(
+                "lost_edit",
+                f"{rnd}: {p.pid} ({p.crm.id} ⇄ {p.cb.id}) {n}: customcrm={got_c!r} chargebee={got_k!r}, "
+                f"expected customcrm={want_c!r} chargebee={want_k!r}"
+                + (" (window spanned a failed run)" if p.uncertain else "")
+                + "\n  "
+                + "\n  ".join(h for h in self.history if f" {p.pid} " in h or (p.crm.id and p.crm.id in h)),
+            )
+        p.crm.values, p.cb.values = ac, ak
+        p.crm.ts, p.cb.ts = ts_of(CRM, crm[p.crm.id]), ts_of(CB, cb[p.cb.id])
+        p.base = self._agreed(ac, ak)
+        p.uncertain = False
+        p.seen, p.contested = {}, set()
+
+    def _plausible(self, p: Pair, f: MField, got_c: Any, got_k: Any) -> bool:
+        assert p.crm and p.cb and p.base is not None
+        n = f.name
+        want_c, want_k = p.crm.values[n], p.cb.values[n]
+        if n not in p.contested and want_c == want_k and want_c is not None:
+            return False  # a one-sided edit must have arrived, failed runs or not
+        seen = p.seen.get(n, set()) | {p.base.get(n), want_c, want_k}
+        if got_c == got_k:
+            return got_c in seen
+        return (got_c is None and got_k in seen) or (got_k is None and got_c in seen)
+
+    def all_settled(self) -> bool:
+        return not any(p.dirty or p.uncertain or p.status == "new" for p in self.pairs.values())
+
+    def explain(self, p: Pair) -> str:
+        return f"{p.pid} status={p.status} ids={sorted(p.ids())} uncertain={p.uncertain}\n  " + "\n  ".join(
+            h for h in self.history if f" {p.pid} " in h
+        )
+
+
+# -- runs ----------------------------------------------------------------------------------------
+
+
+def flow_outcome(
+    store: Any, flow: str, run_id: str, summary: dict[str, Any] | None, killed: bool = False
+) -> RunOutcome:
+    from crmsync.store.schema import plan, run
+    from sqlalchemy import select
+
+    bad: set[str] = set()
+    with store.connect() as conn:
+        status = conn.execute(select(run.c.status).where(run.c.run_id == run_id, run.c.flow == flow)).scalar()
+        for row in conn.execute(
+            select(plan.c.action, plan.c.crm_id, plan.c.cb_id, plan.c.crm_status, plan.c.cb_status).where(
+                plan.c.run_id == run_id, plan.c.flow == flow
+            )
+        ):
+            statuses = {row.crm_status, row.cb_status} - {None, "done"}
+            if statuses or row.action in ("quarantine", "wait"):
+                bad.update(x for x in (row.crm_id, row.cb_id) if x)
+    return RunOutcome(run_id, status == "finished", bad, summary, killed)
+
+
+def _step(m: Mapping, name: str, run_id: str, side: str | None, params: dict[str, Any]) -> None:
+    from crmsync.flows.tasks import run_step
+
+    kwargs: dict[str, Any] = {"run_id": run_id, "params": params}
+    if side:
+        kwargs["side"] = side
+    run_step(name, str(m.path), **kwargs)
+
+
+def _kill(call: str, when: Callable[[float], bool]) -> bool:
+    """Run ``crmsync.flows.tasks.<call>`` in a subprocess; SIGKILL it once ``when()`` holds
+    (called with the seconds since the task module was imported). True when it was killed."""
+    code = f"from crmsync.flows.tasks import run_step\nprint('go', flush=True)\n{call}\n"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code],
+        env=os.environ.copy(),
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        proc.stdout.readline()  # "go": imports done, the task starts now
+        started = time.monotonic()
+        deadline = time.monotonic() + 60
+        while proc.poll() is None and time.monotonic() < deadline:
+            if when(time.monotonic() - started):
+                os.kill(proc.pid, signal.SIGKILL)
+                break
+            time.sleep(0.01)
+    finally:
+        proc.wait(timeout=60)
+        if proc.stdout is not None:
+            proc.stdout.close()
+    return proc.returncode == -signal.SIGKILL
+
+
+def flow_run_with_kill(
+    api: Api, store: Any, m: Mapping, run_id: str, rng: random.Random, params: dict[str, Any], report: Report
+) -> RunOutcome:
+    """The task callables in DAG order; the upsert of a side this flow writes is SIGKILLed
+    in a subprocess after a random number of its writes, then rerun (Airflow's retry)."""
+    from crmsync.flows.runner import read_summary
+
+    killed = False
+    try:
+        _step(m, "extract", run_id, CRM, params)
+        _step(m, "extract", run_id, CB, params)
+        _step(m, "transform", run_id, None, params)
+        ok = True
+    except Exception:
+        ok = False
+    if ok and SPECS[m.flow].kill_step == "upsert":
+        writable = [s for s in SIDES if not (s == CB and m.flow in READ_ONLY_CB)]
+        victim = rng.choice(writable)
+        after = rng.randint(1, 2)
+        start = api.writes(victim)
+        report.kill_attempts += 1
+        killed = _kill(
+            f"run_step('upsert', {str(m.path)!r}, side={victim!r}, run_id={run_id!r}, params={params!r})",
+            lambda _s: api.writes(victim) - start >= after,
+        )
+        report.kills += killed
+        for side in (victim, CRM if victim == CB else CB):
+            # the retry of the victim, then the other side; a failure (error budget) is
+            # a failed task, and update_links still runs (trigger rule all_done)
+            with contextlib.suppress(Exception):
+                _step(m, "upsert", run_id, side, params)
+    elif ok:
+        # a flow that writes nothing through the APIs (user_order): its writes are the
+        # link store's, so update_links is killed, a random moment after it started work
+        for side in SIDES:
+            with contextlib.suppress(Exception):
+                _step(m, "upsert", run_id, side, params)
+        report.kill_attempts += 1
+        delay = rng.uniform(0.0, 0.25)
+        killed = _kill(
+            f"run_step('update_links', {str(m.path)!r}, run_id={run_id!r}, params={params!r})",
+            lambda seconds: seconds >= delay,
+        )
+        report.kills += killed
+    with contextlib.suppress(Exception):
+        _step(m, "update_links", run_id, None, params)
+    return flow_outcome(store, m.flow, run_id, read_summary(run_id, m.flow), killed)
+
+
+def run_flow_chaos(
+    api: Api,
+    store: Any,
+    dags: dict[str, Any],
+    flow: str,
+    cfg: Config,
+    *,
+    log: Callable[[str], None] = lambda s: None,
+) -> Report:
+    """Prerequisite flows and a baseline sync, ``cfg.rounds`` faulty rounds, clean runs, an idle run."""
+    from crmsync.flows.runner import run_flow
+
+    report = Report(cfg.seed, flow=flow)
+    conf = {"approve_large_change": True}
+    api.set_faults(None)
+    spec = SPECS[flow]
+    for pre in spec.prereq:
+        assert run_flow(dags[pre], conf).ok, f"prerequisite {pre} failed"
+    for _ in range(2):  # a record created by the first run takes the values its new side assigned
+        first = run_flow(dags[flow], conf)
+        assert first.ok, f"baseline run of {flow} failed: {first.failed_tasks}"
+    world = FlowWorld(api, store, flow, cfg, report)
+    world.adopt_baseline()
+    log(f"{flow} baseline: {len(world.pairs)} linked pairs")
+    cb_writes_before = api.writes(CB)
+    rng = random.Random(cfg.seed * 7919 + len(flow))
+    for i in range(1, cfg.rounds + 1):
+        world.edit_round()
+        kill = i in cfg.kill_rounds
+        faults = {"seed": cfg.seed * 1000 + i, **cfg.faults, **spec.faults}
+        if kill:
+            faults["latency_ms"] = max(int(faults.get("latency_ms", 0)), cfg.kill_latency_ms)
+        api.set_faults(faults)
+        try:
+            if kill:
+                out = flow_run_with_kill(
+                    api, store, world.m, f"manual__chaos_{flow}_{cfg.seed}_{i}", rng, conf, report
+                )
+            else:
+                fr = run_flow(dags[flow], conf)
+                out = flow_outcome(store, flow, fr.run_id, fr.summary)
+        finally:
+            report.faults.update(api.injected())
+            api.set_faults(None)
+        report.rounds += 1
+        world.settle(out)
+        log(
+            f"{flow} round {i}: {'KILL ' if out.killed else ''}finished={out.finished} "
+            f"held={len(out.bad_ids)} violations={len(report.violations)}"
+        )
+    started = time.monotonic()
+    for j in range(1, cfg.clean_runs + 1):
+        fr = run_flow(dags[flow], conf)
+        world.settle(flow_outcome(store, flow, fr.run_id, fr.summary))
+        report.converge_runs = j
+        if world.all_settled():
+            report.converge_seconds = time.monotonic() - started
+            break
+    for p in [p for p in world.pairs.values() if p.dirty or p.uncertain or p.status == "new"][:5]:
+        world.fail("lost_edit", f"not converged after {cfg.clean_runs} clean runs: {world.explain(p)}")
+    before = api.writes(CRM) + api.writes(CB)
+    run_flow(dags[flow], conf)
+    report.idle_writes = api.writes(CRM) + api.writes(CB) - before
+    if flow in READ_ONLY_CB and api.writes(CB) != cb_writes_before:
+        world.fail("read_only", f"{api.writes(CB) - cb_writes_before} writes reached Chargebee's API")
+    report.seen_429 = api.status_count("429")
+    return report
