@@ -182,6 +182,7 @@ def transform(mapping: FlowMapping, run_id: str, params: dict[str, Any], repo: A
     """Map, match, merge and decide: one plan row per record pair (see flows/transform.py)."""
     from crmsync.flows.transform import build_plan
 
+    repo.refresh_statistics()
     counts = build_plan(mapping, run_id, params, repo)
     if counts is not None:
         _circuit_breaker(mapping, run_id, params, repo)
