@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 import traceback
@@ -68,6 +69,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", default=None, help="keep temp files here (default: a new temp dir)")
     parser.add_argument("--keep", action="store_true", help="do not delete the work dir")
     parser.add_argument("--markdown", action="store_true", help="print the last saved results as Markdown")
+    parser.add_argument(
+        "--pg-url",
+        default=os.environ.get("CRMSYNC_BENCH_PG_URL"),
+        help="linkstore: a scratch PostgreSQL database (SQLAlchemy URL) also to measure; its link-store "
+        "tables are dropped and re-created (default: $CRMSYNC_BENCH_PG_URL)",
+    )
     args = parser.parse_args(argv)
     tag = "-large" if args.large else ""
     if args.markdown:
@@ -77,6 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [n for n in names if n not in ORDER]
     if unknown:
         parser.error(f"unknown benchmark(s) {', '.join(unknown)}; choose from {', '.join(ORDER)}")
+    if args.pg_url:
+        os.environ["CRMSYNC_BENCH_PG_URL"] = args.pg_url
     env = setup_env(args.flow, args.large, args.workdir, args.keep)
     from bench.flows import Flow
 
@@ -86,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for name in names:
             t0 = time.monotonic()
+            load_before = os.getloadavg()
             print(
                 f"\nbench: running {name} ({'large' if args.large else 'default'} sizes, flow {args.flow})",
                 flush=True,
@@ -97,6 +107,13 @@ def main(argv: list[str] | None = None) -> int:
                 failed.append(name)
                 continue
             result.seconds = time.monotonic() - t0
+            load_after = os.getloadavg()
+            result.data["loadavg"] = {"before": load_before, "after": load_after, "cpus": os.cpu_count()}
+            result.notes.append(
+                f"load average (1 min) {load_before[0]:.2f} before, {load_after[0]:.2f} after, on "
+                f"{os.cpu_count()} CPUs (it counts this benchmark's own processes too; see RESULTS.md "
+                "for other jobs on the machine)"
+            )
             print_result(result)
             save_result(result, tag)
     finally:

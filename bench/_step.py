@@ -1,7 +1,8 @@
 """``python -m bench._step STEP MAPPING [--side S] --run-id R [--params JSON]``.
 
 Runs one task callable of a flow (``crmsync.flows.tasks.run_step``) the way an Airflow
-worker does, in a process of its own, and prints one JSON line: the seconds the callable
+worker does, in a process of its own (with the rate budget shared through the link store, as
+inside a task), and prints one JSON line: the seconds the callable
 took and the peak RSS of this process. ``STEP`` ``baseline`` does everything a task does
 before its work (imports, mapping, link store check, hooks) and nothing else: the
 constant part of every task's memory. Peak RSS is ``VmHWM`` (see :func:`_vm_hwm_kb`).
@@ -35,7 +36,12 @@ def main() -> None:
         import crmsync.hooks.customcrm
         import crmsync.store.repository  # noqa: F401
         from crmsync.flows import tasks
+        from crmsync.hooks.budget import use_shared_budget
 
+        # Inside an Airflow task the hooks lease their rate budget from the link store, so
+        # every task of every flow shares one budget per site (crmsync.hooks.budget); this
+        # process is not inside a task, so it opts in the same way.
+        use_shared_budget()
         started = time.perf_counter()
         if args.step == "baseline":
             mapping = tasks._mapping(args.mapping)

@@ -54,7 +54,7 @@ def _run(
 
 
 def run(env: BenchEnv, flow: Flow) -> Result:
-    n = 10_000 if env.large else 1_000
+    n = 50_000 if env.large else 5_000
     res = Result(NAME, TITLE)
     env.fresh_db()
     ds = generate(flow, n)

@@ -12,8 +12,9 @@ them); then a run stages S records the way extract does (``Repository.stage``, p
 
 Every SQL statement sent to the store is counted (SQLAlchemy ``before_cursor_execute``).
 Set-based code sends a statement per batch (records / 500), not one per record.
-SQLite is the embedded default; PostgreSQL runs too when ``CRMSYNC_PG_URL`` is set
-(in a scratch database created and dropped here).
+SQLite is the embedded default; PostgreSQL runs too with ``--pg-url`` (a scratch database
+whose link-store tables are dropped and re-created) or when ``CRMSYNC_PG_URL`` is set (a
+database created next to it and dropped at the end).
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ from bench.flows import Flow, mapping_copy
 NAME = "linkstore"
 TITLE = "Link store at scale (100,000 links): seconds per 10,000 records, statements per record"
 LINKS = 100_000
+#: (store, seconds, SQL) of the slowest statements of each store
+SLOWEST: list[list[Any]] = []
 
 
 class Counter:
@@ -40,11 +43,22 @@ class Counter:
 
         self.statements = 0
         self.commits = 0
+        #: (seconds, first 200 characters of the SQL) of the slowest statements seen
+        self.slowest: list[tuple[float, str]] = []
+        self._started: dict[int, float] = {}
         event.listen(engine, "before_cursor_execute", self._stmt)
+        event.listen(engine, "after_cursor_execute", self._done)
         event.listen(engine, "commit", self._commit)
 
-    def _stmt(self, *a: Any) -> None:
+    def _stmt(self, conn: Any, cursor: Any, statement: str, *a: Any) -> None:
         self.statements += 1
+        self._started[id(cursor)] = time.perf_counter()
+
+    def _done(self, conn: Any, cursor: Any, statement: str, *a: Any) -> None:
+        started = self._started.pop(id(cursor), None)
+        if started is not None:
+            self.slowest.append((time.perf_counter() - started, " ".join(statement.split())[:200]))
+            self.slowest = sorted(self.slowest, reverse=True)[:5]
 
     def _commit(self, *a: Any) -> None:
         self.commits += 1
@@ -264,23 +278,50 @@ def _backend(env: BenchEnv, flow: Flow, label: str, mapping_file: Any, staged: i
         )
     rows.append([label, f"(links after the run: {n_links:,})", None, None, None, None, None, None])
     repo.engine.dispose()
+    SLOWEST.extend([label, seconds, sql] for seconds, sql in counter.slowest)
+    for seconds, sql in counter.slowest:
+        print(f"bench: linkstore {label} slow statement {seconds:.2f} s: {sql}", flush=True)
     return rows
+
+
+def _drop_store_tables(engine: Any) -> None:
+    """Drop the link store's tables and its version table (a scratch database starts empty)."""
+    from crmsync.store.migrate import VERSION_TABLE
+    from crmsync.store.schema import metadata
+    from sqlalchemy import text
+
+    metadata.drop_all(engine)
+    with engine.begin() as conn:
+        conn.execute(text(f'DROP TABLE IF EXISTS "{VERSION_TABLE}"'))
 
 
 @contextmanager
 def _postgres(env: BenchEnv, flow: Flow) -> Iterator[Any]:
-    """A scratch PostgreSQL database with the link store migrated; yields its mapping file."""
+    """A scratch PostgreSQL database with the link store migrated; yields its mapping file.
+
+    With ``CRMSYNC_BENCH_PG_URL`` (``--pg-url``) that database is used as it is: the link
+    store's tables in it are dropped before and after (never point it at a real store).
+    Otherwise a database is created next to ``CRMSYNC_PG_URL``'s and dropped at the end.
+    """
     from crmsync.store.migrate import upgrade
     from sqlalchemy import create_engine, text
     from sqlalchemy.engine import make_url
 
-    url = make_url(os.environ["CRMSYNC_PG_URL"])
-    name = f"crmsync_bench_{os.getpid()}"
-    admin = create_engine(url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    given = os.environ.get("CRMSYNC_BENCH_PG_URL")
+    admin = None
+    if given:
+        url = make_url(given)
+        name = str(url.database)
+    else:
+        url = make_url(os.environ["CRMSYNC_PG_URL"])
+        name = f"crmsync_bench_{os.getpid()}"
+        admin = create_engine(url, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
     scratch = create_engine(url.set(database=name))
     try:
+        if given:
+            _drop_store_tables(scratch)
         upgrade(scratch)
         scratch.dispose()
         os.environ["AIRFLOW_CONN_CRMSYNC_BENCH_PG"] = json.dumps(
@@ -300,10 +341,14 @@ def _postgres(env: BenchEnv, flow: Flow) -> Iterator[Any]:
         from crmsync.store.engine import store_engine
 
         store_engine.cache_clear()
-        scratch.dispose()
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+        if admin is None:
+            _drop_store_tables(scratch)
+            scratch.dispose()
+        else:
+            scratch.dispose()
+            with admin.connect() as conn:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            admin.dispose()
 
 
 def run(env: BenchEnv, flow: Flow) -> Result:
@@ -313,12 +358,12 @@ def run(env: BenchEnv, flow: Flow) -> Result:
     res = Result(NAME, TITLE)
     env.fresh_db()
     rows = _backend(env, flow, "SQLite", flow.mapping_file, staged)
-    if os.environ.get("CRMSYNC_PG_URL"):
+    if os.environ.get("CRMSYNC_BENCH_PG_URL") or os.environ.get("CRMSYNC_PG_URL"):
         with _postgres(env, flow) as mapping_file:
             rows += _backend(env, flow, "PostgreSQL", mapping_file, staged)
     else:
         res.notes.append(
-            "PostgreSQL skipped: set CRMSYNC_PG_URL (e.g. `bash scripts/ci_postgres.sh`) to include it"
+            "PostgreSQL skipped: pass --pg-url (a scratch database) or set CRMSYNC_PG_URL to include it"
         )
     res.table(
         f"{LINKS:,} existing links, {staged:,} staged records "
@@ -335,6 +380,7 @@ def run(env: BenchEnv, flow: Flow) -> Result:
         ],
         rows,
     )
+    res.table("Slowest statements per store", ["store", "seconds", "SQL (start)"], SLOWEST)
     for r in rows:
         if r[2] is None:
             continue
