@@ -42,7 +42,12 @@ CHARGEBEE_CONN_FIELDS: dict[str, dict[str, Any]] = {
         "Requests per minute for this site, shared by every flow in a worker "
         "(150 on test sites and Starter, 1000 Performance, 3500 Enterprise).",
     ),
-    "max_workers": _int_field("Max workers", 4, "Threads a task may use against this site."),
+    "max_workers": _int_field(
+        "Max workers",
+        None,
+        "Threads a task may use against this site; empty: enough to fill the rate limit "
+        "at 0.5 s per request (4 to 32).",
+    ),
     "timeout": _int_field("Timeout (s)", 30, "Read timeout per request; connect timeout is min(10, this)."),
 }
 

@@ -17,6 +17,8 @@ from crmsync.hooks.chargebee import ChargebeeHook
         ({"rate_limit_per_minute": 100_000}, 32),  # capped
         ({"rate_limit_per_minute": 0}, 4),  # no limit: nothing to fill
         ({"rate_limit_per_minute": 3500, "max_workers": 6}, 6),  # explicit wins
+        ({"rate_limit_per_minute": 1000, "max_workers": None}, 9),  # the form's empty field
+        ({"rate_limit_per_minute": 1000, "extra__chargebee__max_workers": ""}, 9),
     ],
 )
 def test_chargebee_workers_follow_the_budget(make_conn: Any, extra: dict[str, Any], workers: int) -> None:
