@@ -111,7 +111,13 @@ def merge(
 
         value = c if winner is Side.CUSTOMCRM else k
         loser = winner.other
-        if value is None and not f.empty_overwrites:
+        # A blank on the side a one-way field does not flow from is an edit like any other
+        # there: with read_only_edits restore the source's value is written back (below).
+        restore_blank = (
+            not f.direction.writes(loser)
+            and (f.read_only_edits or mapping.read_only_edits) is ReadOnlyEdits.RESTORE
+        )
+        if value is None and not f.empty_overwrites and not restore_blank:
             # The winner blanked the field: keep the loser's value as the merged value
             # and leave the blanked side as it is.
             kept = k if winner is Side.CUSTOMCRM else c

@@ -118,6 +118,28 @@ def test_one_way_field_reverts_edits_on_the_non_source_side() -> None:
     assert r.notes[0].kind == "reverted_read_only"
 
 
+def test_one_way_field_blanked_on_the_non_source_side_is_restored() -> None:
+    """A Customcrm order whose Total is blank (made in Customcrm, or blanked there) takes
+    Chargebee's total: the blank is a read-only edit, not a blank to keep."""
+    fields = [
+        {"name": "email", "customcrm": "Email", "chargebee": "email"},
+        {"name": "a", "customcrm": "A", "chargebee": "first_name", "direction": "to_customcrm"},
+    ]
+    r = merge(
+        mapping(fields=fields), {"email": "e", "a": "1"}, {"email": "e", "a": None}, {"email": "e", "a": "1"}
+    )
+    assert r.to_customcrm == {"a": "1"} and not r.to_chargebee
+    assert [n.kind for n in r.notes] == ["reverted_read_only"]
+    # keep: the blank stays (reported); a blank on the source side never blanks the other
+    keep = mapping(fields=fields, read_only_edits="keep")
+    r = merge(keep, {"email": "e", "a": "1"}, {"email": "e", "a": None}, {"email": "e", "a": "1"})
+    assert not r.writes and [n.kind for n in r.notes] == ["blank_ignored"]
+    r = merge(
+        mapping(fields=fields), {"email": "e", "a": "1"}, {"email": "e", "a": "1"}, {"email": "e", "a": None}
+    )
+    assert not r.writes and [n.kind for n in r.notes] == ["blank_ignored"]
+
+
 values = st.one_of(st.none(), st.sampled_from(["x", "y", "z"]))
 records = st.fixed_dictionaries({"email": st.just("e@x.io"), **{f: values for f in FIELDS}})
 
