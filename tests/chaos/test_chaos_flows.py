@@ -28,7 +28,12 @@ def test_flow_chaos_converges_with_nothing_lost_or_duplicated(flow, dags, store,
     cfg = Config(seed=SEED, rounds=2, edits_per_round=10, kill_rounds=(2,), clean_runs=2)
     report = run_flow_chaos(Api(sandboxes), store, dags, flow, cfg)
     with capsys.disabled():
-        print("\n" + table([report]))
+        print(
+            "\n"
+            + table([report])
+            + "\nedits: "
+            + ", ".join(f"{k} {n}" for k, n in sorted(report.edits.items()))
+        )
     assert report.violations == [], "\n".join(report.violations)
     assert sum(report.edits.values()) >= 12
     assert sum(report.faults.values()) > 0, report.faults
