@@ -150,7 +150,7 @@ def main() -> int:
     )
     parser.add_argument("--all-flows", action="store_true", help="every flow (the default)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--rounds", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--edits", type=int, default=25, help="edits per round (contact_customer)")
     parser.add_argument(
         "--flow-edits", type=int, default=12, help="edits per round for the other flows (less seed data)"

@@ -727,10 +727,10 @@ class FlowWorld:
                     )
 
     def _may_differ(self, f: MField, c: dict[str, Any], k: dict[str, Any]) -> bool:
-        """A blank never overwrites; a kept read-only edit stays."""
+        """A blank never overwrites; a kept read-only edit stays; a blank source fills nothing."""
         if f.direction == "both":
             return c[f.name] is None or k[f.name] is None
-        return f.read_only_edits == "keep" or k[f.name] is None
+        return f.read_only_edits == "keep" or (k if f.source() == CB else c)[f.name] is None
 
     def _agreed(self, c: dict[str, Any], k: dict[str, Any]) -> dict[str, Any]:
         return {n: (c[n] if c[n] == k[n] else (c[n] if k[n] is None else k[n])) for n in c}
@@ -1302,6 +1302,21 @@ def _kill(call: str, when: Callable[[float], bool]) -> bool:
     return proc.returncode == -signal.SIGKILL
 
 
+def _planned_writes(store: Any, flow: str, run_id: str) -> Counter[str]:
+    """Records the run's plan writes to, per side (after transform)."""
+    from crmsync.store.schema import plan
+    from sqlalchemy import select
+
+    out: Counter[str] = Counter()
+    with store.connect() as conn:
+        for crm_op, cb_op in conn.execute(
+            select(plan.c.crm_op, plan.c.cb_op).where(plan.c.run_id == run_id, plan.c.flow == flow)
+        ):
+            out[CRM] += crm_op is not None
+            out[CB] += cb_op is not None
+    return out
+
+
 def flow_run_with_kill(
     api: Api, store: Any, m: Mapping, run_id: str, rng: random.Random, params: dict[str, Any], report: Report
 ) -> RunOutcome:
@@ -1318,9 +1333,11 @@ def flow_run_with_kill(
     except Exception:
         ok = False
     if ok and SPECS[m.flow].kill_step == "upsert":
-        writable = [s for s in SIDES if not (s == CB and m.flow in READ_ONLY_CB)]
+        # the victim: a side this run plans to write to, killed after one or two writes
+        planned = _planned_writes(store, m.flow, run_id)
+        writable = [s for s in SIDES if planned[s]] or [CRM]
         victim = rng.choice(writable)
-        after = rng.randint(1, 2)
+        after = rng.randint(1, max(1, min(2, planned[victim])))
         start = api.writes(victim)
         report.kill_attempts += 1
         killed = _kill(
