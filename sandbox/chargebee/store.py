@@ -259,9 +259,11 @@ class ChargebeeState:
         }
         events = self.table("events")
         events[event["id"]] = event
-        if len(events) > self.max_events:
-            for key in sorted(events, key=lambda k: events[k]["_seq"])[: len(events) - self.max_events]:
-                del events[key]
+        # Events are added in ``_seq`` order and dicts keep insertion order: the oldest are
+        # first. (Sorting every event on every write made a 100,000-record benchmark crawl
+        # at 20 writes/s once the log was full.)
+        while len(events) > self.max_events:
+            del events[next(iter(events))]
         return event
 
     # ----------------------------------------------------------------- idempotency

@@ -849,3 +849,13 @@ def test_new_order_numbers_continue_after_seeded_ones(chargebee_sandbox_factory:
     )
     order = sb.api.post("/orders", data={"invoice_id": "I-1"}).json()["order"]
     assert order["document_number"] == "5011"
+
+
+def test_the_event_log_keeps_the_newest_max_events() -> None:
+    from sandbox.chargebee.store import ChargebeeState
+
+    state = ChargebeeState(None, max_events=3)
+    for i in range(5):
+        state.insert("item_families", {"id": f"fam-{i}", "name": f"F{i}", "status": "active"})
+    kept = [e["content"]["item_family"]["id"] for e in state.table("events").values()]
+    assert kept == ["fam-2", "fam-3", "fam-4"]
