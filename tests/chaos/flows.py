@@ -96,7 +96,7 @@ from typing import Any
 import requests
 import yaml
 
-from tests.chaos.harness import CB, CRM, SIDES, Api, Config, Report, RunOutcome
+from tests.chaos.harness import CB, CRM, SIDES, Api, Config, Report, RunOutcome, _path
 
 ROOT = Path(__file__).resolve().parents[2]
 MAPPINGS = ROOT / "include" / "mappings"
@@ -205,15 +205,6 @@ def canon(f: MField, value: Any, side: str) -> Any:
     if t in ("upper", "country"):
         return s.upper()
     return s
-
-
-def _path(raw: dict[str, Any], path: str) -> Any:
-    cur: Any = raw
-    for part in path.split("."):
-        if not isinstance(cur, dict):
-            return None
-        cur = cur.get(part)
-    return cur
 
 
 def values_of(m: Mapping, side: str, rec: dict[str, Any]) -> dict[str, Any]:
