@@ -36,7 +36,7 @@ from sandbox.chargebee.resources import Ctx, match, record_payment
 from sandbox.chargebee.store import ChargebeeState
 from sandbox.common.clock import Clock
 from sandbox.common.faults import FaultConfig, FaultDecision, FaultInjector
-from sandbox.common.httpbase import SandboxHTTPServer, SandboxRequestHandler
+from sandbox.common.httpbase import IncompleteBody, SandboxHTTPServer, SandboxRequestHandler
 from sandbox.common.jsonstore import read_json
 from sandbox.common.ratelimit import RateLimiter
 from sandbox.common.stats import RequestStats
@@ -144,6 +144,8 @@ class ChargebeeHandler(SandboxRequestHandler):
         path = split.path
         try:
             body = self.read_body()
+        except IncompleteBody:
+            return  # nothing to answer, nothing applied
         except ValueError:
             self.send_json(413, {"message": "request body too large"})
             return

@@ -29,6 +29,10 @@ log = logging.getLogger("sandbox.http")
 MAX_BODY_BYTES = 10 * 1024 * 1024
 
 
+class IncompleteBody(ConnectionError):
+    """The connection closed before the request body (Content-Length) fully arrived."""
+
+
 class SandboxHTTPServer(ThreadingHTTPServer):
     """Threaded server with a ``stopping`` event and optional access logging."""
 
@@ -109,7 +113,13 @@ class SandboxRequestHandler(BaseHTTPRequestHandler):
         n = int(length)
         if n < 0 or n > MAX_BODY_BYTES:
             raise ValueError("request body too large")
-        return self.rfile.read(n)
+        body = self.rfile.read(n)
+        if len(body) < n:
+            # The client went away mid-request (a killed worker): a real server never
+            # applies a request whose body did not arrive, so neither do we.
+            self.close_connection = True
+            raise IncompleteBody(f"request body cut short: {len(body)} of {n} bytes")
+        return body
 
     def send_json(self, status: int, body: Any, headers: Mapping[str, str] | None = None) -> None:
         payload = json.dumps(body, separators=(",", ":")).encode("utf-8")

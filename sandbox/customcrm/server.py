@@ -30,7 +30,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from sandbox.common.clock import Clock
 from sandbox.common.faults import FaultConfig, FaultInjector
-from sandbox.common.httpbase import SandboxHTTPServer, SandboxRequestHandler
+from sandbox.common.httpbase import IncompleteBody, SandboxHTTPServer, SandboxRequestHandler
 from sandbox.common.ratelimit import RateLimiter
 from sandbox.common.stats import RequestStats
 from sandbox.customcrm.schema import LIST_PARAMS, READ_ONLY, RESOURCES, ResourceSpec, validate_body
@@ -710,6 +710,8 @@ class Handler(SandboxRequestHandler):
         parts = urlsplit(self.path)
         try:
             body = self.read_body()
+        except IncompleteBody:
+            return  # the client went away: nothing to answer, nothing applied
         except ValueError:
             self.close_connection = True
             outcome = Outcome(Problem(413, "too-large", "request body too large").response(parts.path))

@@ -859,3 +859,20 @@ def test_the_event_log_keeps_the_newest_max_events() -> None:
         state.insert("item_families", {"id": f"fam-{i}", "name": f"F{i}", "status": "active"})
     kept = [e["content"]["item_family"]["id"] for e in state.table("events").values()]
     assert kept == ["fam-2", "fam-3", "fam-4"]
+
+
+def test_a_post_whose_body_never_arrived_is_not_applied(tmp_path: Path) -> None:
+    """A worker killed between a request's headers and its body: nothing is created."""
+    import socket
+
+    with serve_in_thread(tmp_path / "cb.json", port=0) as (server, url):
+        host, port = url.split("//", 1)[1].split("/", 1)[0].split(":")
+        before = len(server.state.records("customers"))
+        with socket.create_connection((host, int(port)), timeout=5) as sock:
+            sock.sendall(
+                b"POST /api/v2/customers HTTP/1.1\r\nHost: x\r\n"
+                b"Authorization: Basic c2FuZGJveF9hcGlfa2V5Og==\r\n"
+                b"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 40\r\n\r\nfirst_name=Ad"
+            )
+        time.sleep(0.5)
+        assert len(server.state.records("customers")) == before
