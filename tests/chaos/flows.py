@@ -96,7 +96,8 @@ from typing import Any
 import requests
 import yaml
 
-from tests.chaos.harness import CB, CRM, SIDES, Api, Config, Report, RunOutcome, _path
+from tests.chaos import harness
+from tests.chaos.harness import CB, CRM, SIDES, Api, Config, Report, RunOutcome, _path, run_outcome
 
 ROOT = Path(__file__).resolve().parents[2]
 MAPPINGS = ROOT / "include" / "mappings"
@@ -1235,33 +1236,8 @@ class FlowWorld:
 # -- runs ----------------------------------------------------------------------------------------
 
 
-def flow_outcome(
-    store: Any, flow: str, run_id: str, summary: dict[str, Any] | None, killed: bool = False
-) -> RunOutcome:
-    from crmsync.store.schema import plan, run
-    from sqlalchemy import select
-
-    bad: set[str] = set()
-    with store.connect() as conn:
-        status = conn.execute(select(run.c.status).where(run.c.run_id == run_id, run.c.flow == flow)).scalar()
-        for row in conn.execute(
-            select(plan.c.action, plan.c.crm_id, plan.c.cb_id, plan.c.crm_status, plan.c.cb_status).where(
-                plan.c.run_id == run_id, plan.c.flow == flow
-            )
-        ):
-            statuses = {row.crm_status, row.cb_status} - {None, "done"}
-            if statuses or row.action in ("quarantine", "wait"):
-                bad.update(x for x in (row.crm_id, row.cb_id) if x)
-    return RunOutcome(run_id, status == "finished", bad, summary, killed)
-
-
 def _step(m: Mapping, name: str, run_id: str, side: str | None, params: dict[str, Any]) -> None:
-    from crmsync.flows.tasks import run_step
-
-    kwargs: dict[str, Any] = {"run_id": run_id, "params": params}
-    if side:
-        kwargs["side"] = side
-    run_step(name, str(m.path), **kwargs)
+    harness._step(name, run_id, side, params, mapping_file=m.path)
 
 
 def _kill(call: str, when: Callable[[float], bool]) -> bool:
@@ -1356,7 +1332,7 @@ def flow_run_with_kill(
         report.kills += killed
     with contextlib.suppress(Exception):
         _step(m, "update_links", run_id, None, params)
-    return flow_outcome(store, m.flow, run_id, read_summary(run_id, m.flow), killed)
+    return run_outcome(store, run_id, read_summary(run_id, m.flow), killed, flow=m.flow)
 
 
 def run_flow_chaos(
@@ -1399,7 +1375,7 @@ def run_flow_chaos(
                 )
             else:
                 fr = run_flow(dags[flow], conf)
-                out = flow_outcome(store, flow, fr.run_id, fr.summary)
+                out = run_outcome(store, fr.run_id, fr.summary, flow=flow)
         finally:
             report.faults.update(api.injected())
             api.set_faults(None)
@@ -1412,7 +1388,7 @@ def run_flow_chaos(
     started = time.monotonic()
     for j in range(1, cfg.clean_runs + 1):
         fr = run_flow(dags[flow], conf)
-        world.settle(flow_outcome(store, flow, fr.run_id, fr.summary))
+        world.settle(run_outcome(store, fr.run_id, fr.summary, flow=flow))
         report.converge_runs = j
         if world.all_settled():
             report.converge_seconds = time.monotonic() - started

@@ -365,16 +365,19 @@ class RunOutcome:
     killed: bool = False
 
 
-def run_outcome(store: Any, run_id: str, summary: dict[str, Any] | None, killed: bool = False) -> RunOutcome:
+def run_outcome(
+    store: Any, run_id: str, summary: dict[str, Any] | None, killed: bool = False, flow: str = FLOW
+) -> RunOutcome:
+    """Whether the run finished, and the records it left unsynced (failed, held, waiting)."""
     from crmsync.store.schema import plan, run
     from sqlalchemy import select
 
     bad: set[str] = set()
     with store.connect() as conn:
-        status = conn.execute(select(run.c.status).where(run.c.run_id == run_id, run.c.flow == FLOW)).scalar()
+        status = conn.execute(select(run.c.status).where(run.c.run_id == run_id, run.c.flow == flow)).scalar()
         for row in conn.execute(
             select(plan.c.action, plan.c.crm_id, plan.c.cb_id, plan.c.crm_status, plan.c.cb_status).where(
-                plan.c.run_id == run_id, plan.c.flow == FLOW
+                plan.c.run_id == run_id, plan.c.flow == flow
             )
         ):
             statuses = {row.crm_status, row.cb_status} - {None, "done"}
@@ -383,13 +386,16 @@ def run_outcome(store: Any, run_id: str, summary: dict[str, Any] | None, killed:
     return RunOutcome(run_id, status == "finished", bad, summary, killed)
 
 
-def _step(name: str, run_id: str, side: str | None, params: dict[str, Any]) -> None:
+def _step(
+    name: str, run_id: str, side: str | None, params: dict[str, Any], mapping_file: Path = MAPPING_FILE
+) -> None:
+    """One task callable, as a worker runs it."""
     from crmsync.flows.tasks import run_step
 
     kwargs: dict[str, Any] = {"run_id": run_id, "params": params}
     if side:
         kwargs["side"] = side
-    run_step(name, str(MAPPING_FILE), **kwargs)
+    run_step(name, str(mapping_file), **kwargs)
 
 
 def run_with_kill(
