@@ -23,12 +23,14 @@ from typing import Any
 
 import pytest
 import requests
-from crmsync.store.schema import TABLES, link, quarantine
+from crmsync.store.schema import link, quarantine
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import delete, select
+from sqlalchemy import select
 
+from tests.chaos import hostile
 from tests.chaos.harness import BY_NAME, CB, CRM, FIELDS, canon, cb_values, crm_values
+from tests.chaos.hostile import CONTROL, PROBLEM_KINDS, exotic_text, fresh_id, reason_problems
 
 pytestmark = pytest.mark.e2e
 
@@ -42,20 +44,6 @@ LIMITS = {
     "email": 70,
 }
 TEXT_FIELDS = ("first_name", "last_name", "company", "city")
-CONTROL = ["\x00", "\x01", "\x07", "\x08", "\x0b", "\x0c", "\x1b", "\x7f", "\x9f"]
-EXOTIC = [
-    "مرحبا بالعالم",  # Arabic, RTL
-    "שָׁלוֹם",  # Hebrew with points
-    "👩‍💻🎉",  # ZWJ sequence + emoji
-    "e\u0301\u0301",  # stacked combining marks
-    "Zalgo\u0351\u0354\u0362",
-    "\u202eevil\u202c",  # RTL override
-    "zero\u200bwidth",
-    "\uff26\uff55\uff4c\uff4c\uff57\uff49\uff44\uff54\uff48",  # fullwidth
-    "İstanbul straße",
-    "O'Brien & Søn <b>",
-    "a=b&c=d[e]+%20",  # form-encoding metacharacters
-]
 ISO_OK = ["NO", "SE", "DE", "PL", "US", "JP", "ir", " fr "]
 
 
@@ -71,8 +59,7 @@ class Rec:
 
 # -- strategies ----------------------------------------------------------------------------
 
-_chars = st.characters(codec="utf-8", exclude_categories=("Cc", "Cs"))
-_text = st.one_of(st.sampled_from(EXOTIC), st.text(_chars, min_size=1, max_size=24))
+_text = exotic_text
 
 
 def _fits(name: str, value: Any) -> bool:
@@ -185,16 +172,7 @@ def _cb_body(values: dict[str, Any], rid: str) -> dict[str, Any]:
 
 def wipe(sb: Any, store: Any) -> None:
     """Empty contacts, customers and the link store: each example starts from nothing."""
-    for x in requests.get(f"{sb.crm_url}/_sandbox/records/contacts", timeout=30).json()["records"]:
-        requests.delete(f"{sb.crm_url}/_sandbox/records/contacts/{x['Id']}", timeout=30).raise_for_status()
-    for x in requests.get(f"{sb.cb_url}/_sandbox/records/customers", timeout=30).json()["records"]:
-        requests.delete(f"{sb.cb_url}/_sandbox/records/customers/{x['id']}", timeout=30).raise_for_status()
-    with store.begin() as conn:
-        for table in TABLES:
-            conn.execute(delete(table))
-
-
-_IDS = itertools.count(1)
+    hostile.wipe(sb, store, crm=("contacts",), cb=("customers",))
 
 
 def plant(sb: Any, recs: list[Rec]) -> None:
@@ -207,7 +185,7 @@ def plant(sb: Any, recs: list[Rec]) -> None:
         r.id = raw["Id"]
     cb = [r for r in recs if r.side == CB]
     for r in cb:  # never reuse an id: the APIs remember idempotency keys derived from it
-        r.id = f"hostile_{next(_IDS)}"
+        r.id = fresh_id("hostile")
     out = requests.post(
         f"{sb.cb_url}/_sandbox/records/customers",
         json={"records": [_cb_body(r.values, r.id or "") for r in cb]},
@@ -240,11 +218,6 @@ def fix(sb: Any, r: Rec) -> None:
 
 
 # -- checks ----------------------------------------------------------------------------------
-
-ACTIONS = ("fix", "shorten", "remove", "fill", "correct")
-#: holds that mean "this record did not sync"; others (a reference to another flow's record
-#: not linked yet: the other fields are synced) are fine for a good record
-PROBLEM_KINDS = {"invalid", "rejected", "failed", "ambiguous"}
 
 
 def field_names(name: str) -> list[str]:
@@ -287,14 +260,7 @@ def check_batch(sb: Any, store: Any, recs: list[Rec], run: Any) -> list[str]:
             if hold is None:
                 problems.append(f"{what}: not quarantined")
                 continue
-            reason = hold[1] or ""
-            low = reason.lower()
-            if r.id.lower() not in low:
-                problems.append(f"{what}: reason does not name the record: {reason!r}")
-            if not any(n in low for n in field_names(r.field or "")):
-                problems.append(f"{what}: reason does not name the field: {reason!r}")
-            if not any(a in low for a in ACTIONS):
-                problems.append(f"{what}: reason does not say what to do: {reason!r}")
+            problems += reason_problems(what, hold[1] or "", r.id, field_names(r.field or ""))
             if (r.side == CRM and r.id in links) or (r.side == CB and r.id in by_cb):
                 problems.append(f"{what}: a bad record was linked")
             continue

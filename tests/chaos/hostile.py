@@ -1,0 +1,157 @@
+"""Shared parts of the hostile-input tests (one test file per flow).
+
+Every hostile-input test follows the same shape: empty the flow's resources on both
+sandboxes and the link store, plant a generated batch through the sandboxes' admin
+endpoints (which skip validation, so bad data really is in the systems), run the flow,
+check that every bad record is held with a reason naming the record, the field and what
+to do, that every good record synced, then fix one bad record through the public API and
+check it leaves quarantine on the next run.
+
+This module holds what does not depend on a flow: the hostile text, the admin-endpoint
+plumbing and the reason checks.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import requests
+from crmsync.store.schema import TABLES, link, quarantine
+from hypothesis import HealthCheck, Phase, settings
+from hypothesis import strategies as st
+from sqlalchemy import delete, select
+
+CRM, CB = "customcrm", "chargebee"
+
+#: C0/C1 control characters that no field accepts
+CONTROL = ["\x00", "\x01", "\x07", "\x08", "\x0b", "\x0c", "\x1b", "\x7f", "\x9f"]
+#: text that is unusual but valid: it must sync unchanged
+EXOTIC = [
+    "مرحبا بالعالم",  # Arabic, RTL
+    "שָׁלוֹם",  # Hebrew with points
+    "👩‍💻🎉",  # ZWJ sequence + emoji
+    "e\u0301\u0301",  # stacked combining marks
+    "Zalgo\u0351\u0354\u0362",
+    "\u202eevil\u202c",  # RTL override
+    "zero\u200bwidth",
+    "\uff26\uff55\uff4c\uff4c\uff57\uff49\uff44\uff54\uff48",  # fullwidth
+    "İstanbul straße",
+    "O'Brien & Søn <b>",
+    "a=b&c=d[e]+%20",  # form-encoding metacharacters
+]
+#: units for over-long values: one, two, three and four UTF-8 bytes
+LONG_UNITS = ["x", "ø", "的", "😀"]
+
+#: words a reason uses to say what a person should do
+ACTIONS = ("fix", "shorten", "remove", "fill", "correct", "choose")
+#: holds that mean "this record did not sync"; others (a reference to another flow's record
+#: not linked yet: the other fields are synced) are fine for a good record
+PROBLEM_KINDS = {"invalid", "rejected", "failed", "ambiguous"}
+
+#: hypothesis settings for a batch test: few, large examples (each is two DAG runs), no
+#: shrinking, no example database (the sandboxes are fresh per test)
+BATCH_SETTINGS = settings(
+    max_examples=4,
+    deadline=None,
+    phases=[Phase.explicit, Phase.generate],
+    database=None,
+    suppress_health_check=[
+        HealthCheck.function_scoped_fixture,
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+    ],
+)
+
+_chars = st.characters(codec="utf-8", exclude_categories=("Cc", "Cs"))
+#: valid but hostile text (no control characters, no surrogates)
+exotic_text = st.one_of(st.sampled_from(EXOTIC), st.text(_chars, min_size=1, max_size=24))
+
+_IDS = itertools.count(1)
+
+
+def fresh_id(prefix: str) -> str:
+    """A record id never used before in this process: the sandboxes remember idempotency
+    keys derived from ids, so a wiped-and-replanted id could replay an old answer."""
+    return f"{prefix}_{next(_IDS)}"
+
+
+# -- the sandboxes' admin endpoints -----------------------------------------------------------
+
+
+def admin_records(sb: Any, side: str, resource: str) -> list[dict[str, Any]]:
+    """Every record of ``resource`` as stored (deleted ones included)."""
+    base = sb.crm_url if side == CRM else sb.cb_url
+    out = requests.get(f"{base}/_sandbox/records/{resource}", timeout=30)
+    out.raise_for_status()
+    records: list[dict[str, Any]] = out.json()["records"]
+    return records
+
+
+def record_id(side: str, record: dict[str, Any]) -> str:
+    return str(record["Id"] if side == CRM else record["id"])
+
+
+def wipe(sb: Any, store: Any, *, crm: tuple[str, ...] = (), cb: tuple[str, ...] = ()) -> None:
+    """Remove every record of the named resources and empty the link store."""
+    for side, resources in ((CRM, crm), (CB, cb)):
+        base = sb.crm_url if side == CRM else sb.cb_url
+        for resource in resources:
+            for x in admin_records(sb, side, resource):
+                rid = record_id(side, x)
+                requests.delete(f"{base}/_sandbox/records/{resource}/{rid}", timeout=30).raise_for_status()
+    with store.begin() as conn:
+        for table in TABLES:
+            conn.execute(delete(table))
+
+
+def plant(sb: Any, side: str, resource: str, bodies: list[dict[str, Any]]) -> list[str]:
+    """Store ``bodies`` as they are (no validation); returns their ids in order.
+
+    Customcrm assigns ids; a Chargebee body needs its own ``id`` (use :func:`fresh_id`).
+    """
+    if not bodies:
+        return []
+    if side == CRM:
+        out = requests.post(f"{sb.crm_url}/_sandbox/records/{resource}", json=bodies, timeout=30)
+    else:
+        out = requests.post(f"{sb.cb_url}/_sandbox/records/{resource}", json={"records": bodies}, timeout=30)
+    out.raise_for_status()
+    return [record_id(side, raw) for raw in out.json()["records"]]
+
+
+# -- the link store ---------------------------------------------------------------------------
+
+
+def held(store: Any, flow: str) -> dict[tuple[str, str], tuple[str, str]]:
+    """(side, record id) → (kind, reason) for the flow's quarantine."""
+    with store.connect() as conn:
+        rows = conn.execute(
+            select(quarantine.c.side, quarantine.c.record_id, quarantine.c.kind, quarantine.c.reason).where(
+                quarantine.c.flow == flow
+            )
+        )
+        return {(s, rid): (kind, reason or "") for s, rid, kind, reason in rows}
+
+
+def links(store: Any, flow: str) -> dict[str, str]:
+    """Customcrm id → Chargebee id for the flow's links."""
+    with store.connect() as conn:
+        rows = conn.execute(select(link.c.crm_id, link.c.cb_id).where(link.c.flow == flow))
+        return {crm_id: cb_id for crm_id, cb_id in rows}
+
+
+# -- checks -----------------------------------------------------------------------------------
+
+
+def reason_problems(what: str, reason: str, rid: str, field_names: list[str]) -> list[str]:
+    """A reason a person can act on names the record, the field and what to do."""
+    problems = []
+    low = reason.lower()
+    if rid.lower() not in low:
+        problems.append(f"{what}: reason does not name the record: {reason!r}")
+    if not any(n.lower() in low for n in field_names):
+        problems.append(f"{what}: reason does not name the field ({field_names}): {reason!r}")
+    if not any(a in low for a in ACTIONS):
+        problems.append(f"{what}: reason does not say what to do: {reason!r}")
+    return problems
