@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Chaos run for the six flows: faults, crashes, conflicts; prints one table.
 
-    .venv/bin/python scripts/chaos.py                       # every flow, 2 seeds, a few minutes
+    .venv/bin/python scripts/chaos.py                       # every flow, 1 seed, 4 rounds + the rate budget
     .venv/bin/python scripts/chaos.py --flow contact_customer --seeds 7 --rounds 12 --edits 40
     .venv/bin/python scripts/chaos.py --flow order_order --flow quote_order --kill-every 2
 
@@ -19,9 +19,18 @@ writes are counted.
 
 Columns: faults are what the sandboxes injected, by kind; kills = killed/attempted;
 conflicts = audited/expected by the policy; converge = time and clean runs from faults
-off to the expected state; idle writes = writes of a run after that (must be 0).
-Task logs go to var/chaos/chaos-<time>.log; violations, if any, to stderr. Exit 1 when
-any figure that must be zero is not.
+off to the expected state; 429s seen = 429 answers of both sandboxes (the injected
+ones; the table's runs have no rate limit); idle writes = writes of a run after that
+(must be 0).
+Below the table, one line for the shared rate budget (issue 4 item 4): the test
+``tests/e2e/test_all_flows_scheduler.py`` run in a subprocess beside the table (after it
+on PostgreSQL, which both would share): all six DAGs at once through ``airflow
+standalone`` against a sandbox limited to 150 requests/minute, then reruns and clears of
+every run at once; its figures are Chargebee requests, the busiest minute, 429s from the
+sandbox's limiter and site blocks (both must be 0). ``--no-budget`` skips it.
+
+Task logs go to var/chaos/chaos-<time>.log (the budget run's to chaos-<time>-budget.log);
+violations, if any, to stderr. Exit 1 when any figure that must be zero is not.
 """
 
 from __future__ import annotations
@@ -141,6 +150,56 @@ def run_one(
             return run_flow_chaos(api, store, dags, flow, cfg, log=log)
 
 
+class BudgetRun:
+    """Issue 4 item 4 beside the table: ``tests/e2e/test_all_flows_scheduler.py`` in a
+    subprocess (all six DAGs at once through ``airflow standalone`` with LocalExecutor
+    against a Chargebee sandbox limited to 150 requests/minute with a 60 s site block,
+    then reruns and "Clear" of every first run at once). Its figures are read from the
+    line the test prints; its own assertions (no 429, no site block, busiest minute ≥ 80 %
+    of the limit, no failed run, no duplicate, no database error in any log) decide ok.
+    """
+
+    TEST = "tests/e2e/test_all_flows_scheduler.py"
+
+    def __init__(self, log_path: Path) -> None:
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.t0 = 0.0
+
+    def start(self) -> None:
+        self.t0 = time.monotonic()
+        with open(self.log_path, "wb") as fh:
+            self.proc = subprocess.Popen(  # noqa: S603 - our own test file
+                [sys.executable, "-m", "pytest", "-q", "-rP", "-p", "no:cacheprovider", self.TEST],
+                cwd=ROOT,
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+            )
+
+    def finish(self) -> tuple[bool, str]:
+        assert self.proc is not None
+        rc = self.proc.wait()
+        seconds = time.monotonic() - self.t0
+        text = self.log_path.read_text(errors="replace")
+        figures: dict[str, Any] = {}
+        for line in text.splitlines():
+            for prefix in ("all flows at once + reruns: ", "all flows at once: "):
+                if line.startswith(prefix):
+                    with contextlib.suppress(ValueError):
+                        figures |= json.loads(line[len(prefix) :])
+        verdict = "passed" if rc == 0 else f"FAILED (see {self.log_path})"
+        if not figures:
+            return rc == 0, f"rate budget: no figures ({verdict})"
+        return rc == 0, (
+            f"rate budget, 6 DAGs at once (LocalExecutor, Chargebee sandbox 150/min): "
+            f"{figures.get('chargebee_requests')} Chargebee requests, busiest minute "
+            f"{figures.get('busiest_minute')}/150 ({figures.get('busiest_minute_of_limit')}), "
+            f"429 from the limiter {figures.get('sandbox_429')}, site blocks {figures.get('site_blocks')}, "
+            f"first round {figures.get('first_round_s')} s; reruns + clears of every run at once "
+            f"{figures.get('rerun_round_s')} s, links {figures.get('links')}; {verdict} in {seconds:.0f} s"
+        )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -149,14 +208,19 @@ def main() -> int:
         "--flow", action="append", choices=FLOWS, help="a flow to run (repeatable; default: all six)"
     )
     parser.add_argument("--all-flows", action="store_true", help="every flow (the default)")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1])
+    parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--edits", type=int, default=25, help="edits per round (contact_customer)")
     parser.add_argument(
         "--flow-edits", type=int, default=12, help="edits per round for the other flows (less seed data)"
     )
     parser.add_argument(
-        "--kill-every", type=int, default=3, help="SIGKILL a task every N-th round (0: never)"
+        "--kill-every", type=int, default=2, help="SIGKILL a task every N-th round (0: never)"
+    )
+    parser.add_argument(
+        "--no-budget",
+        action="store_true",
+        help="skip the rate-budget run (all six DAGs at once through airflow standalone, 150/min)",
     )
     parser.add_argument("--clean-runs", type=int, default=3, help="clean runs allowed to converge")
     parser.add_argument(
@@ -181,12 +245,17 @@ def main() -> int:
         dags = load_dags(ROOT / "dags")
         store = store_engine()
 
+    budget = None if args.no_budget else BudgetRun(log_path.with_name(log_path.stem + "-budget.log"))
+    if budget and os.environ.get("CRMSYNC_TEST_DB") != "postgres":
+        budget.start()  # its own SQLite database: it can run beside the chaos runs
     reports = []
     started = time.monotonic()
     for flow in flows:
         for seed in args.seeds:
             reports.append(run_one(args, flow, seed, dags, store, log_path))
     elapsed = time.monotonic() - started
+    if budget and budget.proc is None:
+        budget.start()  # PostgreSQL: one database for both, so one after the other
 
     print(table(reports))
     kinds: Counter[str] = Counter()
@@ -198,7 +267,12 @@ def main() -> int:
     bad = [v for r in reports for v in r.violations]
     for v in bad:
         say(v)
-    failed = bad or any(r.idle_writes for r in reports)
+    failed = bool(bad) or any(r.idle_writes for r in reports)
+    if budget:
+        say("chaos: waiting for the rate-budget run")
+        ok, line = budget.finish()
+        print(line)
+        failed = failed or not ok
     return 1 if failed else 0
 
 
