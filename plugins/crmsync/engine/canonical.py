@@ -23,6 +23,7 @@ from crmsync.mapping.transforms import (
     WRONG_TYPE,
     Canonical,
     check_format,
+    check_transform,
     has_control_chars,
 )
 
@@ -233,6 +234,10 @@ def validate(
                 value[len(WRONG_TYPE) :], "a non-text value"
             )
             problems.append(Problem(name, f"{where} holds {kind}, not text; correct it in {fix_in}"))
+            continue
+        why = check_transform(f.transform, value)
+        if why:
+            problems.append(Problem(name, f"{where}: {why}; fix it in {fix_in}"))
             continue
         if has_control_chars(value):
             problems.append(Problem(name, f"{where} contains control characters; remove them in {fix_in}"))

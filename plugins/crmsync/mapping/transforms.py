@@ -101,9 +101,11 @@ def integer(value: Any) -> Canonical:
         return None
     if isinstance(value, bool):
         return int(value)
+    if isinstance(value, float) and not value.is_integer():
+        return str(value)  # 12.5, NaN, inf: never cut to a whole number; validation reports it
     try:
         return int(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return str(value)  # kept as text: validation reports it
 
 
@@ -171,6 +173,27 @@ def check_format(fmt: str | None, value: Canonical) -> str | None:
         return f"{s!r} is not a valid email address"
     if fmt == "country_code" and not _COUNTRY.match(s):
         return f"{s!r} is not a two-letter ISO country code (e.g. NO, DE, US)"
+    return None
+
+
+def check_transform(transform: str, value: Canonical) -> str | None:
+    """Why ``value`` is not in the form its transform promises (a date that is no date, a
+    number that is no whole number), or None. Such a value is kept as read so that it is
+    reported here, with the record, instead of failing the write that converts it."""
+    if value is None:
+        return None
+    if transform == "int" and (isinstance(value, bool) or not isinstance(value, int)):
+        return f"{value!r} is not a whole number (amounts are in minor units, e.g. cents)"
+    if transform == "date":
+        try:
+            datetime.strptime(str(value), "%Y-%m-%d")
+        except ValueError:
+            return f"{value!r} is not a date (YYYY-MM-DD)"
+    if transform == "datetime":
+        try:
+            datetime.fromisoformat(str(value))
+        except ValueError:
+            return f"{value!r} is not a date and time (ISO 8601, e.g. 2025-03-01T12:00:00Z)"
     return None
 
 
