@@ -81,7 +81,7 @@ class FieldMap(_Strict):
     empty_overwrites: bool = False
     required: bool = False
     max_length: Annotated[int, Field(gt=0)] | None = None
-    format: str | None = None  # email | country_code
+    format: str | None = None  # email | country_code | currency_code
     #: Customcrm value → canonical (Chargebee's vocabulary), e.g. {true: archived, false: active}.
     values: dict[str, str] | None = None
     #: The value is the id of a record of another flow (e.g. an order's customer): it is
@@ -120,8 +120,8 @@ class FieldMap(_Strict):
     @field_validator("format")
     @classmethod
     def _format(cls, v: str | None) -> str | None:
-        if v is not None and v not in ("email", "country_code"):
-            raise ValueError(f"unknown format {v!r}; use 'email' or 'country_code'")
+        if v is not None and v not in ("email", "country_code", "currency_code"):
+            raise ValueError(f"unknown format {v!r}; use 'email', 'country_code' or 'currency_code'")
         return v
 
 

@@ -18,6 +18,17 @@ Canonical = str | int | float | bool | None
 
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _COUNTRY = re.compile(r"^[A-Z]{2}$")
+#: ISO 4217 codes of the currencies in circulation (what Chargebee and Customcrm accept)
+_CURRENCY_CODES = (
+    "AED AFN ALL AMD ANG AOA ARS AUD AWG AZN BAM BBD BDT BGN BHD BIF BMD BND BOB BRL BSD BTN BWP BYN "
+    "BZD CAD CDF CHF CLP CNY COP CRC CUP CVE CZK DJF DKK DOP DZD EGP ERN ETB EUR FJD FKP GBP GEL GHS "
+    "GIP GMD GNF GTQ GYD HKD HNL HTG HUF IDR ILS INR IQD IRR ISK JMD JOD JPY KES KGS KHR KMF KPW KRW "
+    "KWD KYD KZT LAK LBP LKR LRD LSL LYD MAD MDL MGA MKD MMK MNT MOP MRU MUR MVR MWK MXN MYR MZN NAD "
+    "NGN NIO NOK NPR NZD OMR PAB PEN PGK PHP PKR PLN PYG QAR RON RSD RUB RWF SAR SBD SCR SDG SEK SGD "
+    "SHP SLE SOS SRD SSP STN SVC SYP SZL THB TJS TMT TND TOP TRY TTD TWD TZS UAH UGX USD UYU UZS VES "
+    "VND VUV WST XAF XCD XOF XPF YER ZAR ZMW ZWL "
+)
+CURRENCIES = frozenset(_CURRENCY_CODES.split())
 
 
 #: Prefix of a canonical value that is not text where text is expected (a dict, a list):
@@ -173,6 +184,8 @@ def check_format(fmt: str | None, value: Canonical) -> str | None:
         return f"{s!r} is not a valid email address"
     if fmt == "country_code" and not _COUNTRY.match(s):
         return f"{s!r} is not a two-letter ISO country code (e.g. NO, DE, US)"
+    if fmt == "currency_code" and s not in CURRENCIES:
+        return f"{s!r} is not an ISO 4217 currency code (e.g. EUR, NOK, USD)"
     return None
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 
 import pytest
-from crmsync.mapping.transforms import check_transform, integer
+from crmsync.mapping.transforms import check_format, check_transform, integer
 
 
 @pytest.mark.parametrize("raw", [12.5, math.nan, math.inf, -math.inf, "abc", "12,50", "1e3"])
@@ -36,3 +36,14 @@ def test_integer_keeps_whole_numbers(raw: object, want: int) -> None:
 )
 def test_check_transform_names_dates_that_are_no_dates(transform: str, value: object, ok: bool) -> None:
     assert (check_transform(transform, value) is None) is ok  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("value", ["XYZ", "ABC", "EURO", "€", "EU R", "12"])
+def test_currency_code_format_names_codes_that_are_no_iso_4217_currency(value: str) -> None:
+    why = check_format("currency_code", value)
+    assert why and "ISO 4217" in why and repr(value) in why  # before: only the shape was checked
+
+
+@pytest.mark.parametrize("value", ["EUR", "NOK", "USD", "SEK", "GBP", "JPY", None])
+def test_currency_code_format_accepts_iso_4217_currencies(value: str | None) -> None:
+    assert check_format("currency_code", value) is None
