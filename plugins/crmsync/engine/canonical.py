@@ -23,6 +23,7 @@ from crmsync.mapping.transforms import (
     WRONG_TYPE,
     Canonical,
     check_format,
+    check_json_object,
     check_transform,
     has_control_chars,
 )
@@ -251,7 +252,7 @@ def validate(
                 )
             )
             continue
-        why = check_format(f.format, value)
+        why = check_json_object(value) if f.transform == "json" else check_format(f.format, value)
         if why:
             problems.append(Problem(name, f"{where}: {why}; fix it in {fix_in}"))
     return problems

@@ -8,6 +8,8 @@ never decide anything themselves, so a rerun can only repeat what the plan says.
 
 from __future__ import annotations
 
+import re
+import string
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -87,6 +89,35 @@ def _label(mapping: FlowMapping, side: Side) -> str:
     )
 
 
+#: characters a Chargebee id may hold, and the longest id a create is given (the same
+#: rule as ChargebeeWriter.create_id in flows/writers.py, which would otherwise rename it)
+CB_ID_CHARS = re.compile(r"[^A-Za-z0-9_\-.@~]")
+CB_CREATE_ID_MAX = 50
+
+
+def create_id_problem(mapping: FlowMapping, rec: SideRecord) -> Problem | None:
+    """A Chargebee id made from a Customcrm field (``create_id: "{sku}"``) that Chargebee
+    cannot take as it is: never renamed (the field is written back from the id, so a Sku
+    "HP 11" would silently become "hp_11" and two Skus could share one id), but held."""
+    template = mapping.chargebee.create_id
+    if rec.side is not Side.CUSTOMCRM or template is None or "{crm_id}" in template:
+        return None
+    holes = [h for _, h, _, _ in string.Formatter().parse(template) if h]
+    if any(rec.values.get(h) is None for h in holes):
+        return None  # a blank key is reported on its own
+    new_id = template.format(**{h: str(rec.values[h]) for h in holes})
+    if not CB_ID_CHARS.search(new_id) and len(new_id) <= CB_CREATE_ID_MAX:
+        return None
+    names = ", ".join(mapping.field(h).customcrm for h in holes)
+    shown = new_id if len(new_id) <= 60 else new_id[:57] + "..."
+    return Problem(
+        holes[0],
+        f"{names} gives the Chargebee {mapping.chargebee.label} id {shown!r}, which Chargebee does not "
+        f"take: at most {CB_CREATE_ID_MAX} characters, only letters, digits and _ - . @ ~; correct "
+        f"{names} in Customcrm",
+    )
+
+
 def _quarantine(
     mapping: FlowMapping, rec: SideRecord, problems: list[Problem], *, other_id: str | None = None
 ) -> Decision:
@@ -147,7 +178,7 @@ def decide_new(mapping: FlowMapping, rec: SideRecord) -> Decision:
             why = mapping.chargebee.create_requires_reason or (
                 f"Chargebee needs {names} to create a {mapping.chargebee.label}"
             )
-            return wait(mapping, rec, f"{names} is empty: {why}")
+            return wait(mapping, rec, f"{names} is empty: {why}; fill it in Customcrm")
     # A create carries the fields that flow into the other side (and what it requires),
     # never a field that side cannot take.
     target_side = rec.side.other
@@ -174,6 +205,9 @@ def decide_new(mapping: FlowMapping, rec: SideRecord) -> Decision:
                 f"{'Customcrm' if rec.side is Side.CUSTOMCRM else 'Chargebee'}",
             ),
         )
+    bad_id = create_id_problem(mapping, rec)
+    if bad_id:
+        problems.append(bad_id)
     if problems:
         return _quarantine(mapping, rec, problems)
     write = SideWrite(Op.CREATE, values)

@@ -165,6 +165,29 @@ def _json_out(value: Canonical) -> Any:
     return None if value is None else json.loads(str(value))
 
 
+def check_json_object(value: Canonical) -> str | None:
+    """Why a ``json`` field's canonical value is not a JSON object, or None.
+
+    :func:`json_text` keeps text that does not parse as it was read (and a list or a
+    number as its JSON), so the record is reported here instead of crashing the write
+    that decodes it; both sides' metadata are JSON objects.
+    """
+    if value is None:
+        return None
+    try:
+        parsed = json.loads(str(value))
+    except ValueError:
+        return f'{short(value)} is not valid JSON; it must be a JSON object such as {{"tier": "gold"}}'
+    if not isinstance(parsed, dict):
+        return f'{short(value)} is not a JSON object such as {{"tier": "gold"}}'
+    return None
+
+
+def short(value: Canonical, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 #: How a canonical value is written to Chargebee when its form differs there.
 CHARGEBEE_OUT: dict[str, Callable[[Canonical], Any]] = {
     "date": _date_to_unix,
