@@ -1,0 +1,291 @@
+"""Hostile input for quote_order: a quote and the order made from it, one of them bad, are
+held with a reason a person can act on; good pairs (however exotic their text) link and
+sync; a fixed record leaves quarantine on the next run.
+
+Same shape as ``test_hostile_input_order_order.py``. This flow creates nothing: it links a
+Customcrm quote to the Chargebee order whose reference_id names the quote's Number, or else
+to the order made from the invoice the quote names (and then writes the Number into the
+order's reference_id). So the batch is made of pairs; a pair has at most one defect, and a
+bad pair is not linked.
+
+Bad Chargebee orders: a currency that is no ISO 4217 code, a total that is no whole number
+(text, fraction, NaN, infinity), a note over Chargebee's 600 (1- to 4-byte units), control
+characters or an object/list/true-false in the note. Bad Customcrm quotes: the same for
+Notes, and (linked by invoice, so the Number is written to Chargebee) a Number over
+reference_id's 50 characters or with control characters. Good: exotic unicode, notes at the
+limit, nulls and blanks, lower/odd-case currencies, numeric-text totals, garbage in the
+quote's fields that flow from Chargebee only (Chargebee's values overwrite it).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+import requests
+from crmsync.store.schema import TABLES
+from hypothesis import given
+from hypothesis import strategies as st
+from sqlalchemy import delete
+
+from tests.chaos import hostile
+from tests.chaos.hostile import (
+    CB,
+    CONTROL,
+    CRM,
+    LONG_UNITS,
+    PROBLEM_KINDS,
+    exotic_text,
+    fresh_id,
+    reason_problems,
+)
+from tests.chaos.test_hostile_input_order_order import _fits, _text
+
+pytestmark = pytest.mark.e2e
+
+FLOW = "quote_order"
+FIELDS = {  # canonical name → (Customcrm, Chargebee)
+    "quote_number": ("Number", "reference_id"),
+    "notes": ("Notes", "note"),
+    "order_number": ("OrderNumber", "document_number"),
+    "invoice_id": ("InvoiceId", "invoice_id"),
+    "amount": ("Amount", "total"),
+    "currency": ("Currency", "currency_code"),
+}
+CURRENCY_OK = ["EUR", "NOK", "usd", " Gbp "]
+
+
+def canon(name: str, v: Any) -> Any:
+    if name == "amount":
+        return None if v in (None, "") else int(v)
+    t = _text(v)
+    return t.upper() if name == "currency" and t else t
+
+
+@dataclass
+class Pair:
+    n: int
+    crm: dict[str, Any]  # raw Customcrm quote body
+    cb: dict[str, Any]  # raw Chargebee order body
+    by_invoice: bool
+    defect: str | None = None
+    side: str | None = None  # the bad record's side
+    field: str | None = None  # canonical name of the bad field
+    crm_id: str | None = None
+    cb_id: str | None = None
+
+    def rid(self, side: str) -> str:
+        return (self.crm_id if side == CRM else self.cb_id) or ""
+
+
+@st.composite
+def good_pair(draw: Any, n: int) -> Pair:
+    by_invoice = draw(st.booleans())
+    number = f"QH-{n}"
+    notes_kind = draw(st.sampled_from(["text", "text", "limit", "none", "blank"]))
+    notes: Any = {
+        "text": lambda: draw(exotic_text.filter(lambda s: _fits(600, s))),
+        "limit": lambda: draw(st.sampled_from(LONG_UNITS)) * 600,
+        "none": lambda: None,
+        "blank": lambda: draw(st.sampled_from(["", "  ", "\u3000"])),
+    }[notes_kind]()
+    notes_on_crm = draw(st.booleans())
+    invoice = fresh_id("INV-H")
+    crm = {
+        "Number": number,
+        "Status": "accepted",
+        "Notes": notes if notes_on_crm else None,
+        "InvoiceId": invoice if by_invoice else None,
+        # flow from Chargebee only: whatever the quote holds is overwritten
+        "Amount": draw(st.sampled_from([None, 1, -7, "lots"])),
+        "Currency": draw(st.sampled_from([None, "EUR", "XXX"])),
+        "OrderNumber": draw(st.sampled_from([None, "bogus"])),
+    }
+    cb = {
+        "id": fresh_id("hostile_qo"),
+        "object": "order",
+        "document_number": f"{90000 + n}",
+        "invoice_id": invoice,
+        "status": "queued",
+        "order_type": "system_generated",
+        "created_by": "system",
+        "deleted": False,
+        "note": None if notes_on_crm else notes,
+        "reference_id": None if by_invoice else number,
+        "total": draw(st.one_of(st.integers(0, 10**9), st.sampled_from(["4200", 2**53]))),
+        "currency_code": draw(st.sampled_from(CURRENCY_OK)),
+    }
+    return Pair(n, crm, cb, by_invoice)
+
+
+DEFECTS_CB = ["currency", "total", "too_long", "control", "wrong_type"]
+DEFECTS_CRM = ["too_long", "control", "wrong_type", "number_too_long", "number_control"]
+
+
+@st.composite
+def bad_pair(draw: Any, n: int) -> Pair:
+    p = draw(good_pair(n))
+    side = draw(st.sampled_from([CRM, CB]))
+    defect = draw(st.sampled_from(DEFECTS_CB if side == CB else DEFECTS_CRM))
+    p.defect, p.side = defect, side
+    rec = p.cb if side == CB else p.crm
+    note_key = "note" if side == CB else "Notes"
+    p.field = "notes"
+    if defect == "currency":
+        p.field = "currency"
+        rec["currency_code"] = draw(st.sampled_from(["XYZ", "EURO", "€", "E1R", "12"]))
+    elif defect == "total":
+        p.field = "amount"
+        rec["total"] = draw(st.sampled_from(["abc", "12,50", 12.5, math.nan, math.inf, "1e3"]))
+    elif defect in ("too_long", "control", "wrong_type"):
+        p.crm["Notes"] = p.cb["note"] = None  # the bad note is the only one: it must flow
+        rec[note_key] = {
+            "too_long": lambda: draw(st.sampled_from(LONG_UNITS)) * (600 + draw(st.integers(1, 300))),
+            "control": lambda: f"Bad{draw(st.sampled_from(CONTROL))}Note{n}",
+            "wrong_type": lambda: draw(st.sampled_from([{"a": 1}, ["x"], True])),
+        }[defect]()
+    else:  # the quote's Number goes into the order's reference_id: linked by invoice
+        p.field = "quote_number"
+        p.by_invoice = True
+        p.crm["InvoiceId"] = p.cb["invoice_id"]
+        p.cb["reference_id"] = None
+        if defect == "number_too_long":
+            p.crm["Number"] = draw(st.sampled_from(LONG_UNITS)) * (50 + draw(st.integers(1, 100)))
+        else:
+            p.crm["Number"] = f"QH{draw(st.sampled_from(CONTROL))}{n}"
+    return p
+
+
+@st.composite
+def batches(draw: Any) -> list[Pair]:
+    counter = itertools.count(1)
+    pairs = [draw(good_pair(next(counter))) for _ in range(draw(st.integers(3, 5)))]
+    pairs += [draw(bad_pair(next(counter))) for _ in range(draw(st.integers(5, 9)))]
+    return pairs
+
+
+# -- planting and fixing ------------------------------------------------------------------------
+
+
+def wipe(sb: Any, store: Any) -> None:
+    for side, resource in ((CRM, "quotes"), (CB, "orders")):
+        base = sb.crm_url if side == CRM else sb.cb_url
+        for x in hostile.admin_records(sb, side, resource):
+            rid = hostile.record_id(side, x)
+            requests.delete(f"{base}/_sandbox/records/{resource}/{rid}", timeout=30).raise_for_status()
+    with store.begin() as conn:
+        for table in TABLES:
+            if "flow" in table.c:
+                conn.execute(delete(table).where(table.c.flow == FLOW))
+
+
+def plant(sb: Any, pairs: list[Pair]) -> None:
+    ids = hostile.plant(sb, CRM, "quotes", [p.crm for p in pairs])
+    for p, rid in zip(pairs, ids, strict=True):
+        p.crm_id = rid
+        p.cb_id = p.cb["id"]
+    # by hand: requests refuses NaN and infinity, which Python's JSON (and the sandbox) take
+    body = json.dumps({"records": [{k: v for k, v in p.cb.items() if v is not None} for p in pairs]})
+    out = requests.post(
+        f"{sb.cb_url}/_sandbox/records/orders",
+        data=body.encode(),
+        headers={"Content-Type": "application/json"},
+        timeout=30,
+    )
+    out.raise_for_status()
+
+
+#: a Chargebee order's currency and total cannot be changed through the API
+FIXABLE = {"too_long", "control", "wrong_type", "number_too_long", "number_control"}
+
+
+def fix(sb: Any, p: Pair) -> None:
+    assert p.field
+    if p.field == "quote_number":
+        p.crm["Number"] = f"QH-FIXED-{p.n}"
+        sb.crm("PATCH", f"quotes/{p.crm_id}", json={"Number": p.crm["Number"]})
+    elif p.side == CRM:
+        p.crm["Notes"] = f"Fixed note {p.n}"
+        sb.crm("PATCH", f"quotes/{p.crm_id}", json={"Notes": p.crm["Notes"]})
+    else:
+        p.cb["note"] = f"Fixed note {p.n}"
+        sb.cb("POST", f"orders/{p.cb_id}", data={"note": p.cb["note"]})
+    # the fixed record changed, so it is read again; its partner did not change since the
+    # first run read it: a full resync reads it too (quote_order's limitations say so)
+
+
+# -- checks -----------------------------------------------------------------------------------
+
+
+def check_batch(sb: Any, store: Any, pairs: list[Pair], run: Any) -> list[str]:
+    problems: list[str] = []
+    if not run.ok:
+        problems.append(f"run failed: {run.failed_tasks}")
+    held = hostile.held(store, FLOW)
+    links = hostile.links(store, FLOW)
+    crm_now = {x["Id"]: x for x in hostile.admin_records(sb, CRM, "quotes")}
+    cb_now = {x["id"]: x for x in hostile.admin_records(sb, CB, "orders")}
+    for p in pairs:
+        if p.defect:
+            assert p.side and p.field
+            rid = p.rid(p.side)
+            rec = p.cb if p.side == CB else p.crm
+            key = FIELDS[p.field][1 if p.side == CB else 0]
+            what = f"{p.side} {rid} ({p.defect} {p.field}: {repr(rec.get(key))[:60]})"
+            hold = held.get((p.side, rid))
+            if hold is None:
+                problems.append(f"{what}: not held")
+            else:
+                if hold[0] not in ("invalid", "rejected"):
+                    problems.append(f"{what}: held as {hold[0]!r}: {hold[1]!r}")
+                problems += reason_problems(what, hold[1], rid, [*FIELDS[p.field], p.field])
+            if p.crm_id in links or p.cb_id in links.values():
+                problems.append(f"{what}: a bad pair was linked")
+            continue
+        what = f"pair {p.crm_id}/{p.cb_id} (good, by {'invoice' if p.by_invoice else 'reference_id'})"
+        for side in (CRM, CB):
+            hold = held.get((side, p.rid(side)))
+            if hold is not None and hold[0] in PROBLEM_KINDS:
+                problems.append(f"{what}: {side} record is held: {hold}")
+        if links.get(p.crm_id or "") != p.cb_id:
+            problems.append(f"{what}: not linked (links to {links.get(p.crm_id or '')!r})")
+            continue
+        crm_rec, cb_rec = crm_now[p.crm_id], cb_now[p.cb_id]
+        for name, (c, k) in FIELDS.items():
+            cv, kv = canon(name, crm_rec.get(c)), canon(name, cb_rec.get(k))
+            if cv != kv:
+                problems.append(f"{what}: {name} differs: customcrm={cv!r} chargebee={kv!r}")
+        want = _text(p.crm["Notes"]) or _text(p.cb["note"])  # exotic text arrives unchanged
+        if canon("notes", crm_rec.get("Notes")) != want:
+            problems.append(f"{what}: notes changed: {crm_rec.get('Notes')!r} != {want!r}")
+    return problems
+
+
+# -- the test ---------------------------------------------------------------------------------
+
+
+@hostile.BATCH_SETTINGS
+@given(pairs=batches(), pick=st.integers(min_value=0))
+def test_hostile_quotes_and_orders_bad_held_with_reasons_good_linked_fixed_released(
+    run_flow, sandboxes, store, pairs, pick
+):
+    wipe(sandboxes, store)
+    plant(sandboxes, pairs)
+    first = run_flow(FLOW)
+    problems = check_batch(sandboxes, store, pairs, first)
+    assert not problems, "\n".join(problems)
+
+    fixable = [p for p in pairs if p.defect in FIXABLE]
+    if not fixable:
+        return
+    victim = fixable[pick % len(fixable)]
+    fix(sandboxes, victim)
+    what = f"{victim.side} {victim.rid(victim.side or CRM)} ({victim.defect} {victim.field})"
+    victim.defect = None
+    second = run_flow(FLOW)
+    problems = check_batch(sandboxes, store, pairs, second)
+    assert not problems, f"after fixing {what}:\n" + "\n".join(problems)
