@@ -20,6 +20,7 @@ from typing import Any
 from sqlalchemy.engine import RowMapping
 
 from crmsync.engine.canonical import content_hash, match_key
+from crmsync.flows.refs import PENDING_REFS
 from crmsync.mapping.model import Cardinality, Side
 from crmsync.mapping.model import Mapping as FlowMapping
 from crmsync.store.repository import dumps, loads
@@ -47,12 +48,27 @@ def _side_after(row: RowMapping, prefix: str, old: dict[str, Any] | None) -> dic
     return old
 
 
+def _pending_after(row: RowMapping, old: dict[str, str], values: dict[str, Any]) -> dict[str, str]:
+    """References of the Chargebee record still waiting for their flow's link after this
+    run: those a create's response carried untranslated, else those carried from before;
+    a reference that now reads as a value is no longer pending."""
+    result = loads(row["cb_result"]) or {}
+    pending = result.get("pending_refs") if row["cb_status"] == "done" and result else None
+    return {k: v for k, v in (pending or old).items() if values.get(k) is None}
+
+
+def _with_pending(values: dict[str, Any], pending: dict[str, str]) -> dict[str, Any]:
+    return {**values, PENDING_REFS: pending} if pending else values
+
+
 def _base_after(
     mapping: FlowMapping,
     row: RowMapping,
     merged: dict[str, Any],
     crm_values: dict[str, Any],
     cb_values: dict[str, Any],
+    cb_pending: dict[str, str] | None = None,
+    old_base: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The base a finished pair agrees on: the merged record, except where a create let
     the new record's side choose.
@@ -61,8 +77,12 @@ def _base_after(
     (a customer's business entity, which Chargebee assigns by default), the created
     record's own value is what both sides start from. Otherwise the next run would read
     Chargebee's default as an edit made in Chargebee and copy it over the Customcrm value.
+    Such a value that is a reference not linked yet (Chargebee's default entity before
+    customer_business_entity first ran) is kept as pending (``refs.resolve_link``), and
+    so is one still pending from an earlier run while the merge saw it blank.
     """
     base = dict(merged)
+    pending: dict[str, str] = {}
     for prefix, side, values in (("crm", Side.CUSTOMCRM, crm_values), ("cb", Side.CHARGEBEE, cb_values)):
         if row[f"{prefix}_op"] != "create" or row[f"{prefix}_status"] != "done":
             continue
@@ -70,7 +90,12 @@ def _base_after(
         for f in mapping.fields:
             if f.name not in sent and not f.direction.writes(side):
                 base[f.name] = values.get(f.name)
-    return base
+                if side is Side.CHARGEBEE and f.name in (cb_pending or {}):
+                    pending[f.name] = (cb_pending or {})[f.name]
+    for name, raw in ((old_base or {}).get(PENDING_REFS) or {}).items():
+        if base.get(name) is None:
+            pending.setdefault(name, raw)
+    return _with_pending(base, pending)
 
 
 def apply_plan_rows(mapping: FlowMapping, repo: Any, run_id: str, rows: list[RowMapping]) -> None:
@@ -176,22 +201,29 @@ def apply_plan_rows(mapping: FlowMapping, repo: Any, run_id: str, rows: list[Row
             old = None
         all_ok = row["crm_status"] in OK and row["cb_status"] in OK
         old_crm = old_cb = None
+        old_pending: dict[str, str] = {}
         if old is not None:
             old_crm = {
                 "values": json.loads(old["crm_snapshot"]),
                 "version": old["crm_version"],
                 "updated_at": old["crm_updated_at"],
             }
+            old_cb_values = json.loads(old["cb_snapshot"])
+            old_pending = old_cb_values.pop(PENDING_REFS, None) or {}
             old_cb = {
-                "values": json.loads(old["cb_snapshot"]),
+                "values": old_cb_values,
                 "version": old["cb_version"],
                 "updated_at": old["cb_updated_at"],
             }
         crm_now = _side_after(row, "crm", old_crm)
         cb_now = _side_after(row, "cb", old_cb)
         merged = loads(row["merged"]) or {}
+        cb_pending = _pending_after(row, old_pending, cb_now["values"])
         if all_ok:
-            base = _base_after(mapping, row, merged, crm_now["values"], cb_now["values"])
+            old_base = json.loads(old["base"]) if old is not None else None
+            base = _base_after(
+                mapping, row, merged, crm_now["values"], cb_now["values"], cb_pending, old_base
+            )
         elif old is not None:
             base = json.loads(old["base"])
         else:
@@ -204,7 +236,7 @@ def apply_plan_rows(mapping: FlowMapping, repo: Any, run_id: str, rows: list[Row
                 "match_key": match_key(mapping, merged or crm_now["values"]),
                 "base": dumps(base),
                 "crm_snapshot": dumps(crm_now["values"]),
-                "cb_snapshot": dumps(cb_now["values"]),
+                "cb_snapshot": dumps(_with_pending(cb_now["values"], cb_pending)),
                 "base_hash": content_hash(base),
                 "crm_version": None if crm_now["version"] is None else str(crm_now["version"]),
                 "cb_version": None if cb_now["version"] is None else str(cb_now["version"]),

@@ -16,12 +16,18 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
 from crmsync.engine.canonical import SideRecord
+from crmsync.engine.plan import LinkState
 from crmsync.mapping.model import Mapping as FlowMapping
 from crmsync.mapping.model import Side
 from crmsync.mapping.transforms import Canonical
 from crmsync.store.schema import link
 
 BATCH = 500
+
+#: Key, in a link's stored base and Chargebee snapshot, of the references that Chargebee
+#: set on a record the sync created but that were not linked yet: ``{field: Chargebee id}``.
+#: Not a field name (field names start with a letter); never reaches the merge.
+PENDING_REFS = "~pending_refs"
 
 
 class RefResolver:
@@ -99,6 +105,48 @@ class RefResolver:
         """The same translation for values a Chargebee write returned."""
         rec, _ = self.canonical(SideRecord(Side.CHARGEBEE, "-", values))
         return rec.values
+
+    def pending(self, raw: dict[str, Canonical], translated: dict[str, Canonical]) -> dict[str, str]:
+        """The references of a record Chargebee returned that had no link to translate to."""
+        return {
+            f.name: str(raw[f.name])
+            for f in self.mapping.refs
+            if raw.get(f.name) is not None and translated.get(f.name) is None
+        }
+
+    def resolve_link(self, state: LinkState) -> LinkState:
+        """A link whose created record carried references not linked at the time, with
+        those references translated now that their flow may have linked them.
+
+        Why: a customer created from a company-less contact gets Chargebee's default
+        business entity. When that entity was not linked yet, the link's base recorded
+        no company; read later, once the entity is linked, the customer's entity would
+        look like an edit made in Chargebee and fill the entity's company into the
+        contact, so the outcome would depend on which DAG ran first. With the pending
+        reference translated, the base holds what the created record held, as it does
+        when the entity was linked first. Unresolved ones read as blank, as before; the
+        marker itself never reaches the merge (update_links carries it forward).
+        """
+        if PENDING_REFS not in state.base and PENDING_REFS not in state.cb_snapshot:
+            return state
+        base = self._resolve_pending(state.base)
+        return replace(state, base=base, cb_snapshot=self._resolve_pending(state.cb_snapshot))
+
+    def _resolve_pending(self, values: dict[str, Canonical]) -> dict[str, Canonical]:
+        out = dict(values)
+        pending = out.pop(PENDING_REFS, None)
+        if not isinstance(pending, dict):
+            return out
+        by_name = {f.name: f for f in self.mapping.refs}
+        for name, raw in pending.items():
+            f = by_name.get(name)
+            if f is None or not f.ref or out.get(name) is not None:
+                continue
+            key = (f.ref, str(raw))
+            if key not in self._cb_to_crm:
+                self._load(f.ref, Side.CHARGEBEE, [str(raw)])
+            out[name] = self._cb_to_crm.get(key)
+        return out
 
     def to_chargebee(self, changes: dict[str, Canonical]) -> tuple[dict[str, Canonical], str | None]:
         """Customcrm ids in changes bound for Chargebee → Chargebee ids (or why not yet)."""

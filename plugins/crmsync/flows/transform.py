@@ -233,7 +233,8 @@ def _linked_pairs(p: Planner) -> None:
             if cb is not None and why:
                 p.emit(planner.wait(p.mapping, cb, why, other_id=link_row["crm_id"]), crm, cb, link_row["id"])
                 continue
-            decision = planner.decide_linked(p.mapping, link_state(link_row), crm, cb)
+            state = p.refs.resolve_link(link_state(link_row))
+            decision = planner.decide_linked(p.mapping, state, crm, cb)
             p.emit(decision, crm, cb, link_row["id"])
 
 

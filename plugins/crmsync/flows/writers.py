@@ -121,7 +121,11 @@ class ChargebeeWriter:
     def _result(self, raw: dict[str, Any]) -> dict[str, Any]:
         result = result_of(self.mapping, Side.CHARGEBEE, raw, CHARGEBEE_META)
         if self.refs is not None and self.refs.active:
-            result["values"] = self.refs.canonical_values(result["values"])
+            raw_values = result["values"]
+            result["values"] = self.refs.canonical_values(raw_values)
+            pending = self.refs.pending(raw_values, result["values"])
+            if pending:  # kept with the link until their flow links them (refs.resolve_link)
+                result["pending_refs"] = pending
         return result
 
     def _ensure_parent(self) -> None:
