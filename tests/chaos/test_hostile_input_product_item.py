@@ -217,7 +217,15 @@ def bad_record(draw: Any, n: int, side: str, taken_name: str, defect: str) -> Re
         name = "sku"
         values[name] = draw(
             st.sampled_from(
-                [f"HP {n}", f"HP-{n}-Ø", f"HP-{n}-的", f"HP/{n}", f"HP-{n}\x07", f"HP-{n}-" + "x" * 100]
+                [
+                    f"HP {n}",
+                    f"HP-{n}-Ø",
+                    f"HP-{n}-的",
+                    f"HP/{n}",
+                    f"HP-{n}\x07",
+                    f"HP-{n}\x00",
+                    f"HP-{n}-" + "x" * 100,
+                ]
             )
         )
     elif defect == "bad_archived":

@@ -181,10 +181,23 @@ def match_key(mapping: FlowMapping, values: Mapping[str, Canonical], rule: int =
         if v is None:
             return None
         text = str(v)
+        if text.startswith("\x00") or has_control_chars(text):
+            # an unknown value, a wrong type or control characters: reported by validation,
+            # never matched on (and PostgreSQL cannot store a NUL in the staged key)
+            return None
         if mapping.match.normalize:
             text = " ".join(text.casefold().split())
         parts.append(text)
-    return "\x1f".join(parts)
+    key = "\x1f".join(parts)
+    if len(key) > MATCH_KEY_MAX:
+        # The link store keeps keys in a 512-character column (PostgreSQL refuses longer
+        # ones and the extract failed): a longer key is kept as its digest, equal for equal keys.
+        key = "sha256:" + hashlib.sha256(key.encode("utf-8")).hexdigest()
+    return key
+
+
+#: longest match key stored as it is (the link store's match_key columns are String(512))
+MATCH_KEY_MAX = 512
 
 
 @dataclass

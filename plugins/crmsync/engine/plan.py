@@ -161,12 +161,41 @@ def wait(mapping: FlowMapping, rec: SideRecord, why: str, *, other_id: str | Non
     )
 
 
+def _missing_key(mapping: FlowMapping, rec: SideRecord) -> Problem | None:
+    missing = [k for k in mapping.match.keys if rec.values.get(k) is None]
+    if not missing:
+        return None
+    return Problem(
+        missing[0],
+        f"{', '.join(mapping.source_path(mapping.field(k), rec.side) for k in missing)} is "
+        f"empty; it is the match key, so the record could be a duplicate; fill it in "
+        f"{'Customcrm' if rec.side is Side.CUSTOMCRM else 'Chargebee'}",
+    )
+
+
+def _match_key_problems(mapping: FlowMapping, rec: SideRecord) -> list[Problem]:
+    """Why ``rec``'s match key cannot match anything: blank, or not valid text. With
+    ``match.alternatives`` a blank first key is normal (another rule may match)."""
+    if len(mapping.match.rules) > 1:
+        return []
+    missing = _missing_key(mapping, rec)
+    if missing:
+        return [missing]
+    keys = list(mapping.match.keys)
+    return validate(mapping, {k: rec.values.get(k) for k in keys}, source=rec.side, target=rec.side.other)
+
+
 def decide_new(mapping: FlowMapping, rec: SideRecord) -> Decision:
     """An unlinked record with no match on the other side: create it there."""
     if rec.deleted:
         return Decision(Action.SKIP, *_ids(rec), reason="deleted before it was ever linked")
     target = mapping.side(rec.side.other)
     if not target.create:
+        # No match may be the record's own fault: a blank or broken match key is held
+        # with that reason, not reported as a record the other side lacks.
+        problems = _match_key_problems(mapping, rec)
+        if problems:
+            return _quarantine(mapping, rec, problems)
         why = target.create_disabled_reason or f"this flow does not create records in {rec.side.other.value}"
         return Decision(
             Action.SKIP, *_ids(rec), reason=f"{_label(mapping, rec.side)} {rec.id}: no match; {why}"
@@ -194,17 +223,9 @@ def decide_new(mapping: FlowMapping, rec: SideRecord) -> Decision:
         )
     }
     problems = validate(mapping, values, source=rec.side, target=target_side)
-    missing = [k for k in mapping.match.keys if rec.values.get(k) is None]
+    missing = _missing_key(mapping, rec)
     if missing:
-        problems.insert(
-            0,
-            Problem(
-                missing[0],
-                f"{', '.join(mapping.source_path(mapping.field(k), rec.side) for k in missing)} is "
-                f"empty; it is the match key, so the record could be a duplicate; fill it in "
-                f"{'Customcrm' if rec.side is Side.CUSTOMCRM else 'Chargebee'}",
-            ),
-        )
+        problems.insert(0, missing)
     bad_id = create_id_problem(mapping, rec)
     if bad_id:
         problems.append(bad_id)
@@ -342,7 +363,8 @@ def ambiguous(
 ) -> Decision:
     """A record whose match key points at more than one record, or at a linked one."""
     fix = fix or "merge or correct the duplicates so that one record per side carries the match key"
-    reason = f"{_label(mapping, rec.side)} {rec.id}: {why} ({', '.join(candidates)}); {fix}"
+    keys = ", ".join(mapping.source_path(mapping.field(k), rec.side) for k in mapping.match.keys)
+    reason = f"{_label(mapping, rec.side)} {rec.id}: {why} ({', '.join(candidates)}); {fix} ({keys})"
     crm_id, cb_id = (rec.id, None) if rec.side is Side.CUSTOMCRM else (None, rec.id)
     return Decision(
         Action.QUARANTINE, crm_id, cb_id, reason=reason, held_side=rec.side, hold_kind="ambiguous"
