@@ -185,10 +185,31 @@ def _match_key_problems(mapping: FlowMapping, rec: SideRecord) -> list[Problem]:
     return validate(mapping, {k: rec.values.get(k) for k in keys}, source=rec.side, target=rec.side.other)
 
 
+def _no_partner(mapping: FlowMapping, rec: SideRecord) -> str | None:
+    """Why ``rec`` has no partner by design (its match key is one of the side's
+    ``no_partner_keys``, e.g. an order created_by "system"), or None."""
+    pattern = mapping.side(rec.side).no_partner_keys
+    keys = [rec.values.get(k) for k in mapping.match.keys]
+    if pattern is None or any(not isinstance(v, str) for v in keys):
+        return None
+    if not all(re.fullmatch(pattern, str(v)) for v in keys):
+        return None
+    names = ", ".join(mapping.source_path(mapping.field(k), rec.side) for k in mapping.match.keys)
+    shown = ", ".join(repr(v) for v in keys)
+    other = _label(mapping, rec.side.other)
+    return (
+        f"{_label(mapping, rec.side)} {rec.id}: {names} {shown} names no {other} by design "
+        "(the mapping's no_partner_keys); nothing to link"
+    )
+
+
 def decide_new(mapping: FlowMapping, rec: SideRecord) -> Decision:
     """An unlinked record with no match on the other side: create it there."""
     if rec.deleted:
         return Decision(Action.SKIP, *_ids(rec), reason="deleted before it was ever linked")
+    no_partner = _no_partner(mapping, rec)
+    if no_partner:
+        return Decision(Action.SKIP, *_ids(rec), reason=no_partner)
     target = mapping.side(rec.side.other)
     if not target.create:
         # No match may be the record's own fault: a blank or broken match key is held

@@ -154,6 +154,13 @@ def apply_plan_rows(mapping: FlowMapping, repo: Any, run_id: str, rows: list[Row
             )
             continue
         if action == "skip":
+            # Nothing to sync is the record's current state: a hold from an earlier run
+            # (e.g. a user whose invalid Email was corrected, who has no order) is over.
+            release.extend(
+                (s.value, rid)
+                for s, rid in ((Side.CUSTOMCRM, row["crm_id"]), (Side.CHARGEBEE, row["cb_id"]))
+                if rid
+            )
             continue
         if action == "unlink":
             deletes.append((row["crm_id"], row["cb_id"]))

@@ -351,11 +351,14 @@ def _one_to_many(
     mapping = p.mapping
     if len(crms) > 1:
         ids = [f"Customcrm {r.id}" for r in crms]
+        many = f"several Customcrm {mapping.customcrm.label}s"
         for r in crms + cbs:
-            p.emit(
-                planner.ambiguous(mapping, r, ids, "its match key is shared by several Customcrm records"),
-                *_pair(r),
+            # the reason names the field a person corrects, on the record's own side
+            keys = ", ".join(mapping.source_path(mapping.field(k), r.side) for k in mapping.match.keys)
+            why = (
+                f"its {keys} is shared by {many}" if r.side is Side.CUSTOMCRM else f"its {keys} names {many}"
             )
+            p.emit(planner.ambiguous(mapping, r, ids, why), *_pair(r))
         return
     owner = crms[0] if crms else None
     if owner is None and taken is not None:

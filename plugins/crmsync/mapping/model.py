@@ -139,6 +139,21 @@ class SideSpec(_Strict):
     #: record of the other side is skipped with ``create_disabled_reason``.
     create: bool = True
     create_disabled_reason: str | None = None
+    #: A regular expression for match keys of this side that name no record of the
+    #: other side by design (an order's ``created_by`` "system" or "api": Chargebee or an
+    #: API key made the order, no user did). Such a record is skipped with that reason,
+    #: not held as a broken key; any other key that is blank or malformed is held.
+    no_partner_keys: str | None = None
+
+    @field_validator("no_partner_keys")
+    @classmethod
+    def _no_partner_keys(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                re.compile(v)
+            except re.error as e:
+                raise ValueError(f"no_partner_keys is no regular expression: {e}") from e
+        return v
 
 
 class EnsureSpec(_Strict):
