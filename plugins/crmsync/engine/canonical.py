@@ -224,6 +224,12 @@ def validate(
     it in Customcrm``.
     """
     fix_in = "Customcrm" if source is Side.CUSTOMCRM else "Chargebee"
+
+    def fix(f: FieldMap, verb: str) -> str:
+        if source is Side.CHARGEBEE and f.chargebee_fix:
+            return f.chargebee_fix
+        return f"{verb} {fix_in}"
+
     problems: list[Problem] = []
     for name in names if names is not None else values.keys():
         f: FieldMap = mapping.field(name)
@@ -231,7 +237,7 @@ def validate(
         where = mapping.source_path(f, source)
         if value is None:
             if f.required:
-                problems.append(Problem(name, f"{where} is empty but required; fill it in {fix_in}"))
+                problems.append(Problem(name, f"{where} is empty but required; {fix(f, 'fill it in')}"))
             continue
         if isinstance(value, str) and value.startswith(UNKNOWN_VALUE):
             allowed = ", ".join(repr(k) for k in (f.values or {}))
@@ -239,7 +245,7 @@ def validate(
                 Problem(
                     name,
                     f"{where} has the unknown value {value[len(UNKNOWN_VALUE) :]!r}; "
-                    f"expected one of {allowed}; fix it in {fix_in} or extend the mapping's value map",
+                    f"expected one of {allowed}; {fix(f, 'fix it in')} or extend the mapping's value map",
                 )
             )
             continue
@@ -247,25 +253,25 @@ def validate(
             kind = {"dict": "an object", "list": "a list", "bool": "a true/false value"}.get(
                 value[len(WRONG_TYPE) :], "a non-text value"
             )
-            problems.append(Problem(name, f"{where} holds {kind}, not text; correct it in {fix_in}"))
+            problems.append(Problem(name, f"{where} holds {kind}, not text; {fix(f, 'correct it in')}"))
             continue
         why = check_transform(f.transform, value)
         if why:
-            problems.append(Problem(name, f"{where}: {why}; fix it in {fix_in}"))
+            problems.append(Problem(name, f"{where}: {why}; {fix(f, 'fix it in')}"))
             continue
         if has_control_chars(value):
-            problems.append(Problem(name, f"{where} contains control characters; remove them in {fix_in}"))
+            problems.append(Problem(name, f"{where} contains control characters; {fix(f, 'remove them in')}"))
             continue
         if f.max_length is not None and isinstance(value, str) and len(value) > f.max_length:
             problems.append(
                 Problem(
                     name,
                     f"{where} is {len(value)} characters; Chargebee {mapping.chargebee.label} "
-                    f"{f.chargebee} allows at most {f.max_length}; shorten it in {fix_in}",
+                    f"{f.chargebee} allows at most {f.max_length}; {fix(f, 'shorten it in')}",
                 )
             )
             continue
         why = check_json_object(value) if f.transform == "json" else check_format(f.format, value)
         if why:
-            problems.append(Problem(name, f"{where}: {why}; fix it in {fix_in}"))
+            problems.append(Problem(name, f"{where}: {why}; {fix(f, 'fix it in')}"))
     return problems

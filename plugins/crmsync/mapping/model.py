@@ -95,6 +95,10 @@ class FieldMap(_Strict):
     #: some values when a record is made and takes no update for them (a customer's
     #: ``business_entity_id``), so the create is the one chance to set them from Customcrm.
     on_create: bool = False
+    #: What a person can do about a bad value read from Chargebee when Chargebee's API
+    #: cannot change the field (an order's ``created_by``): replaces "fix it in Chargebee"
+    #: in the reason, so the hold says something that can actually be done.
+    chargebee_fix: str | None = None
 
     @field_validator("values", mode="before")
     @classmethod

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from crmsync.engine import plan
-from crmsync.engine.canonical import SideRecord, to_canonical
+from crmsync.engine.canonical import SideRecord, to_canonical, validate
 from crmsync.engine.plan import Action
 from crmsync.mapping.model import Mapping, Side, load_mapping
 
@@ -52,3 +52,23 @@ def test_a_good_order_is_still_created(orders: Mapping) -> None:
         orders, SideRecord(Side.CHARGEBEE, "ord_1", to_canonical(orders, Side.CHARGEBEE, raw))
     )
     assert d.action is Action.CREATE
+
+
+@pytest.mark.parametrize("created_by", ["a@@b.example", "x\x07y@example.com", "l" * 71 + "@example.com"])
+def test_a_bad_value_chargebee_cannot_change_says_what_can_be_done_instead(created_by: str) -> None:
+    """An order's created_by cannot be changed through Chargebee's API: the reason must not
+    say "fix it in Chargebee" but what a person can do (chargebee_fix in user_order.yaml)."""
+    m = load_mapping(ROOT / "include" / "mappings" / "user_order.yaml")
+    problems = validate(
+        m,
+        to_canonical(m, Side.CHARGEBEE, {"created_by": created_by}),
+        source=Side.CHARGEBEE,
+        target=Side.CUSTOMCRM,
+    )
+    assert problems, created_by
+    for p in problems:
+        assert "in Chargebee" not in p.message and "set the owner" in p.message, p.message
+        assert "created_by" in p.message
+    # Customcrm's side keeps the usual advice
+    crm = validate(m, {"email": "a@@b.example"}, source=Side.CUSTOMCRM, target=Side.CHARGEBEE)
+    assert crm and "fix it in Customcrm" in crm[0].message
