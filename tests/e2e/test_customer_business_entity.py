@@ -19,6 +19,9 @@ def test_entities_link_by_name_create_crm_customers_and_never_write_chargebee(ru
     assert s["created"]["chargebee"] == 0 and s["updated"]["chargebee"] == 0
     assert s["created"]["customcrm"] >= 1
     assert s["skipped"] >= 1 and s["limitations"]
+    # which customers were not synced, and why, is in the summary itself
+    assert len(s["skipped_records"]) == min(s["skipped"], 20), s
+    assert all("CUS-" in r and "Chargebee" in r for r in s["skipped_records"]), s["skipped_records"]
     cb_writes = writes(sandboxes)["chargebee"]
     assert cb_writes == 0, "business entities are read only: nothing may be written to Chargebee"
     before = writes(sandboxes)

@@ -69,6 +69,9 @@ def build_summary(mapping: FlowMapping, repo: Any, run_id: str, *, dry_run: bool
         "reverted_read_only": reverted,
         "kept_read_only_edits": kept,
         "skipped": actions["skip"],
+        # the first reasons (each names the record): a skipped record is not synced, and a
+        # person must be able to see which and why without querying crmsync_plan
+        "skipped_records": repo.plan_skips(run_id) if actions["skip"] else [],
         "limitations": list(mapping.limitations),
         "quarantined": actions["quarantine"],
         "held_total": repo.count_held(),
@@ -98,6 +101,12 @@ def render_summary(s: dict[str, Any]) -> str:
         f"kept (not synced) {s.get('kept_read_only_edits', 0)}",
         f"  skipped {s.get('skipped', 0)} "
         "(no match and this flow does not create them, or deleted before linking)",
+    ]
+    shown = s.get("skipped_records", [])[:5]
+    lines += [f"    - {reason}" for reason in shown]
+    if s.get("skipped", 0) > len(shown):
+        lines.append(f"    ... {s['skipped'] - len(shown)} more (crmsync_plan rows with action 'skip')")
+    lines += [
         f"  quarantined {s['quarantined']}, waiting {s['waiting']} this run; "
         f"{s.get('held_total', 0)} records held in quarantine in all (table crmsync_quarantine)",
     ]

@@ -606,6 +606,19 @@ class Repository:
                 ).mappings()
             )
 
+    def plan_skips(self, run_id: str, limit: int = 20) -> list[str]:
+        """Why records were skipped (no partner and the flow does not create one), first few."""
+        with self.engine.connect() as conn:
+            return [
+                reason or ""
+                for (reason,) in conn.execute(
+                    select(plan.c.reason)
+                    .where(plan.c.run_id == run_id, plan.c.flow == self.flow, plan.c.action == "skip")
+                    .order_by(plan.c.id)
+                    .limit(limit)
+                )
+            ]
+
     def plan_details(self, run_id: str) -> Iterator[str]:
         with self.engine.connect() as conn:
             for (detail,) in conn.execution_options(yield_per=BATCH).execute(
