@@ -79,11 +79,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import random
-import signal
-import subprocess
-import sys
 import time
 import unicodedata
 from collections import Counter
@@ -1240,35 +1236,6 @@ def _step(m: Mapping, name: str, run_id: str, side: str | None, params: dict[str
     harness._step(name, run_id, side, params, mapping_file=m.path)
 
 
-def _kill(call: str, when: Callable[[float], bool]) -> bool:
-    """Run ``crmsync.flows.tasks.<call>`` in a subprocess; SIGKILL it once ``when()`` holds
-    (called with the seconds since the task module was imported). True when it was killed."""
-    code = f"from crmsync.flows.tasks import run_step\nprint('go', flush=True)\n{call}\n"
-    proc = subprocess.Popen(
-        [sys.executable, "-c", code],
-        env=os.environ.copy(),
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        proc.stdout.readline()  # "go": imports done, the task starts now
-        started = time.monotonic()
-        deadline = time.monotonic() + 60
-        while proc.poll() is None and time.monotonic() < deadline:
-            if when(time.monotonic() - started):
-                os.kill(proc.pid, signal.SIGKILL)
-                break
-            time.sleep(0.01)
-    finally:
-        proc.wait(timeout=60)
-        if proc.stdout is not None:
-            proc.stdout.close()
-    return proc.returncode == -signal.SIGKILL
-
-
 def _planned_writes(store: Any, flow: str, run_id: str) -> Counter[str]:
     """Records the run's plan writes to, per side (after transform)."""
     from crmsync.store.schema import plan
@@ -1307,7 +1274,7 @@ def flow_run_with_kill(
         after = rng.randint(1, max(1, min(2, planned[victim])))
         start = api.writes(victim)
         report.kill_attempts += 1
-        killed = _kill(
+        killed = harness.kill_task(
             f"run_step('upsert', {str(m.path)!r}, side={victim!r}, run_id={run_id!r}, params={params!r})",
             lambda _s: api.writes(victim) - start >= after,
         )
@@ -1325,7 +1292,7 @@ def flow_run_with_kill(
                 _step(m, "upsert", run_id, side, params)
         report.kill_attempts += 1
         delay = rng.uniform(0.0, 0.25)
-        killed = _kill(
+        killed = harness.kill_task(
             f"run_step('update_links', {str(m.path)!r}, run_id={run_id!r}, params={params!r})",
             lambda seconds: seconds >= delay,
         )

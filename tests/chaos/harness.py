@@ -398,6 +398,35 @@ def _step(
     run_step(name, str(mapping_file), **kwargs)
 
 
+def kill_task(call: str, when: Callable[[float], bool]) -> bool:
+    """Run ``crmsync.flows.tasks.<call>`` in a subprocess; SIGKILL it once ``when()`` holds
+    (called with the seconds since the task module was imported). True when it was killed."""
+    code = f"from crmsync.flows.tasks import run_step\nprint('go', flush=True)\n{call}\n"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code],
+        env=os.environ.copy(),
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        proc.stdout.readline()  # "go": imports done, the task starts now
+        started = time.monotonic()
+        deadline = time.monotonic() + 60
+        while proc.poll() is None and time.monotonic() < deadline:
+            if when(time.monotonic() - started):
+                os.kill(proc.pid, signal.SIGKILL)
+                break
+            time.sleep(0.01)
+    finally:
+        proc.wait(timeout=60)
+        if proc.stdout is not None:
+            proc.stdout.close()
+    return proc.returncode == -signal.SIGKILL
+
+
 def run_with_kill(
     api: Api, store: Any, run_id: str, rng: random.Random, params: dict[str, Any], report: Report
 ) -> RunOutcome:
@@ -417,29 +446,12 @@ def run_with_kill(
         victim = rng.choice(SIDES)
         after = rng.randint(1, 4)
         start = api.writes(victim)
-        code = (
-            "from crmsync.flows.tasks import run_step\n"
+        call = (
             f"run_step('upsert', {str(MAPPING_FILE)!r}, side={victim!r}, run_id={run_id!r}, "
-            f"params={params!r})\n"
+            f"params={params!r})"
         )
         report.kill_attempts += 1
-        proc = subprocess.Popen(
-            [sys.executable, "-c", code],
-            env=os.environ.copy(),
-            cwd=ROOT,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        try:
-            deadline = time.monotonic() + 60
-            while proc.poll() is None and time.monotonic() < deadline:
-                if api.writes(victim) - start >= after:
-                    os.kill(proc.pid, signal.SIGKILL)
-                    break
-                time.sleep(0.02)
-        finally:
-            proc.wait(timeout=60)
-        killed = proc.returncode == -signal.SIGKILL
+        killed = kill_task(call, lambda _seconds: api.writes(victim) - start >= after)
         report.kills += killed
         for side in (victim, CRM if victim == CB else CB):
             # the retry of the victim, then the other side; a failure (error budget) is
