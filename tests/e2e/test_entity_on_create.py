@@ -56,10 +56,11 @@ def _reset(sandboxes: Any, store: Any) -> None:
 
 
 def _companies(sandboxes: Any) -> dict[str, Any]:
-    """Contact id → the name of its company (Customcrm ids of created companies may differ)."""
+    """Contact email → the name of its company. Not ids: contacts and companies the sync
+    creates get Customcrm ids in the order the writes land, which differs between runs."""
     names = {c["Id"]: c["Name"] for c in sandboxes.crm("GET", "customers", params={"limit": 500})["items"]}
     return {
-        c["Id"]: names.get(c["CustomerId"], c["CustomerId"])
+        str(c["Email"]).strip().lower(): names.get(c["CustomerId"], c["CustomerId"])
         for c in sandboxes.crm_contacts()
         if not c.get("Deleted")
     }
