@@ -100,11 +100,18 @@ def to_canonical(mapping: FlowMapping, side: Side, raw: Mapping[str, Any]) -> Ca
     """Map a raw record of ``side`` to canonical values (every mapped field present).
 
     A Customcrm value outside a field's value map becomes a marker that validation
-    reports ("unknown value ... expected one of ..."), never a silent blank.
+    reports ("unknown value ... expected one of ..."), never a silent blank. A reference
+    whose ``ref_absent_when`` applies is blank: the record refers to nothing by design.
     """
     out: CanonicalRecord = {}
     for f in mapping.fields:
         value = get_path(raw, mapping.source_path(f, side))
+        if (
+            side is Side.CHARGEBEE
+            and f.ref_absent_when
+            and f.ref_absent_when.applies(get_path(raw, f.ref_absent_when.chargebee))
+        ):
+            value = None  # nothing to refer to by design: no reference, nothing to wait for
         if f.values is not None and side is Side.CUSTOMCRM and value is not None and value != "":
             key = _crm_value_key(value)
             value = f.values.get(key, f"{UNKNOWN_VALUE}{key}")

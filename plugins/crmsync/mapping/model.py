@@ -69,6 +69,29 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class RefAbsent(_Strict):
+    """When a Chargebee record has, by design, no record to refer to in a ``ref`` field."""
+
+    #: Path of the Chargebee value that tells (an order's ``created_by``).
+    chargebee: str
+    #: A regular expression the whole value (trimmed, lower-cased) matches when there is
+    #: nothing to refer to ("system", "api", "import": no person made the order).
+    matches: str
+
+    @field_validator("matches")
+    @classmethod
+    def _matches(cls, v: str) -> str:
+        try:
+            re.compile(v)
+        except re.error as e:
+            raise ValueError(f"matches is no regular expression: {e}") from e
+        return v
+
+    def applies(self, value: Any) -> bool:
+        """Whether the Chargebee value at :attr:`chargebee` says there is no reference."""
+        return isinstance(value, str) and re.fullmatch(self.matches, value.strip().lower()) is not None
+
+
 class FieldMap(_Strict):
     """One canonical field and where it lives on each side."""
 
@@ -89,6 +112,10 @@ class FieldMap(_Strict):
     ref: str | None = None
     #: A record whose ref is not linked yet waits (True) or syncs without this field (False).
     ref_required: bool = True
+    #: A Chargebee record with no partner in the referenced flow by design (an order no
+    #: person created has no owner user) syncs without this field and does not wait or
+    #: report ``ref_pending`` run after run for a link that can never exist.
+    ref_absent_when: RefAbsent | None = None
     #: Overrides the flow's ``read_only_edits`` for this one-way field.
     read_only_edits: ReadOnlyEdits | None = None
     #: A ``to_customcrm`` field that a Chargebee *create* still carries: Chargebee fixes
@@ -343,6 +370,10 @@ class Mapping(_Strict):
                         f"chargebee.create_requires names {key!r}, which is not one of the fields"
                     )
             for f in self.fields:
+                if f.ref_absent_when is not None and not f.ref:
+                    problems.append(
+                        f"field {f.name!r} has ref_absent_when, which only applies to a field with `ref:`"
+                    )
                 if f.on_create and f.direction is not Direction.TO_CUSTOMCRM:
                     problems.append(
                         f"field {f.name!r} has on_create: true, which only applies to a field with "

@@ -72,3 +72,23 @@ def test_a_bad_value_chargebee_cannot_change_says_what_can_be_done_instead(creat
     # Customcrm's side keeps the usual advice
     crm = validate(m, {"email": "a@@b.example"}, source=Side.CUSTOMCRM, target=Side.CHARGEBEE)
     assert crm and "fix it in Customcrm" in crm[0].message
+
+
+@pytest.mark.parametrize(
+    "created_by, absent",
+    [
+        ("api", True),
+        (" System ", True),
+        ("import", True),
+        ("ann@example.com", False),
+        ("", False),
+        (None, False),
+    ],
+)
+def test_an_order_no_person_created_refers_to_no_owner(
+    orders: Mapping, created_by: object, absent: bool
+) -> None:
+    values = to_canonical(orders, Side.CHARGEBEE, {"id": "o1", "created_by": created_by})
+    assert values["owner_id"] == (None if absent else "o1")
+    # the Customcrm side is never affected: OwnerUserId is what it says
+    assert to_canonical(orders, Side.CUSTOMCRM, {"Id": "O1", "OwnerUserId": "U1"})["owner_id"] == "U1"

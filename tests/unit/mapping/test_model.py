@@ -98,3 +98,28 @@ def test_on_create_needs_a_create_parameter() -> None:
     doc["fields"][-1]["on_create"] = True
     with pytest.raises(MappingError, match="does not accept created_at; remove on_create"):
         parse_mapping(doc)
+
+
+def test_ref_absent_when_needs_a_ref_and_a_pattern() -> None:
+    doc = base()
+    field = next(f for f in doc["fields"] if f["name"] == "email")
+    field["ref_absent_when"] = {"chargebee": "created_by", "matches": "api"}
+    with pytest.raises(MappingError, match="ref_absent_when, which only applies to a field with `ref:`"):
+        parse_mapping(doc)
+    doc = yaml.safe_load((ROOT / "include/mappings/order_order.yaml").read_text())
+    owner = next(f for f in doc["fields"] if f["name"] == "owner_id")
+    owner["ref_absent_when"]["matches"] = "[a-z"
+    with pytest.raises(MappingError, match="matches is no regular expression"):
+        parse_mapping(doc)
+
+
+def test_order_owner_is_absent_exactly_for_the_orders_user_order_never_links() -> None:
+    """order_order must not wait for an owner link that user_order will never make: the
+    two mappings name the same Chargebee value and the same pattern."""
+    orders = load_mapping(ROOT / "include/mappings/order_order.yaml")
+    users = load_mapping(ROOT / "include/mappings/user_order.yaml")
+    absent = orders.field("owner_id").ref_absent_when
+    assert orders.field("owner_id").ref == users.flow and absent is not None
+    (key,) = users.match.keys
+    assert absent.chargebee == users.field(key).chargebee
+    assert absent.matches == users.chargebee.no_partner_keys
