@@ -147,3 +147,79 @@ def test_lost_responses_neither_duplicate_nor_lose(run_flow, sandboxes, store):
     r = run_flow()
     assert r.ok
     assert_converged(sandboxes, store)
+
+
+def test_an_abandoned_create_then_an_edit_neither_duplicates_nor_sticks(sandboxes, store):
+    """A run created a Chargebee customer and then failed before update_links recorded the
+    link (its retries spent, nobody cleared it). The contact's email is then edited in
+    Customcrm. The next scheduled run must link the customer the failed run made: not
+    create a second one (whose create would reuse its idempotency key with another body,
+    which Chargebee refuses run after run), and not copy it back as a Customcrm twin."""
+    all_steps("manual__baseline")
+    new = sandboxes.crm(
+        "POST", "contacts", json={"FirstName": "Lost", "LastName": "Link", "Email": "lost.link@example.com"}
+    )
+    made_id = f"crm-{new['Id']}"
+    run_id = "manual__abandoned"
+    step("extract", run_id, "customcrm")
+    step("extract", run_id, "chargebee")
+    step("transform", run_id)
+    step("upsert", run_id, "chargebee")  # then update_links never runs
+    made = [c for c in sandboxes.cb_customers() if c["id"] == made_id]
+    assert made and made[0]["email"] == "lost.link@example.com", "the abandoned run made the customer"
+
+    sandboxes.crm("PATCH", f"contacts/{new['Id']}", json={"Email": "found.link@example.com"})
+    all_steps("manual__next")
+    with store.connect() as conn:
+        linked = conn.execute(select(link.c.cb_id).where(link.c.crm_id == new["Id"])).scalars().all()
+        failed = conn.execute(
+            select(func.count()).where(
+                plan.c.run_id == "manual__next", plan.c.cb_status.in_(("rejected", "failed"))
+            )
+        ).scalar()
+    assert linked == [made_id] and failed == 0
+    before = writes(sandboxes)
+    all_steps("manual__idle")
+    assert writes(sandboxes) == before, "after recovery, runs without edits write nothing"
+
+    mine = [c for c in sandboxes.cb_customers() if not c.get("deleted") and "link@example.com" in c["email"]]
+    assert [(c["id"], c["email"]) for c in mine] == [(made_id, "found.link@example.com")]
+    twins = [c for c in sandboxes.crm_contacts() if (c.get("Email") or "").endswith("link@example.com")]
+    assert [c["Id"] for c in twins] == [new["Id"]], twins
+    assert_converged(sandboxes, store)
+
+
+def test_an_abandoned_customcrm_create_is_found_by_its_external_ref(sandboxes, store):
+    """The same the other way: the failed run made a Customcrm contact (its ExternalRef
+    names the Chargebee customer), then the customer's email was edited in Chargebee."""
+    all_steps("manual__baseline")
+    cb_new = sandboxes.cb(
+        "POST", "customers", data={"first_name": "Lost", "last_name": "Ref", "email": "lost.ref@example.com"}
+    )["customer"]
+    run_id = "manual__abandoned"
+    step("extract", run_id, "customcrm")
+    step("extract", run_id, "chargebee")
+    step("transform", run_id)
+    step("upsert", run_id, "customcrm")  # then update_links never runs
+    made = [c for c in sandboxes.crm_contacts() if c.get("ExternalRef") == cb_new["id"]]
+    assert len(made) == 1 and made[0]["Email"] == "lost.ref@example.com", "the abandoned run made the contact"
+
+    # an edit made later than the create, as the next run's newest_wins sees it: the pair
+    # has no base yet, and Chargebee's updated_at counts whole seconds
+    time.sleep(1.1)
+    sandboxes.cb("POST", f"customers/{cb_new['id']}", data={"email": "found.ref@example.com"})
+    all_steps("manual__next")
+    with store.connect() as conn:
+        linked = conn.execute(select(link.c.crm_id).where(link.c.cb_id == cb_new["id"])).scalars().all()
+    assert linked == [made[0]["Id"]]
+    before = writes(sandboxes)
+    all_steps("manual__idle")
+    assert writes(sandboxes) == before, "after recovery, runs without edits write nothing"
+
+    contacts = [c for c in sandboxes.crm_contacts() if (c.get("Email") or "").endswith("ref@example.com")]
+    assert [(c["Id"], c["Email"]) for c in contacts] == [(made[0]["Id"], "found.ref@example.com")]
+    twins = [
+        c for c in sandboxes.cb_customers() if not c.get("deleted") and c["email"].endswith("ref@example.com")
+    ]
+    assert [c["id"] for c in twins] == [cb_new["id"]], twins
+    assert_converged(sandboxes, store)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import re
 import string
+from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -89,10 +91,60 @@ def _label(mapping: FlowMapping, side: Side) -> str:
     )
 
 
-#: characters a Chargebee id may hold, and the longest id a create is given (the same
-#: rule as ChargebeeWriter.create_id in flows/writers.py, which would otherwise rename it)
+#: characters a Chargebee id may hold, and the longest id a create is given
 CB_ID_CHARS = re.compile(r"[^A-Za-z0-9_\-.@~]")
 CB_CREATE_ID_MAX = 50
+
+
+def chargebee_create_id(
+    mapping: FlowMapping, crm_id: str, values: CanonicalRecord | None = None
+) -> str | None:
+    """The id a Chargebee create is given (``chargebee.create_id``), or None (Chargebee
+    picks one). Deterministic, so a create repeated after a crash finds the first one."""
+    template = mapping.chargebee.create_id
+    if template is None:
+        return None
+    fields = {k: ("" if v is None else str(v)) for k, v in (values or {}).items()}
+    made = CB_ID_CHARS.sub("_", template.format(**{**fields, "crm_id": crm_id}))[:CB_CREATE_ID_MAX]
+    return made if "{crm_id}" in template else made.lower()
+
+
+def made_id_prefix(mapping: FlowMapping) -> str | None:
+    """What every Chargebee id made by ``create_id: "<prefix>{crm_id}<suffix>"`` starts
+    with; None when the template has other placeholders (or none)."""
+    template = mapping.chargebee.create_id
+    if template is None or "{{" in template or "}}" in template:
+        return None
+    holes = [h for _, h, _, _ in string.Formatter().parse(template) if h]
+    return template.split("{crm_id}", 1)[0] if holes == ["crm_id"] else None
+
+
+def paired_by_claims(claims: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+    """(Customcrm id, Chargebee id) pairs that records' own references claim; a record
+    named by two different claims is left out (to matching): never guessed."""
+    unique = sorted(set(claims))
+    crm_n = Counter(c for c, _ in unique)
+    cb_n = Counter(k for _, k in unique)
+    return [(c, k) for c, k in unique if crm_n[c] == 1 and cb_n[k] == 1]
+
+
+def made_for(mapping: FlowMapping, cb_id: str) -> str | None:
+    """The Customcrm id whose create gave a Chargebee record the id ``cb_id``, or None.
+
+    Only for an id template made from ``{crm_id}`` alone ("crm-{crm_id}"): such an id
+    says which Customcrm record it was made for, whatever the record's fields say now.
+    Why: a create applied in a run whose link was never recorded (the run failed after
+    the write and nobody cleared it) is found again by the next run even when the match
+    key was edited in between; matching by key alone would create a second record.
+    """
+    prefix = made_id_prefix(mapping)
+    if prefix is None or mapping.chargebee.create_id is None:
+        return None
+    suffix = mapping.chargebee.create_id.split("{crm_id}", 1)[1]
+    if not (cb_id.startswith(prefix) and cb_id.endswith(suffix) and len(cb_id) > len(prefix) + len(suffix)):
+        return None
+    crm_id = cb_id[len(prefix) : len(cb_id) - len(suffix)]
+    return crm_id if chargebee_create_id(mapping, crm_id) == cb_id else None
 
 
 def create_id_problem(mapping: FlowMapping, rec: SideRecord) -> Problem | None:

@@ -238,9 +238,60 @@ def _linked_pairs(p: Planner) -> None:
             p.emit(decision, crm, cb, link_row["id"])
 
 
+def _claimed_pairs(p: Planner) -> set[tuple[Side, str]]:
+    """Link unlinked records that say whose partner they are, before any key matching.
+
+    A record this sync made names its source: a Customcrm record through its
+    ExternalRef, a Chargebee record through an id made from the Customcrm id
+    (``create_id: "crm-{crm_id}"``). Normally such a pair is linked by the run that made
+    it; when that run failed after the write and was never cleared, the next run finds
+    the pair here, even when the match key was edited in between (matching by key would
+    create a second record, and the create would reuse its idempotency key with another
+    body, which Chargebee refuses). Returns the records linked, to leave out of matching.
+    """
+    mapping = p.mapping
+    if mapping.cardinality is Cardinality.ONE_TO_MANY:
+        return set()
+    refs, made = p.repo.unlinked_claims(p.run_id, planner.made_id_prefix(mapping))
+    claims = refs + [(crm_id, cb_id) for cb_id in made if (crm_id := planner.made_for(mapping, cb_id))]
+    pairs = planner.paired_by_claims(claims)
+    if not pairs:
+        return set()
+    crm_rows = p.repo.staged_unlinked(p.run_id, Side.CUSTOMCRM, [c for c, _ in pairs])
+    cb_rows = p.repo.staged_unlinked(p.run_id, Side.CHARGEBEE, [k for _, k in pairs])
+    ended = {side: p.repo.unlinked_survivors(side, [i for pair in pairs for i in pair]) for side in Side}
+    taken: set[tuple[Side, str]] = set()
+    for crm_id, cb_id in pairs:
+        if crm_id not in crm_rows or cb_id not in cb_rows:
+            continue  # not read this run, already linked, or deleted
+        if crm_id in ended[Side.CUSTOMCRM] or cb_id in ended[Side.CHARGEBEE]:
+            continue  # a pair ended by policy unlink is only linked again by match
+        crm = record_from_staging(crm_rows[crm_id])
+        cb, why = p.resolve(record_from_staging(cb_rows[cb_id]))
+        assert cb is not None
+        if why:
+            p.soft[cb.id] = why  # link now; the reference is retried until it is linked
+        decision = planner.decide_match(mapping, crm, cb)
+        if decision.action is Action.LINK_BY_MATCH:
+            decision = replace(
+                decision,
+                reason=f"linked by the id this sync gave it in an earlier run that did not record the link "
+                f"(Customcrm {crm_id} ⇄ Chargebee {cb_id})",
+            )
+        p.emit(decision, crm, cb)
+        taken |= {(Side.CUSTOMCRM, crm_id), (Side.CHARGEBEE, cb_id)}
+    if taken:
+        log.info("transform: %d pairs linked by the ids this sync gave them", len(taken) // 2)
+    return taken
+
+
 def _unlinked(p: Planner) -> None:
     rules = len(p.mapping.match.rules)
-    _match_pass(p, 0, p.repo.iter_unlinked(p.run_id))
+    taken = _claimed_pairs(p)
+    rows = p.repo.iter_unlinked(p.run_id)
+    if taken:
+        rows = (r for r in rows if (Side(r["side"]), r["record_id"]) not in taken)
+    _match_pass(p, 0, rows)
     for rule in range(1, rules):
         p.flush_deferred()
         _match_pass(p, rule, p.repo.iter_deferred(p.run_id, rule))

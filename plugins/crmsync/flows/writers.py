@@ -13,7 +13,6 @@ import contextlib
 import hashlib
 import json
 import logging
-import re
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -27,6 +26,7 @@ from crmsync.engine.canonical import (
     to_canonical,
     to_side,
 )
+from crmsync.engine.plan import chargebee_create_id
 from crmsync.hooks.errors import (
     ApiError,
     AuthError,
@@ -40,8 +40,6 @@ from crmsync.mapping.model import Mapping as FlowMapping
 from crmsync.mapping.model import Side
 
 log = logging.getLogger(__name__)
-
-_CB_ID_CHARS = re.compile(r"[^A-Za-z0-9_\-.@~]")
 
 
 @dataclass
@@ -107,16 +105,7 @@ class ChargebeeWriter:
         self.rereads = 0
 
     def create_id(self, crm_id: str, values: dict[str, Any] | None = None) -> str | None:
-        template = self.mapping.chargebee.create_id
-        if template is None:
-            return None
-        fields = {k: ("" if v is None else str(v)) for k, v in (values or {}).items()}
-        raw = template.format(**{**fields, "crm_id": crm_id})
-        return (
-            _CB_ID_CHARS.sub("_", raw)[:50].lower()
-            if "{crm_id}" not in template
-            else _CB_ID_CHARS.sub("_", raw)[:50]
-        )
+        return chargebee_create_id(self.mapping, crm_id, values)
 
     def _result(self, raw: dict[str, Any]) -> dict[str, Any]:
         result = result_of(self.mapping, Side.CHARGEBEE, raw, CHARGEBEE_META)

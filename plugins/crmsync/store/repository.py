@@ -392,6 +392,58 @@ class Repository:
         with self.engine.connect() as conn:
             yield from conn.execution_options(yield_per=BATCH).execute(query).mappings()
 
+    def _unlinked(self, side: Side) -> Any:
+        col = link.c.crm_id if side is Side.CUSTOMCRM else link.c.cb_id
+        return and_(
+            staging.c.side == side.value,
+            ~exists().where(link.c.flow == self.flow, col == staging.c.record_id),
+            staging.c.deleted.is_(False),
+        )
+
+    def unlinked_claims(self, run_id: str, cb_prefix: str | None) -> tuple[list[tuple[str, str]], list[str]]:
+        """What unlinked staged records say about their partner, whatever their match key:
+        (Customcrm id, the Chargebee id in its ExternalRef), and the Chargebee ids that
+        start with ``cb_prefix`` (ids this sync may have given; None: none asked).
+        Few rows once a flow runs: records the sync made are linked in the same run."""
+        mine = (staging.c.run_id == run_id, staging.c.flow == self.flow)
+        with self.engine.connect() as conn:
+            refs = [
+                (crm_id, ext)
+                for crm_id, ext in conn.execute(
+                    select(staging.c.record_id, staging.c.external_ref).where(
+                        *mine, self._unlinked(Side.CUSTOMCRM), staging.c.external_ref.is_not(None)
+                    )
+                )
+            ]
+            made: list[str] = []
+            if cb_prefix is not None:
+                made = list(
+                    conn.execute(
+                        select(staging.c.record_id).where(
+                            *mine,
+                            self._unlinked(Side.CHARGEBEE),
+                            staging.c.record_id.startswith(cb_prefix, autoescape=True),
+                        )
+                    ).scalars()
+                )
+        return refs, made
+
+    def staged_unlinked(self, run_id: str, side: Side, ids: Sequence[str]) -> dict[str, RowMapping]:
+        """These staged records of ``side``, those of them that are unlinked and not deleted."""
+        out: dict[str, RowMapping] = {}
+        with self.engine.connect() as conn:
+            for chunk in _chunks(list(ids)):
+                for row in conn.execute(
+                    select(staging).where(
+                        staging.c.run_id == run_id,
+                        staging.c.flow == self.flow,
+                        self._unlinked(side),
+                        staging.c.record_id.in_(chunk),
+                    )
+                ).mappings():
+                    out[row["record_id"]] = row
+        return out
+
     def linked_by_match_key(self, keys: Sequence[str]) -> dict[str, tuple[str, str]]:
         """Existing links carrying these match keys: key → (crm_id, cb_id)."""
         out: dict[str, tuple[str, str]] = {}
