@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from crmsync.store.schema import link, plan
 from sqlalchemy import func, select
 
@@ -22,23 +23,23 @@ ROOT = Path(__file__).resolve().parents[2]
 MAPPING = str(ROOT / "include" / "mappings" / "contact_customer.yaml")
 
 
-def step(name: str, run_id: str, side: str | None = None, **params: Any) -> None:
+def step(name: str, run_id: str, side: str | None = None, *, mapping: str = MAPPING, **params: Any) -> None:
     """Run one task callable the way a worker does (same run_id = a cleared task rerun)."""
     from crmsync.flows.tasks import run_step
 
     kwargs: dict[str, Any] = {"run_id": run_id, "params": params}
     if side:
         kwargs["side"] = side
-    run_step(name, MAPPING, **kwargs)
+    run_step(name, mapping, **kwargs)
 
 
-def all_steps(run_id: str) -> None:
-    step("extract", run_id, "customcrm")
-    step("extract", run_id, "chargebee")
-    step("transform", run_id)
-    step("upsert", run_id, "chargebee")
-    step("upsert", run_id, "customcrm")
-    step("update_links", run_id)
+def all_steps(run_id: str, *, mapping: str = MAPPING) -> None:
+    step("extract", run_id, "customcrm", mapping=mapping)
+    step("extract", run_id, "chargebee", mapping=mapping)
+    step("transform", run_id, mapping=mapping)
+    step("upsert", run_id, "chargebee", mapping=mapping)
+    step("upsert", run_id, "customcrm", mapping=mapping)
+    step("update_links", run_id, mapping=mapping)
 
 
 def creates(sb: Any) -> int:
@@ -86,15 +87,23 @@ def _wait_for_creates(sb: Any, n: int, timeout: float = 60) -> None:
 
 
 @pytest.mark.parametrize("kill_after", [1, 6])
-def test_sigkill_during_upsert_creates_no_duplicate(sandboxes, store, kill_after):
+def test_sigkill_during_upsert_creates_no_duplicate(sandboxes, store, kill_after, tmp_path):
+    # Two writer threads and slow answers: the 17 creates take about 3 s, so the kill
+    # after the first or sixth lands with writes in flight however loaded the machine is
+    # (with the threads sized to the rate budget, every create could be answered before
+    # the test saw the sixth one).
+    doc = yaml.safe_load(Path(MAPPING).read_text())
+    doc["run"] = {**doc.get("run", {}), "max_workers": 2}
+    mapping = str(tmp_path / "contact_customer.yaml")
+    Path(mapping).write_text(yaml.safe_dump(doc))
     run_id = f"manual__sigkill_{kill_after}"
-    step("extract", run_id, "customcrm")
-    step("extract", run_id, "chargebee")
-    step("transform", run_id)
-    sandboxes.faults("chargebee", seed=1, latency_ms=150)
+    step("extract", run_id, "customcrm", mapping=mapping)
+    step("extract", run_id, "chargebee", mapping=mapping)
+    step("transform", run_id, mapping=mapping)
+    sandboxes.faults("chargebee", seed=1, latency_ms=300)
     code = (
         "from crmsync.flows.tasks import run_step\n"
-        f"run_step('upsert', {MAPPING!r}, side='chargebee', run_id={run_id!r}, params={{}})\n"
+        f"run_step('upsert', {mapping!r}, side='chargebee', run_id={run_id!r}, params={{}})\n"
     )
     proc = subprocess.Popen([sys.executable, "-c", code], env=os.environ.copy(), cwd=ROOT)
     try:
@@ -110,9 +119,9 @@ def test_sigkill_during_upsert_creates_no_duplicate(sandboxes, store, kill_after
     assert in_flight >= 1, "the kill should leave a write in flight"
     sandboxes.faults("chargebee", seed=1, latency_ms=0)
     # Airflow retries the task (or a person clears it): the rerun finishes the job.
-    step("upsert", run_id, "chargebee")
-    step("upsert", run_id, "customcrm")
-    step("update_links", run_id)
+    step("upsert", run_id, "chargebee", mapping=mapping)
+    step("upsert", run_id, "customcrm", mapping=mapping)
+    step("update_links", run_id, mapping=mapping)
     assert_converged(sandboxes, store)
     with store.connect() as conn:
         left = conn.execute(
