@@ -128,11 +128,17 @@ test: install ## ruff + mypy + pytest (and pytest on PostgreSQL when CRMSYNC_PG_
 bench: install ## benchmark against the sandboxes: python -m bench
 	$(ENV); $(PY) -m bench $(ARGS)
 
+# SQLite by default; with CRMSYNC_PG_URL set, the metadata DB is PostgreSQL (as issue 4 asks
+# of the rate-budget run), e.g. CRMSYNC_PG_URL="$(bash scripts/ci_postgres.sh)" make chaos
 chaos: install ## faults + kills on every flow and all six DAGs at once against a 150/min sandbox: one table (scripts/chaos.py, a few minutes)
-	@unset AIRFLOW__DATABASE__SQL_ALCHEMY_CONN AIRFLOW_CONN_CRMSYNC_STORE CRMSYNC_PG_URL CRMSYNC_TEST_DB \
+	@pg_url="$${CRMSYNC_PG_URL:-}"; \
+	unset AIRFLOW__DATABASE__SQL_ALCHEMY_CONN AIRFLOW_CONN_CRMSYNC_STORE CRMSYNC_PG_URL CRMSYNC_TEST_DB \
 	      AIRFLOW_CONN_CHARGEBEE_DEFAULT AIRFLOW_CONN_CUSTOMCRM_DEFAULT; \
 	rm -rf var/test/airflow-chaos; mkdir -p var/test/airflow-chaos; \
-	export AIRFLOW_HOME="$(CURDIR)/var/test/airflow-chaos" CRMSYNC_DB=sqlite; \
+	export AIRFLOW_HOME="$(CURDIR)/var/test/airflow-chaos"; \
+	if [ -n "$$pg_url" ]; then \
+	  export CRMSYNC_DB=postgres CRMSYNC_TEST_DB=postgres CRMSYNC_PG_URL="$$pg_url"; \
+	else export CRMSYNC_DB=sqlite; fi; \
 	$(ENV); $(PY) scripts/chaos.py $(ARGS)
 
 # ---- housekeeping -----------------------------------------------------------------------

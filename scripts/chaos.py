@@ -79,6 +79,10 @@ def quiet(log_path: Path) -> Iterator[None]:
 _TTY_ERR = os.fdopen(os.dup(2), "w", buffering=1)
 
 
+def _metadata_db() -> str:
+    return "PostgreSQL" if os.environ.get("CRMSYNC_TEST_DB") == "postgres" else "SQLite"
+
+
 def say(message: str) -> None:
     print(message, file=_TTY_ERR, flush=True)
 
@@ -191,7 +195,8 @@ class BudgetRun:
         if not figures:
             return rc == 0, f"rate budget: no figures ({verdict})"
         return rc == 0, (
-            f"rate budget, 6 DAGs at once (LocalExecutor, Chargebee sandbox 150/min): "
+            f"rate budget, 6 DAGs at once (LocalExecutor, {_metadata_db()} metadata DB, "
+            "Chargebee sandbox 150/min): "
             f"{figures.get('chargebee_requests')} Chargebee requests, busiest minute "
             f"{figures.get('busiest_minute')}/150 ({figures.get('busiest_minute_of_limit')}), "
             f"429 from the limiter {figures.get('sandbox_429')}, site blocks {figures.get('site_blocks')}, "
@@ -237,7 +242,10 @@ def main() -> int:
     from tests.chaos.harness import table
 
     log_path = ROOT / "var" / "chaos" / f"chaos-{time.strftime('%Y%m%d-%H%M%S')}.log"
-    say(f"chaos: Airflow home {os.environ['AIRFLOW_HOME']}, task logs in {log_path}")
+    say(
+        f"chaos: Airflow home {os.environ['AIRFLOW_HOME']} ({_metadata_db()} metadata DB), "
+        f"task logs in {log_path}"
+    )
     with quiet(log_path):
         from crmsync.flows.runner import load_dags
         from crmsync.store.engine import store_engine
