@@ -109,14 +109,23 @@ def chargebee_create_id(
     return made if "{crm_id}" in template else made.lower()
 
 
-def made_id_prefix(mapping: FlowMapping) -> str | None:
-    """What every Chargebee id made by ``create_id: "<prefix>{crm_id}<suffix>"`` starts
-    with; None when the template has other placeholders (or none)."""
+def _made_id_parts(mapping: FlowMapping) -> tuple[str, str] | None:
+    """(prefix, suffix) of ``create_id: "<prefix>{crm_id}<suffix>"``; None when the
+    template has other placeholders (or none)."""
     template = mapping.chargebee.create_id
     if template is None or "{{" in template or "}}" in template:
         return None
     holes = [h for _, h, _, _ in string.Formatter().parse(template) if h]
-    return template.split("{crm_id}", 1)[0] if holes == ["crm_id"] else None
+    if holes != ["crm_id"]:
+        return None
+    prefix, suffix = template.split("{crm_id}", 1)
+    return prefix, suffix
+
+
+def made_id_prefix(mapping: FlowMapping) -> str | None:
+    """What every Chargebee id made from a Customcrm id alone starts with, or None."""
+    parts = _made_id_parts(mapping)
+    return parts[0] if parts else None
 
 
 def paired_by_claims(claims: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
@@ -137,10 +146,10 @@ def made_for(mapping: FlowMapping, cb_id: str) -> str | None:
     the write and nobody cleared it) is found again by the next run even when the match
     key was edited in between; matching by key alone would create a second record.
     """
-    prefix = made_id_prefix(mapping)
-    if prefix is None or mapping.chargebee.create_id is None:
+    parts = _made_id_parts(mapping)
+    if parts is None:
         return None
-    suffix = mapping.chargebee.create_id.split("{crm_id}", 1)[1]
+    prefix, suffix = parts
     if not (cb_id.startswith(prefix) and cb_id.endswith(suffix) and len(cb_id) > len(prefix) + len(suffix)):
         return None
     crm_id = cb_id[len(prefix) : len(cb_id) - len(suffix)]

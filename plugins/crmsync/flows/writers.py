@@ -104,9 +104,6 @@ class ChargebeeWriter:
         self.label = f"Chargebee {mapping.chargebee.label}"
         self.rereads = 0
 
-    def create_id(self, crm_id: str, values: dict[str, Any] | None = None) -> str | None:
-        return chargebee_create_id(self.mapping, crm_id, values)
-
     def _result(self, raw: dict[str, Any]) -> dict[str, Any]:
         result = result_of(self.mapping, Side.CHARGEBEE, raw, CHARGEBEE_META)
         if self.refs is not None and self.refs.active:
@@ -149,7 +146,9 @@ class ChargebeeWriter:
             return _fail(self.label, rid or f"(new, for Customcrm {row['crm_id']})", err)
 
     def _create(self, row: RowMapping, changes: dict[str, Any], recovering: bool) -> Outcome:
-        new_id = self.create_id(row["crm_id"], {**json.loads(row["merged"] or "{}"), **changes})
+        new_id = chargebee_create_id(
+            self.mapping, row["crm_id"], {**json.loads(row["merged"] or "{}"), **changes}
+        )
         self._ensure_parent()
         params = {**self.mapping.chargebee.create_defaults, **to_side(self.mapping, Side.CHARGEBEE, changes)}
         existing = None

@@ -373,48 +373,40 @@ class Repository:
             if batch:
                 yield batch
 
+    def _unlinked(self, side: Side) -> Any:
+        """Staged records of ``side`` that no link of this flow holds."""
+        col = link.c.crm_id if side is Side.CUSTOMCRM else link.c.cb_id
+        return and_(
+            staging.c.side == side.value,
+            ~exists().where(link.c.flow == self.flow, col == staging.c.record_id),
+        )
+
     def iter_unlinked(self, run_id: str) -> Iterator[RowMapping]:
         """Staged records with no link, ordered by match key so equal keys come together."""
-        crm_linked = exists().where(link.c.flow == self.flow, link.c.crm_id == staging.c.record_id)
-        cb_linked = exists().where(link.c.flow == self.flow, link.c.cb_id == staging.c.record_id)
         query = (
             select(staging)
             .where(
                 staging.c.run_id == run_id,
                 staging.c.flow == self.flow,
-                or_(
-                    and_(staging.c.side == Side.CUSTOMCRM.value, ~crm_linked),
-                    and_(staging.c.side == Side.CHARGEBEE.value, ~cb_linked),
-                ),
+                or_(self._unlinked(Side.CUSTOMCRM), self._unlinked(Side.CHARGEBEE)),
             )
             .order_by(staging.c.match_key, staging.c.side, staging.c.record_id)
         )
         with self.engine.connect() as conn:
             yield from conn.execution_options(yield_per=BATCH).execute(query).mappings()
 
-    def _unlinked(self, side: Side) -> Any:
-        col = link.c.crm_id if side is Side.CUSTOMCRM else link.c.cb_id
-        return and_(
-            staging.c.side == side.value,
-            ~exists().where(link.c.flow == self.flow, col == staging.c.record_id),
-            staging.c.deleted.is_(False),
-        )
-
     def unlinked_claims(self, run_id: str, cb_prefix: str | None) -> tuple[list[tuple[str, str]], list[str]]:
         """What unlinked staged records say about their partner, whatever their match key:
         (Customcrm id, the Chargebee id in its ExternalRef), and the Chargebee ids that
         start with ``cb_prefix`` (ids this sync may have given; None: none asked).
         Few rows once a flow runs: records the sync made are linked in the same run."""
-        mine = (staging.c.run_id == run_id, staging.c.flow == self.flow)
+        mine = (staging.c.run_id == run_id, staging.c.flow == self.flow, staging.c.deleted.is_(False))
         with self.engine.connect() as conn:
-            refs = [
-                (crm_id, ext)
-                for crm_id, ext in conn.execute(
-                    select(staging.c.record_id, staging.c.external_ref).where(
-                        *mine, self._unlinked(Side.CUSTOMCRM), staging.c.external_ref.is_not(None)
-                    )
+            refs = conn.execute(
+                select(staging.c.record_id, staging.c.external_ref).where(
+                    *mine, self._unlinked(Side.CUSTOMCRM), staging.c.external_ref.is_not(None)
                 )
-            ]
+            ).all()
             made: list[str] = []
             if cb_prefix is not None:
                 made = list(
@@ -426,7 +418,7 @@ class Repository:
                         )
                     ).scalars()
                 )
-        return refs, made
+        return [(crm_id, ext) for crm_id, ext in refs], made
 
     def staged_unlinked(self, run_id: str, side: Side, ids: Sequence[str]) -> dict[str, RowMapping]:
         """These staged records of ``side``, those of them that are unlinked and not deleted."""
@@ -437,6 +429,7 @@ class Repository:
                     select(staging).where(
                         staging.c.run_id == run_id,
                         staging.c.flow == self.flow,
+                        staging.c.deleted.is_(False),
                         self._unlinked(side),
                         staging.c.record_id.in_(chunk),
                     )
