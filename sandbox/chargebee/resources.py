@@ -159,10 +159,10 @@ CUSTOMER_FIELDS: dict[str, Field] = {
     "auto_close_invoices": Bool(),
     "consolidated_invoicing": Bool(),
     "invoice_notes": Str(2000),
+    "client_profile_id": Str(50),
+    "taxjar_exemption_category": Enum("wholesale", "government", "other"),
     # Payment/tax details the sandbox accepts but does not model.
     "exemption_details": Passthrough(),
-    "client_profile_id": Passthrough(),
-    "taxjar_exemption_category": Passthrough(),
     "tax_providers_fields": Passthrough(),
 }
 CUSTOMER_BILLING_FIELDS: dict[str, Field] = {
@@ -189,25 +189,13 @@ CUSTOMER_CREATE_ONLY: dict[str, Field] = {
 }
 CUSTOMER_CREATE_SPEC = {**CUSTOMER_FIELDS, **CUSTOMER_BILLING_FIELDS, **CUSTOMER_CREATE_ONLY}
 CUSTOMER_UPDATE_SPEC = {**CUSTOMER_FIELDS, "fraud_flag": Enum("safe", "fraudulent")}
-# update_billing_info is an assignment: these are removed when not passed (Chargebee docs).
-BILLING_INFO_CLEARED = frozenset(
-    {"vat_number", "vat_number_prefix", "business_customer_without_vat_number", "registered_for_gst"}
-)
-BILLING_ADDRESS_CLEARED = frozenset(
-    {
-        "first_name",
-        "last_name",
-        "phone",
-        "email",
-        "line1",
-        "line2",
-        "line3",
-        "city",
-        "state",
-        "country",
-        "zip",
-    }
-)
+# update_billing_info is an assignment: "Chargebee first discards the existing values of the
+# customer object's attributes that correspond to the parameters in this operation [...] If
+# you omit an argument, Chargebee deletes that attribute" (Chargebee's API reference). So
+# every param it takes is removed when not passed, except entity_identifiers, whose
+# entries each carry their own operation.
+BILLING_INFO_CLEARED = frozenset(set(CUSTOMER_BILLING_FIELDS) - {"entity_identifiers"})
+BILLING_ADDRESS_CLEARED = frozenset(ADDRESS_FIELDS)
 
 CUSTOMER_LIST = ListSpec(
     {
@@ -518,13 +506,14 @@ def items_retrieve(ctx: Ctx) -> tuple[int, Body]:
 @route("POST", "/items")
 def items_create(ctx: Ctx) -> tuple[int, Body]:
     form = ctx.form
-    check_allowed(form, {*ITEM_CREATE_SPEC, "id", "applicable_items"})
+    check_allowed(form, {*ITEM_CREATE_SPEC, "id", "applicable_items"}, custom_fields=True)
     require(form, "id", "name", "type", "item_family_id")
     rid = Id(100).parse(form["id"], "id")
     if ctx.state.get("items", rid) is not None:
         raise duplicate("id", rid)
     rec: dict[str, Any] = {"id": rid}
     apply_fields(rec, form, ITEM_CREATE_SPEC)
+    _custom_fields(rec, form)
     if _name_taken(ctx.state, "items", rec["name"], rid):
         raise duplicate("name", rec["name"])
     _check_family(ctx, rec.get("item_family_id"))
@@ -542,9 +531,10 @@ def items_create(ctx: Ctx) -> tuple[int, Body]:
 def items_update(ctx: Ctx) -> tuple[int, Body]:
     rec = _get_live(ctx, "items", "item")
     form = ctx.form
-    check_allowed(form, {*ITEM_UPDATE_SPEC, "applicable_items"})
+    check_allowed(form, {*ITEM_UPDATE_SPEC, "applicable_items"}, custom_fields=True)
     draft = copy.deepcopy(rec)
     parsed = apply_fields(draft, form, ITEM_UPDATE_SPEC)
+    _custom_fields(draft, form)
     if not draft.get("name"):
         raise required("name")
     if _name_taken(ctx.state, "items", draft["name"], rec["id"]):

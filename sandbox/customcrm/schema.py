@@ -138,6 +138,9 @@ RESOURCES: dict[str, ResourceSpec] = {
                 _s("State"),
                 _s("ZipCode"),
                 _s("Country", description="ISO 3166-1 alpha-2 code by convention (not enforced)."),
+                # Fields no flow maps: a sync write must leave them as they are.
+                _s("Title", description="Job title."),
+                FieldSpec("Notes", "text"),
             ),
             filters=(_EMAIL, _EXTREF),
         ),
@@ -186,6 +189,7 @@ RESOURCES: dict[str, ResourceSpec] = {
                 FieldSpec("Shippable", "boolean", nullable=False, default=False),
                 FieldSpec("Archived", "boolean", nullable=False, default=False),
                 FieldSpec("Metadata", "object", nullable=False, default={}),
+                FieldSpec("Notes", "text", description="Internal notes; no flow maps it."),
             ),
             filters=(FilterSpec("sku", "Sku", case_insensitive=True), _EXTREF),
             unique=("Sku",),

@@ -146,7 +146,12 @@ def test_plain_update_rejects_billing_address(chargebee_sandbox: CbSandbox) -> N
 
 
 def test_update_billing_info_is_an_assignment(chargebee_sandbox: CbSandbox) -> None:
-    """Chargebee drops billing-address attributes (and vat_number) not passed again."""
+    """Chargebee drops billing-address attributes (and vat_number) not passed again.
+
+    Its reference lists first/last name, email, phone, the address lines, city, state,
+    country, zip and the VAT fields, and also says the operation "works like an
+    assignment" for every attribute matching one of its params; the sandbox takes the
+    stricter reading, so company (a param of the operation) goes too."""
     sb = chargebee_sandbox
     create_customer(
         sb,
@@ -164,7 +169,7 @@ def test_update_billing_info_is_an_assignment(chargebee_sandbox: CbSandbox) -> N
     assert cust["billing_address"]["city"] == "Bergen"
     assert "line1" not in cust["billing_address"]
     assert "country" not in cust["billing_address"]
-    assert cust["billing_address"]["company"] == "Kept AS"
+    assert "company" not in cust["billing_address"]
     assert "vat_number" not in cust
     body = error_of(sb.api.post("/customers/c/update_billing_info", data={"first_name": "x"}), 400)
     assert body["param"] == "first_name"

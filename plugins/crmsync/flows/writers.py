@@ -35,7 +35,7 @@ from crmsync.hooks.errors import (
     PreconditionFailed,
     ValidationError,
 )
-from crmsync.mapping.capabilities import capability
+from crmsync.mapping.capabilities import Assignment, capability
 from crmsync.mapping.model import Mapping as FlowMapping
 from crmsync.mapping.model import Side
 
@@ -103,6 +103,8 @@ class ChargebeeWriter:
         self.resource = mapping.chargebee.resource
         self.label = f"Chargebee {mapping.chargebee.label}"
         self.rereads = 0
+        #: retrieves made right before an assigning write (one per ``update_billing_info``)
+        self.fresh_reads = 0
 
     def _result(self, raw: dict[str, Any]) -> dict[str, Any]:
         result = result_of(self.mapping, Side.CHARGEBEE, raw, CHARGEBEE_META)
@@ -178,36 +180,52 @@ class ChargebeeWriter:
         diff = {k: v for k, v in changes.items() if now.get(k) != v}
         if not diff:
             return Outcome("done", self._result(existing))
-        raw = self._write_fields(str(existing["id"]), diff, {**now, **changes})
+        raw = self._write_fields(str(existing["id"]), diff, {**now, **changes}, fresh=existing)
         return Outcome("done", self._result(raw or existing))
 
     def _update(self, rid: str, row: RowMapping, changes: dict[str, Any], reread: bool) -> Outcome:
-        if reread and row["cb_if_version"]:
+        if_version = row["cb_if_version"]
+        current: dict[str, Any] | None = None
+        if reread and if_version:
             # No If-Match in Chargebee: re-read an old extract's record right before
             # writing so an edit made since the extract is not overwritten.
             self.rereads += 1
             current = self.hook.retrieve(self.resource, rid)
             if current is None:
                 return Outcome("stale", error=f"{self.label} {rid} was deleted since it was read")
-            if str(current.get("resource_version")) != row["cb_if_version"]:
+            if str(current.get("resource_version")) != if_version:
                 return Outcome(
                     "stale", error=f"{self.label} {rid} changed since it was read; synced next run"
                 )
         merged = json.loads(row["merged"] or "{}")
         try:
-            raw = self._write_fields(rid, changes, merged)
+            raw = self._write_fields(rid, changes, merged, fresh=current, if_version=if_version)
         except NotFound:
             return Outcome("stale", error=f"{self.label} {rid} was deleted since it was read")
+        except _ChangedSinceRead as stale:
+            return Outcome("stale", error=str(stale))
         return Outcome("done", self._result(raw) if raw else None)
 
     def _write_fields(
-        self, rid: str, changes: dict[str, Any], merged: dict[str, Any]
+        self,
+        rid: str,
+        changes: dict[str, Any],
+        merged: dict[str, Any],
+        *,
+        fresh: dict[str, Any] | None = None,
+        if_version: str | None = None,
     ) -> dict[str, Any] | None:
         """Send each changed field through the endpoint that accepts it.
 
-        ``update_billing_info`` gets the whole mapped billing address (from the merged
-        record), not just the changed lines: what it does with lines it is not sent is
-        not documented, and a half-cleared address is worse than one extra field.
+        An endpoint that assigns (``capabilities.Assignment``: ``update_billing_info``
+        removes every billing field a call does not send, as Chargebee documents) gets
+        the whole mapped group (from the merged record) plus the current value of every
+        field it covers that the mapping does not own, read fresh right before the write:
+        a sync write never changes a field the mapping does not own. The fresh read is
+        the stale-write guard too: a record whose ``resource_version`` moved since the
+        extract (``if_version``) is not written (:class:`_ChangedSinceRead`), it is synced
+        next run. Cost: one retrieve per assigning write, none when the stale-write
+        re-read already fetched the record (``fresh``).
         """
         routes: dict[str, dict[str, Any]] = {}
         for name, value in changes.items():
@@ -216,24 +234,83 @@ class ChargebeeWriter:
             if route is None:
                 raise ValueError(f"{self.label}.{path} has no update endpoint")
             routes.setdefault(route, {})[name] = value
+        assigning = {
+            route: found
+            for route, fields in routes.items()
+            if (found := self.cap.assignment(route, [self.mapping.field(n).chargebee for n in fields]))
+        }
+        if assigning and fresh is None:
+            # Read before any write of this row: our own writes below move resource_version.
+            self.fresh_reads += 1
+            fresh = self.hook.retrieve(self.resource, rid)
+            if fresh is None:
+                raise _ChangedSinceRead(f"{self.label} {rid} was deleted since it was read")
+            if if_version and str(fresh.get("resource_version")) != if_version:
+                raise _ChangedSinceRead(f"{self.label} {rid} changed since it was read; synced next run")
         raw: dict[str, Any] | None = None
         for route, fields in routes.items():
-            if route == "update":
-                raw = self.hook.update(self.resource, rid, to_side(self.mapping, Side.CHARGEBEE, fields))
+            assignment = assigning.get(route)
+            if assignment is None:
+                params = to_side(self.mapping, Side.CHARGEBEE, fields)
             else:
-                prefix = next(iter(fields))
-                top = self.mapping.field(prefix).chargebee.split(".", 1)[0]
-                whole = {
-                    f.name: merged.get(f.name, changes.get(f.name))
-                    for f in self.mapping.fields
-                    if f.chargebee.split(".", 1)[0] == top
-                }
-                whole.update(fields)
-                params = to_side(
-                    self.mapping, Side.CHARGEBEE, {k: v for k, v in whole.items() if v is not None}
-                )
+                assert fresh is not None
+                params = self._assigned_params(assignment, fields, changes, merged, fresh)
+            if route == "update":
+                raw = self.hook.update(self.resource, rid, params)
+            else:
                 raw = self.hook.action(self.resource, rid, route, params)
         return raw
+
+    def _assigned_params(
+        self,
+        assignment: Assignment,
+        fields: dict[str, Any],
+        changes: dict[str, Any],
+        merged: dict[str, Any],
+        fresh: dict[str, Any],
+    ) -> dict[str, Any]:
+        """Params for an assigning call: the changed fields, every other mapped field the
+        call covers (merged values: a half-cleared address is worse than one extra
+        field), and the fresh value of every covered field the mapping does not own."""
+        sent = [self.mapping.field(n).chargebee for n in fields]
+        covered = set(assignment.covered(sent))
+        whole = {
+            f.name: merged.get(f.name, changes.get(f.name))
+            for f in self.mapping.fields
+            if f.chargebee in covered or f.chargebee.split(".", 1)[0] in covered
+        }
+        whole.update(fields)
+        params = to_side(self.mapping, Side.CHARGEBEE, {k: v for k, v in whole.items() if v is not None})
+        owned = {f.chargebee for f in self.mapping.fields}
+        for path in sorted(covered):
+            head = path.split(".", 1)[0]
+            if path in owned or head in owned:
+                continue  # the mapping's: sent above, or cleared on purpose (a clear is an edit)
+            value = _at(fresh, path)
+            if value is not None:
+                _put(params, path, value)
+        return params
+
+
+class _ChangedSinceRead(Exception):
+    """The fresh read before an assigning write shows the record changed since extract."""
+
+
+def _at(raw: dict[str, Any], path: str) -> Any:
+    node: Any = raw
+    for part in path.split("."):
+        if not isinstance(node, dict):
+            return None
+        node = node.get(part)
+    return node
+
+
+def _put(params: dict[str, Any], path: str, value: Any) -> None:
+    head, _, sub = path.partition(".")
+    if sub:
+        params.setdefault(head, {})[sub] = value
+    else:
+        params[head] = value
 
 
 class CustomcrmWriter:

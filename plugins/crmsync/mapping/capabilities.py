@@ -4,11 +4,88 @@ The mapping validator uses this table to reject a mapping that asks the sync to 
 field Chargebee cannot write (the flow would otherwise drop that edit silently), and
 the Chargebee writer uses it to route each changed field to the endpoint that accepts
 it (a customer's ``billing_address`` only changes through ``update_billing_info``).
+
+It also says which endpoints *assign* (:class:`Assignment`): an assigning endpoint
+removes every attribute it covers that a call does not send, so the writer must re-send
+the current value of each covered field the mapping does not own (a sync write never
+changes a field the mapping does not own). Checked against the official SDK's
+``operations.py`` and Chargebee's API reference, route by route:
+
+* ``POST /customers/{id}/update_billing_info`` assigns: "This operation works like an
+  assignment [...] If you omit an argument, Chargebee deletes that attribute from the
+  customer object" (apidocs.chargebee.com, *Update billing info for a customer*). It
+  covers every param of the SDK's ``UpdateBillingInfoParams``: all of
+  ``billing_address[*]`` and the VAT/tax fields. ``entity_identifiers`` is not covered:
+  each of its entries carries its own ``operation`` (create/update/delete), so entries
+  not sent stay.
+* ``POST /orders/{id}`` with ``shipping_address[*]``: the reference does not say whether
+  a partial address is merged or replaces the stored one. Where the docs are silent the
+  stricter reading holds (DESIGN.md section 5): the whole address is treated as assigned
+  whenever one of its lines is sent. Its other params change only what is sent.
+* ``POST /customers/{id}``, ``POST /items/{id}``, ``POST /item_families`` (create) and
+  ``POST /orders`` (create): change only the params sent (documented per param; a create
+  has nothing to remove). ``meta_data``/``metadata`` is one JSON value: sent only when
+  the mapping owns it, then whole.
+* Customcrm (``sandbox/customcrm/openapi.yaml``): ``PATCH`` changes only the fields sent
+  (JSON merge, one level); see :class:`~crmsync.flows.writers.CustomcrmWriter` for a CRM
+  configured with ``update_method: PUT``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+
+#: Sub-fields of a Chargebee address param (the SDK's ``...BillingAddressParams`` and
+#: ``...ShippingAddressParams``: the same fourteen).
+ADDRESS_PARAMS: tuple[str, ...] = (
+    "first_name",
+    "last_name",
+    "email",
+    "company",
+    "phone",
+    "line1",
+    "line2",
+    "line3",
+    "city",
+    "state_code",
+    "state",
+    "zip",
+    "country",
+    "validation_status",
+)
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """An endpoint that removes the attributes it covers when a call does not send them.
+
+    ``fields`` are top-level params covered by every call; ``objects`` are object params
+    (``billing_address``) whose sub-fields are covered by every call (``always``) or only
+    by a call that sends one of them (the object is then replaced whole).
+    """
+
+    route: str
+    fields: tuple[str, ...] = ()
+    objects: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    always: bool = True
+    #: where the behaviour is stated (or why it is assumed), for the reader and the report
+    source: str = ""
+
+    def applies(self, paths: Iterable[str]) -> bool:
+        """Whether a call sending ``paths`` (dotted) removes anything it does not send."""
+        if self.always:
+            return True
+        return any(p.split(".", 1)[0] in self.objects for p in paths)
+
+    def covered(self, paths: Iterable[str]) -> list[str]:
+        """Every dotted path a call sending ``paths`` assigns (sent or not)."""
+        sent = [p.split(".", 1)[0] for p in paths]
+        out = list(self.fields)
+        for obj, subs in self.objects.items():
+            if self.always or obj in sent:
+                out += [f"{obj}.{sub}" for sub in subs]
+        return out
 
 
 @dataclass(frozen=True)
@@ -31,6 +108,8 @@ class ResourceCapability:
     limitation: str | None = None
     #: top-level fields a create accepts (None: any); the rest is set by an update after it.
     create_params: frozenset[str] | None = None
+    #: update routes that assign (remove what they cover and are not sent), by route name.
+    assignments: dict[str, Assignment] = field(default_factory=dict)
 
     def update_route(self, path: str) -> str | None:
         """The endpoint that writes ``path`` on an existing record, or None if none does."""
@@ -39,6 +118,39 @@ class ResourceCapability:
 
     def can_write(self, path: str) -> bool:
         return self.can_update and self.update_route(path) is not None
+
+    def assignment(self, route: str, paths: Iterable[str]) -> Assignment | None:
+        """The assignment a call of ``route`` sending ``paths`` makes, or None if that call
+        changes only what it sends."""
+        found = self.assignments.get(route)
+        return found if found is not None and found.applies(paths) else None
+
+
+#: ``update_billing_info`` covers every param of the SDK's ``UpdateBillingInfoParams``
+#: except ``entity_identifiers`` (per-entry operations); a unit test keeps it equal to the SDK.
+BILLING_INFO = Assignment(
+    route="update_billing_info",
+    fields=(
+        "vat_number",
+        "vat_number_prefix",
+        "entity_identifier_scheme",
+        "entity_identifier_standard",
+        "registered_for_gst",
+        "business_customer_without_vat_number",
+        "is_einvoice_enabled",
+        "einvoicing_method",
+        "tax_providers_fields",
+    ),
+    objects={"billing_address": ADDRESS_PARAMS},
+    always=True,
+    source="apidocs.chargebee.com: update_billing_info 'works like an assignment'",
+)
+ORDER_SHIPPING_ADDRESS = Assignment(
+    route="update",
+    objects={"shipping_address": ADDRESS_PARAMS},
+    always=False,
+    source="not documented either way for POST /orders/{id}: the stricter reading (replaced when sent)",
+)
 
 
 CAPABILITIES: dict[str, ResourceCapability] = {
@@ -65,6 +177,7 @@ CAPABILITIES: dict[str, ResourceCapability] = {
             ),
             "billing_address": "update_billing_info",
         },
+        assignments={"update_billing_info": BILLING_INFO},
     ),
     "items": ResourceCapability(
         resource="items",
@@ -150,6 +263,7 @@ CAPABILITIES: dict[str, ResourceCapability] = {
             ),
             "shipping_address": "update",
         },
+        assignments={"update": ORDER_SHIPPING_ADDRESS},
         delete_action="cancel",
         create_params=frozenset(
             {
