@@ -103,7 +103,8 @@ class ChargebeeWriter:
         self.resource = mapping.chargebee.resource
         self.label = f"Chargebee {mapping.chargebee.label}"
         self.rereads = 0
-        #: retrieves made right before an assigning write (one per ``update_billing_info``)
+        #: retrieves made right before an assigning write (one per ``update_billing_info``);
+        #: counted in ``rereads`` too, which the upsert task logs
         self.fresh_reads = 0
 
     def _result(self, raw: dict[str, Any]) -> dict[str, Any]:
@@ -242,6 +243,7 @@ class ChargebeeWriter:
         if assigning and fresh is None:
             # Read before any write of this row: our own writes below move resource_version.
             self.fresh_reads += 1
+            self.rereads += 1
             fresh = self.hook.retrieve(self.resource, rid)
             if fresh is None:
                 raise _ChangedSinceRead(f"{self.label} {rid} was deleted since it was read")
@@ -313,6 +315,10 @@ def _put(params: dict[str, Any], path: str, value: Any) -> None:
         params[head] = value
 
 
+#: Fields the Customcrm server keeps (contract names): never sent back in a PUT body.
+_CRM_SERVER_FIELDS = frozenset({"Id", "Version", "CreatedAt", "UpdatedAt", "Deleted"})
+
+
 class CustomcrmWriter:
     """Writes to Customcrm with If-Match, idempotency keys and an external reference."""
 
@@ -326,6 +332,8 @@ class CustomcrmWriter:
         self.label = f"Customcrm {mapping.customcrm.label}"
         self.ext_field = CUSTOMCRM_META.external_ref or "ExternalRef"
         self.rereads = 0
+        #: GETs made right before a replacing (PUT) update; counted in ``rereads`` too
+        self.fresh_reads = 0
 
     def _result(self, raw: dict[str, Any]) -> dict[str, Any]:
         return result_of(self.mapping, Side.CUSTOMCRM, raw, CUSTOMCRM_META)
@@ -372,8 +380,29 @@ class CustomcrmWriter:
         created = self.hook.create(self.resource, body, idempotency_key=key)
         return Outcome("done", self._result(created))
 
+    def _replaces(self) -> bool:
+        """Whether this CRM's update replaces the whole record (``update_method: PUT`` in
+        the connection's extra); the contract's ``PATCH`` changes only the fields sent."""
+        api = getattr(self.hook, "api", None)
+        return getattr(api, "update_method", "PATCH") == "PUT"
+
     def _update(self, rid: str, changes: dict[str, Any], if_version: Any) -> Outcome:
         body = to_side(self.mapping, Side.CUSTOMCRM, changes)
+        if self._replaces():
+            # A PUT removes every field it is not sent: send the record as it is now with
+            # the changes on top, so fields the mapping does not own stay. One GET per
+            # write; a record that moved since extract is stale (If-Match still guards
+            # the gap between this read and the write).
+            self.fresh_reads += 1
+            self.rereads += 1
+            current = self.hook.get(self.resource, rid)
+            if current is None:
+                return Outcome("stale", error=f"{self.label} {rid} was deleted since it was read")
+            if if_version is not None and str(current.get(CUSTOMCRM_META.version)) != str(if_version):
+                return Outcome(
+                    "stale", error=f"{self.label} {rid} changed since it was read; synced next run"
+                )
+            body = {k: v for k, v in current.items() if k not in _CRM_SERVER_FIELDS} | body
         try:
             raw = self.hook.update(self.resource, rid, body, if_match=if_version)
         except PreconditionFailed:

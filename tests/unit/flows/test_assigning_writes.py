@@ -122,7 +122,7 @@ def test_a_billing_write_keeps_vat_and_billing_names_the_mapping_does_not_own() 
         assert after[key] == CUSTOMER[key], key
     # the cost: one retrieve per update_billing_info write
     assert hook.count("retrieve") == 1 and hook.count("update_billing_info") == 1
-    assert w.fresh_reads == 1
+    assert w.fresh_reads == 1 and w.rereads == 1
 
 
 def test_a_customer_changed_since_extract_is_stale_and_not_written() -> None:
@@ -245,3 +245,73 @@ def test_assignments_are_declared_for_routes_the_writer_uses() -> None:
     assert orders.assignment("update", ["note"]) is None
     assert orders.assignment("update", ["shipping_address.city"]) is not None
     assert capability("items").assignments == {}
+
+
+# -- Customcrm: PATCH changes only what is sent; a CRM configured with PUT replaces -------------
+
+
+class ReplacingCrm:
+    """A CRM whose connection says ``update_method: PUT``: the body replaces the record."""
+
+    class api:  # mirrors CustomcrmHook.api
+        update_method = "PUT"
+
+    def __init__(self, record: dict[str, Any]) -> None:
+        self.record = dict(record)
+        self.calls: list[str] = []
+
+    def get(self, resource: str, rid: str) -> dict[str, Any] | None:
+        self.calls.append("get")
+        return dict(self.record)
+
+    def update(
+        self, resource: str, rid: str, body: dict[str, Any], *, if_match: Any = None
+    ) -> dict[str, Any]:
+        self.calls.append("put")
+        meta = {k: self.record[k] for k in ("Id", "Version", "CreatedAt", "UpdatedAt", "Deleted")}
+        self.record = {**body, **meta, "Version": int(meta["Version"]) + 1}
+        return dict(self.record)
+
+
+CONTACT = {
+    "Id": "CON-1",
+    "Version": 4,
+    "CreatedAt": "2026-01-01T00:00:00Z",
+    "UpdatedAt": "2026-01-01T00:00:00Z",
+    "Deleted": False,
+    "FirstName": "Ada",
+    "ZipCode": "0150",
+    "Title": "CTO",
+    "Notes": "met at the fair",
+}
+
+
+def test_a_crm_that_replaces_on_put_gets_the_whole_record_back() -> None:
+    from crmsync.flows.writers import CustomcrmWriter
+
+    hook = ReplacingCrm(CONTACT)
+    w = CustomcrmWriter(CONTACTS, hook, "r")
+    out = w.execute(
+        row(cb_op=None, crm_op="update", crm_changes=json.dumps({"zip": "0151"}), crm_if_version="4"),
+        recovering=False,
+        reread=False,
+    )
+    assert out.status == "done", out.error
+    assert hook.record["ZipCode"] == "0151"
+    assert hook.record["Title"] == "CTO" and hook.record["Notes"] == "met at the fair"
+    assert hook.record["FirstName"] == "Ada"
+    assert hook.calls == ["get", "put"]
+
+
+def test_a_crm_record_changed_since_extract_is_stale_before_a_put() -> None:
+    from crmsync.flows.writers import CustomcrmWriter
+
+    hook = ReplacingCrm({**CONTACT, "Version": 5, "Title": "CEO"})
+    w = CustomcrmWriter(CONTACTS, hook, "r")
+    out = w.execute(
+        row(cb_op=None, crm_op="update", crm_changes=json.dumps({"zip": "0151"}), crm_if_version="4"),
+        recovering=False,
+        reread=False,
+    )
+    assert out.status == "stale" and hook.calls == ["get"]
+    assert hook.record["Title"] == "CEO"
