@@ -319,10 +319,27 @@ def decide_new(mapping: FlowMapping, rec: SideRecord) -> Decision:
     return Decision(Action.CREATE, None, rec.id, merged=dict(rec.values), crm_write=write)
 
 
-def decide_match(mapping: FlowMapping, crm: SideRecord, cb: SideRecord) -> Decision:
-    """Two unlinked records with the same match key: link them and merge with no base."""
+def made_base(mapping: FlowMapping, made: SideRecord) -> CanonicalRecord:
+    """The base a pair starts from when ``made`` is a record this sync created from its
+    partner, found again after the run that made it failed before recording the link.
+
+    It is the base that run's ``update_links`` would have recorded (``links._base_after``):
+    for every field the create could not set (it does not flow into the made record's
+    side: a customer's business entity, which Chargebee assigns by default), the made
+    record's own value; the other fields have no base and merge as a first link. Without
+    it, Chargebee's default entity read as an edit made in Chargebee and its company was
+    written into contacts that have none, which a crash-free run never does.
+    """
+    return {f.name: made.values.get(f.name) for f in mapping.fields if not f.direction.writes(made.side)}
+
+
+def decide_match(
+    mapping: FlowMapping, crm: SideRecord, cb: SideRecord, base: CanonicalRecord | None = None
+) -> Decision:
+    """Two unlinked records with the same match key (or a record this sync made and its
+    source, with :func:`made_base`): link them and merge against ``base`` (none: a first link)."""
     result = merge(
-        mapping, None, crm.values, cb.values, crm_updated_at=crm.updated_at, cb_updated_at=cb.updated_at
+        mapping, base, crm.values, cb.values, crm_updated_at=crm.updated_at, cb_updated_at=cb.updated_at
     )
     for source, changes, rec, other in (
         (Side.CUSTOMCRM, result.to_chargebee, crm, cb.id),

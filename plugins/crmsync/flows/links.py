@@ -93,6 +93,14 @@ def _base_after(
                 if side is Side.CHARGEBEE and f.name in (cb_pending or {}):
                     pending[f.name] = (cb_pending or {})[f.name]
     for name, raw in ((old_base or {}).get(PENDING_REFS) or {}).items():
+        if name in (cb_pending or {}) and not mapping.field(name).direction.writes(Side.CHARGEBEE):
+            # Chargebee is the source and still holds the reference not linked yet that the
+            # base carries: that stays the base, whatever the merge kept on the Customcrm
+            # side (a contact keeps its company while its customer's entity is unknown).
+            # Taking the Customcrm value as the base made the entity, once linked, read as
+            # an edit made in Chargebee, and its company was copied over the contact's own
+            # (contact_customer run twice or more before customer_business_entity ran).
+            base[name] = None
         if base.get(name) is None:
             pending.setdefault(name, raw)
     return _with_pending(base, pending)
@@ -222,12 +230,16 @@ def apply_plan_rows(mapping: FlowMapping, repo: Any, run_id: str, rows: list[Row
                 "version": old["cb_version"],
                 "updated_at": old["cb_updated_at"],
             }
+        if old is None and detail.get("pending_refs"):
+            # a new link whose Chargebee record this sync made in a run that never
+            # recorded it: its untranslated references stay pending (transform._claimed_pairs)
+            old_pending = dict(detail["pending_refs"])
         crm_now = _side_after(row, "crm", old_crm)
         cb_now = _side_after(row, "cb", old_cb)
         merged = loads(row["merged"]) or {}
         cb_pending = _pending_after(row, old_pending, cb_now["values"])
         if all_ok:
-            old_base = json.loads(old["base"]) if old is not None else None
+            old_base = json.loads(old["base"]) if old is not None else {PENDING_REFS: old_pending}
             base = _base_after(
                 mapping, row, merged, crm_now["values"], cb_now["values"], cb_pending, old_base
             )

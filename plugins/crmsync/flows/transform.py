@@ -116,8 +116,16 @@ class Planner:
         return resolved, hard
 
     def emit(
-        self, decision: Decision, crm: SideRecord | None, cb: SideRecord | None, link_id: int | None = None
+        self,
+        decision: Decision,
+        crm: SideRecord | None,
+        cb: SideRecord | None,
+        link_id: int | None = None,
+        *,
+        pending: dict[str, str] | None = None,
     ) -> None:
+        """Plan one decision. ``pending``: references of a new link's Chargebee record kept
+        untranslated until their flow links them (update_links stores them with the link)."""
         decision = self._translate_refs(decision, crm, cb)
         if cb is not None and cb.id in self.soft and decision.held_side is None:
             label = f"Chargebee {self.mapping.chargebee.label} {cb.id}"
@@ -134,9 +142,12 @@ class Planner:
         # The staged copy is needed until the record's decision is out: keeping every one
         # made transform's memory grow with the run (about 2 KB a record).
         raw = self.raw.pop(cb.id, None) if cb is not None else None
-        if decision.held_side is Side.CHARGEBEE and raw is not None:
+        if (decision.held_side is Side.CHARGEBEE and raw is not None) or pending:
             detail = json.loads(row["detail"]) if row["detail"] else {}
-            detail["held_record"] = json.loads(record_to_json(raw))
+            if decision.held_side is Side.CHARGEBEE and raw is not None:
+                detail["held_record"] = json.loads(record_to_json(raw))
+            if pending:
+                detail["pending_refs"] = pending
             row["detail"] = dumps(detail)
         self.rows.append(row)
         if len(self.rows) >= BATCH:
@@ -253,8 +264,9 @@ def _claimed_pairs(p: Planner) -> set[tuple[Side, str]]:
     if mapping.cardinality is Cardinality.ONE_TO_MANY:
         return set()
     refs, made = p.repo.unlinked_claims(p.run_id, planner.made_id_prefix(mapping))
-    claims = refs + [(crm_id, cb_id) for cb_id in made if (crm_id := planner.made_for(mapping, cb_id))]
-    pairs = planner.paired_by_claims(claims)
+    made_pairs = [(crm_id, cb_id) for cb_id in made if (crm_id := planner.made_for(mapping, cb_id))]
+    pairs = planner.paired_by_claims(refs + made_pairs)
+    made_by = {pair: Side.CHARGEBEE for pair in made_pairs} | {pair: Side.CUSTOMCRM for pair in refs}
     if not pairs:
         return set()
     crm_rows = p.repo.staged_unlinked(p.run_id, Side.CUSTOMCRM, [c for c, _ in pairs])
@@ -267,18 +279,35 @@ def _claimed_pairs(p: Planner) -> set[tuple[Side, str]]:
         if crm_id in ended[Side.CUSTOMCRM] or cb_id in ended[Side.CHARGEBEE]:
             continue  # a pair ended by policy unlink is only linked again by match
         crm = record_from_staging(crm_rows[crm_id])
-        cb, why = p.resolve(record_from_staging(cb_rows[cb_id]))
+        cb_raw = record_from_staging(cb_rows[cb_id])
+        cb, why = p.resolve(cb_raw)
         assert cb is not None
         if why:
             p.soft[cb.id] = why  # link now; the reference is retried until it is linked
-        decision = planner.decide_match(mapping, crm, cb)
+        # Start from the base the failed run would have recorded: the made record's own
+        # values where its create could not set them (see planner.made_base).
+        made_side = made_by[(crm_id, cb_id)]
+        base = planner.made_base(mapping, cb if made_side is Side.CHARGEBEE else crm)
+        pending: dict[str, str] = {}
+        if made_side is Side.CHARGEBEE:
+            # A reference the made record got from Chargebee (its default entity) that is not
+            # linked yet is kept pending with the link, as a crash-free create keeps it
+            # (links._base_after), not held as waiting: it is translated once linked.
+            pending = {
+                f.name: str(cb_raw.values[f.name])
+                for f in mapping.refs
+                if f.name in base and cb_raw.values.get(f.name) is not None and cb.values.get(f.name) is None
+            }
+            if pending:
+                p.soft.pop(cb.id, None)
+        decision = planner.decide_match(mapping, crm, cb, base)
         if decision.action is Action.LINK_BY_MATCH:
             decision = replace(
                 decision,
                 reason=f"linked by the id this sync gave it in an earlier run that did not record the link "
                 f"(Customcrm {crm_id} ⇄ Chargebee {cb_id})",
             )
-        p.emit(decision, crm, cb)
+        p.emit(decision, crm, cb, pending=pending)
         taken |= {(Side.CUSTOMCRM, crm_id), (Side.CHARGEBEE, cb_id)}
     if taken:
         log.info("transform: %d pairs linked by the ids this sync gave them", len(taken) // 2)
