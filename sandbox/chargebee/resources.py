@@ -956,7 +956,9 @@ def orders_update(ctx: Ctx) -> tuple[int, Body]:
     draft = copy.deepcopy(order)
     parsed = apply_fields(draft, form, ORDER_UPDATE_SPEC)
     if "shipping_address" in form:
-        addr = _order_address(form["shipping_address"], "shipping_address", order.get("shipping_address"))
+        # Replaced whole: Chargebee's reference does not say whether lines not sent are
+        # kept, so the sandbox takes the stricter reading (DESIGN.md section 5).
+        addr = _order_address(form["shipping_address"], "shipping_address", None)
         if addr:
             draft["shipping_address"] = addr
         else:

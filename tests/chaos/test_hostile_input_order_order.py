@@ -422,8 +422,10 @@ def fix(sb: Any, r: Rec, world: World) -> None:
     elif r.field == "shipped_at":
         value = _unix(2025, 3, 3, 12)
     r.values[r.field] = value
-    if path.startswith("shipping_address."):
-        data = {f"shipping_address[{path.split('.', 1)[1]}]": value}
+    if path.startswith("shipping_address."):  # the address is replaced whole: send all of it
+        now = sb.cb("GET", f"orders/{r.id}")["order"].get("shipping_address") or {}
+        lines = {k: v for k, v in now.items() if k != "object"} | {path.split(".", 1)[1]: value}
+        data = {f"shipping_address[{k}]": v for k, v in lines.items()}
     else:
         data = {path: value}
     sb.cb("POST", f"orders/{r.id}", data=data)
