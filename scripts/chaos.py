@@ -29,7 +29,13 @@ standalone`` against a sandbox limited to 150 requests/minute, then reruns and c
 every run at once; its figures are Chargebee requests, the busiest minute, 429s from the
 sandbox's limiter and site blocks (both must be 0). ``--no-budget`` skips it.
 
-Task logs go to var/chaos/chaos-<time>.log (the budget run's to chaos-<time>-budget.log);
+On SQLite the line also says how long a connection like Airflow's (30 s busy timeout,
+as ``scripts/env.sh`` configures Airflow) waited for the database's write lock while the
+six DAGs ran (and how often longer than sqlite3's default 5 s), and how many of our write
+transactions held it over a second (a failed write, or one of ours held 5 s, fails it).
+
+Task logs go to var/chaos/chaos-<time>.log (the budget run's to chaos-<time>-budget.log,
+its Airflow home with every task log to chaos-<time>-budget-airflow/, kept when it fails);
 violations, if any, to stderr. Exit 1 when any figure that must be zero is not.
 """
 
@@ -39,6 +45,7 @@ import argparse
 import contextlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -167,14 +174,29 @@ class BudgetRun:
 
     def __init__(self, log_path: Path) -> None:
         self.log_path = log_path
+        self.basetemp = log_path.with_name(log_path.stem + "-airflow")
         self.proc: subprocess.Popen[bytes] | None = None
         self.t0 = 0.0
 
     def start(self) -> None:
         self.t0 = time.monotonic()
+        # Its Airflow home (standalone.out with the api-server's errors, every task log) is
+        # kept beside the log, not in pytest's rotating /tmp folders: a failed run's cause
+        # must still be there when someone reads the table (removed when the run passed).
+        self.basetemp.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "wb") as fh:
             self.proc = subprocess.Popen(  # noqa: S603 - our own test file
-                [sys.executable, "-m", "pytest", "-q", "-rP", "-p", "no:cacheprovider", self.TEST],
+                [
+                    sys.executable,
+                    "-m",
+                    "pytest",
+                    "-q",
+                    "-rP",
+                    "-p",
+                    "no:cacheprovider",
+                    f"--basetemp={self.basetemp}",
+                    self.TEST,
+                ],
                 cwd=ROOT,
                 stdout=fh,
                 stderr=subprocess.STDOUT,
@@ -191,9 +213,20 @@ class BudgetRun:
                 if line.startswith(prefix):
                     with contextlib.suppress(ValueError):
                         figures |= json.loads(line[len(prefix) :])
-        verdict = "passed" if rc == 0 else f"FAILED (see {self.log_path})"
+        if rc == 0:
+            shutil.rmtree(self.basetemp, ignore_errors=True)
+        verdict = "passed" if rc == 0 else f"FAILED (see {self.log_path} and {self.basetemp})"
         if not figures:
             return rc == 0, f"rate budget: no figures ({verdict})"
+        lock = (
+            "SQLite write lock: a writer like Airflow's (30 s busy timeout) waited at most "
+            f"{figures.get('probe_longest_wait_s')} s in {figures.get('probe_writes')} writes "
+            f"({figures.get('probe_waits_over_5s')} over sqlite3's default 5 s), "
+            f"{figures.get('probe_failures')} failed; our holds over 1 s: "
+            f"{figures.get('our_slow_write_locks')} (longest {figures.get('our_longest_write_lock_s')} s); "
+            if figures.get("journal_mode")
+            else ""
+        )
         return rc == 0, (
             f"rate budget, 6 DAGs at once (LocalExecutor, {_metadata_db()} metadata DB, "
             "Chargebee sandbox 150/min): "
@@ -201,7 +234,8 @@ class BudgetRun:
             f"{figures.get('busiest_minute')}/150 ({figures.get('busiest_minute_of_limit')}), "
             f"429 from the limiter {figures.get('sandbox_429')}, site blocks {figures.get('site_blocks')}, "
             f"first round {figures.get('first_round_s')} s; reruns + clears of every run at once "
-            f"{figures.get('rerun_round_s')} s, links {figures.get('links')}; {verdict} in {seconds:.0f} s"
+            f"{figures.get('rerun_round_s')} s, links {figures.get('links')}; "
+            f"{lock}{verdict} in {seconds:.0f} s"
         )
 
 

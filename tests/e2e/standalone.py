@@ -109,6 +109,17 @@ class Standalone:
                 "PYTHONUNBUFFERED": "1",
             }
         )
+        # As scripts/env.sh configures the embedded default: on SQLite, Airflow's own
+        # connections wait 30 s for the file's write lock, not sqlite3's 5 s (the link store
+        # and the rate budget share the file; see crmsync/store/engine.py). Never on PostgreSQL.
+        for key, value in (
+            ("AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS", "AIRFLOW_SQLITE_CONNECT_ARGS"),
+            ("AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS_ASYNC", "AIRFLOW_SQLITE_CONNECT_ARGS_ASYNC"),
+        ):
+            if self.db_url.startswith("sqlite"):
+                self.env[key] = f"crmsync.store.engine.{value}"
+            else:
+                self.env.pop(key, None)
         self.env.update(extra_env or {})
         self.proc: subprocess.Popen[bytes] | None = None
         self._out: Any = None
@@ -226,8 +237,24 @@ class Standalone:
     # -- REST API -------------------------------------------------------------------
     def api(self, method: str, path: str, *, ok: tuple[int, ...] = (200,), **kw: Any) -> Any:
         r = self._session.request(method, f"{self.base_url}/api/v2/{path}", timeout=30, **kw)
+        if r.status_code not in ok and r.status_code >= 500:
+            # A 500 only says "Database error": the cause is in the api-server's output.
+            raise AssertionError(
+                f"{method} {path}: {r.status_code} {r.text[:2000]}\n"
+                f"api-server errors:\n{self.server_errors()}"
+            )
         assert r.status_code in ok, f"{method} {path}: {r.status_code} {r.text[:2000]}"
         return r.json() if r.content else None
+
+    def server_errors(self, limit: int = 40) -> str:
+        """The last error lines of the standalone's output (exceptions, SQL errors, 5xx)."""
+        try:
+            lines = self.output_path.read_text(errors="replace").splitlines()
+        except OSError:
+            return "(no output)"
+        marks = ("Error", "error", "Traceback", "locked", "status_code=5")
+        hits = [line[:600] for line in lines if any(m in line for m in marks)]
+        return "\n".join(hits[-limit:]) or "(none)"
 
     def wait_for_dag(self, dag_id: str, timeout: float = 90.0) -> dict[str, Any]:
         """The DAG once the dag-processor has serialized it (fails early on an import error)."""

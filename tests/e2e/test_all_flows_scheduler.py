@@ -13,6 +13,16 @@ Chargebee work than fits in one minute, so the budget is what paces the run.
    ("Clear", as at 3 a.m.), all at once. No run may fail, no task log may show a deadlock or
    an integrity error, no record may be duplicated on either side, and the link store's
    uniqueness is shown to be enforced by the database itself (a duplicate insert fails).
+3. **Airflow keeps its database** (SQLite): the link store and the budget write to
+   Airflow's own file, whose connections would wait only sqlite3's 5 s for its write
+   lock (then the REST API answers HTTP 500 "Database error"; issue 11). Throughout, a
+   connection like Airflow's, with the busy timeout the product configures for it (30 s,
+   ``crmsync.store.engine.AIRFLOW_SQLITE_CONNECT_ARGS``), takes the write lock every
+   quarter second (:class:`WriteLockProbe`) and must never fail; and no write transaction
+   of ours may hold the lock as long as Airflow's *default* 5 s (each one over a second
+   names itself in its task log), so our code alone never fails even an unconfigured
+   Airflow. The probe's longest wait is printed (Airflow's own scheduler and api-server
+   hold the lock longest).
 
 On PostgreSQL this is the configuration production runs; the SQLite pass runs the same
 test (LocalExecutor works on SQLite in Airflow 3) as a smaller check of the same promises.
@@ -22,6 +32,8 @@ from __future__ import annotations
 
 import json
 import re
+import sqlite3
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -32,6 +44,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa_
 from crmsync.flows.runner import ORDER
+from crmsync.store.engine import AIRFLOW_SQLITE_BUSY_TIMEOUT_SECONDS, AIRFLOW_SQLITE_TIMEOUT_SECONDS
 from crmsync.store.schema import link
 from sqlalchemy import create_engine, func, select
 from sqlalchemy.exc import IntegrityError
@@ -56,6 +69,91 @@ DB_TROUBLE = re.compile(
     r"deadlock detected|IntegrityError|UniqueViolation|could not serialize|database is locked",
     re.IGNORECASE,
 )
+#: The warning our engine logs for a write transaction that held SQLite's write lock long.
+SLOW_WRITE = re.compile(r"held SQLite's write lock for ([0-9.]+) s \(first statement: ([^)]*)\)")
+
+
+class WriteLockProbe:
+    """Airflow's side of the shared SQLite file, measured while the flows run.
+
+    A thread takes the write lock (``BEGIN IMMEDIATE``, then ``COMMIT``) every
+    ``interval`` seconds through a connection with the busy timeout Airflow's own
+    connections get (``scripts/env.sh``: 30 s) and records how long each attempt waited
+    and whether it failed with "database is locked", which is what Airflow's API,
+    scheduler and execution API would have hit at that moment. On PostgreSQL (row locks,
+    no file lock) it does nothing.
+    """
+
+    def __init__(
+        self, db_url: str, interval: float = 0.25, timeout: float = AIRFLOW_SQLITE_BUSY_TIMEOUT_SECONDS
+    ) -> None:
+        self.path = db_url.split(":///", 1)[1] if db_url.startswith("sqlite:///") else None
+        self.interval = interval
+        self.timeout = timeout
+        self.waits: list[float] = []
+        self.failures: list[str] = []
+        self.journal_mode = ""
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="write-lock-probe", daemon=True)
+
+    def __enter__(self) -> WriteLockProbe:
+        if self.path is not None:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=self.timeout + 5)
+
+    def _run(self) -> None:
+        assert self.path is not None
+        con = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None)
+        try:
+            self.journal_mode = str(con.execute("PRAGMA journal_mode").fetchone()[0])
+            while not self._stop.wait(self.interval):
+                t0 = time.monotonic()
+                try:
+                    con.execute("BEGIN IMMEDIATE")
+                    self.waits.append(time.monotonic() - t0)
+                    con.execute("COMMIT")
+                except sqlite3.OperationalError as exc:
+                    self.failures.append(
+                        f"{time.strftime('%H:%M:%S')} after {time.monotonic() - t0:.1f} s: {exc}"
+                    )
+        finally:
+            con.close()
+
+    def figures(self) -> dict[str, Any]:
+        waits = sorted(self.waits)
+        return {
+            "probe_writes": len(waits),
+            "probe_failures": len(self.failures),
+            "probe_longest_wait_s": round(waits[-1], 2) if waits else None,
+            "probe_p99_wait_s": round(waits[int(0.99 * (len(waits) - 1))], 2) if waits else None,
+            "probe_waits_over_5s": sum(1 for w in waits if w >= AIRFLOW_SQLITE_TIMEOUT_SECONDS),
+            "journal_mode": self.journal_mode,
+        }
+
+    def check(self) -> None:
+        """Airflow could always write within the busy timeout its connections have."""
+        if self.path is None:
+            return
+        assert self.waits, "the write-lock probe never ran"
+        assert not self.failures, (
+            f"a connection like Airflow's ({self.timeout:.0f} s busy timeout) could not write: "
+            f"{self.failures[:5]}; {self.figures()}"
+        )
+
+
+def longest_write_locks(log_files: list[Path]) -> list[tuple[float, str]]:
+    """Our slow write transactions named in the task logs, longest first: (seconds, statement)."""
+    found = [
+        (float(m.group(1)), m.group(2))
+        for path in log_files
+        for m in SLOW_WRITE.finditer(path.read_text(errors="replace"))
+    ]
+    return sorted(found, reverse=True)
 
 
 @pytest.fixture
@@ -208,7 +306,10 @@ def test_all_flows_at_once_share_the_rate_budget_and_the_database(
     sb, cb_server = limited_sandboxes
     add_contacts(sb, EXTRA_CONTACTS)
     figures: dict[str, Any] = {}
-    with Standalone(tmp_path / "airflow", extra_env=connections(sb)) as sa:
+    with (
+        Standalone(tmp_path / "airflow", extra_env=connections(sb)) as sa,
+        WriteLockProbe(sa.db_url) as probe,
+    ):
         link_store_ready(sa.db_url)
         for dag_id in FLOWS:
             if sa.wait_for_dag(dag_id)["is_paused"]:
@@ -262,10 +363,21 @@ def test_all_flows_at_once_share_the_rate_budget_and_the_database(
         assert not trouble, trouble[:10]
         no_duplicates(sb)
         figures["links"] = uniqueness_is_enforced_by_the_database(sa.db_url)
+        slow = longest_write_locks(sa.log_files())
+        figures["our_slow_write_locks"] = len(slow)
+        figures["our_longest_write_lock_s"] = slow[0][0] if slow else None
+        figures |= probe.figures()
+        print("all flows at once, SQLite write lock:", json.dumps(figures))
+        probe.check()
+        assert not slow or slow[0][0] < AIRFLOW_SQLITE_TIMEOUT_SECONDS, (
+            f"a write transaction of ours held SQLite's write lock past Airflow's timeout: {slow[:5]}"
+        )
 
         # -- 3. converged: one more run of every flow, all at once, writes nothing -------
         before = writes(sb)
         last = {dag_id: sa.trigger(dag_id) for dag_id in FLOWS}
         assert_all_succeeded(sa, wait_all(sa, {d: [r] for d, r in last.items()}, timeout=600))
         assert writes(sb) == before, "a run after convergence wrote (an echo or a lost race)"
+        probe.check()
+        figures |= probe.figures()
     print("all flows at once + reruns:", json.dumps(figures))

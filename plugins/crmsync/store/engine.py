@@ -4,11 +4,56 @@ Task code must not touch Airflow's ORM (a real Airflow 3 worker forbids it, and 
 configured ``sql_alchemy_conn`` is a dummy inside a task), so the store is reached
 through a Connection (default ``crmsync_store``) that names the same database as
 Airflow's metadata: SQLite for the embedded default, PostgreSQL in production.
+
+**SQLite: sharing one file with Airflow.** SQLite has one write lock per file. Airflow's
+own connections wait for it only 5 s (Python's ``sqlite3`` default; Airflow sets no
+timeout) and then fail: the REST API answers HTTP 500 ``Database error``, the scheduler
+logs ``database is locked``. So every write transaction of ours must be short, whatever
+the load. What this module does about it:
+
+* ``journal_mode=WAL``, as Airflow itself sets on every connection it opens
+  (``airflow.utils.orm_event_handlers``): readers never block the writer nor wait for it,
+  so only writes contend. The mode is stored in the file, so ours is the same setting,
+  made even when our connection is the first to open the file.
+* ``synchronous=NORMAL`` on *our* connections (Airflow's keep the default, ``FULL``): in
+  WAL mode a commit then only appends to the WAL instead of also waiting for an
+  ``fsync`` while it holds the write lock; the WAL is synced at checkpoints, outside the
+  lock. The database stays consistent after a crash or SIGKILL; only a power loss can
+  roll back the last commits, which the sync already survives (a write applied but not
+  recorded is found again by the ids it gave the record; see README "Guarantees").
+  ``fsync`` took a median 0.5 ms here on a quiet disk but is the part of a commit that
+  grows without bound when the disk is shared.
+* a long busy timeout for *our* connections (60 s): a task waits for the lock rather than
+  fail; it never makes anybody else wait longer.
+* every write transaction's hold of the write lock (from its first write statement, or
+  ``BEGIN IMMEDIATE``, to the end of its commit) is measured: :func:`write_lock_stats`
+  keeps the longest per process, and a hold over :data:`SLOW_WRITE_SECONDS` is logged
+  with the statement that took the lock, so a long transaction names itself in the task
+  log instead of showing up as a 500 in someone else's request.
+
+**Airflow's own transactions.** Measured during ``make chaos`` (issue 11: its
+rate-budget run failed with HTTP 500 "Database error"), by sampling which process held
+the WAL write lock (an ``fcntl`` lock on byte 120 of ``airflow.db-shm``, visible in
+``/proc/locks``) every 20 ms, and by the measurement above: the holds over 0.3 s were
+all Airflow's (scheduler up to 0.96 s, api-server, dag-processor); none of ours passed
+0.3 s (the longest logged: 0.25 s, an ``update_links`` chunk; leases under 0.2 s). In the
+failed run a ``PATCH /execution/task-instances/…/run`` of the api-server held the lock
+for about 5 s on a loaded machine (2 cores, 4 engineers' test runs) while the task our
+code runs in had not started yet; the api-server's ``POST …/dagRuns`` and a heartbeat
+waited the same 5 s and the first one failed. Shorter transactions of ours cannot help
+there: Airflow's other connections need a longer wait than sqlite3's 5 s. That is
+``AIRFLOW_SQLITE_CONNECT_ARGS`` (the value Airflow's own configuration reference gives
+as its example, ``{"timeout": 30}``), set by ``scripts/env.sh`` for the embedded default.
 """
 
 from __future__ import annotations
 
 import functools
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
@@ -16,6 +61,121 @@ from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine
 
 DEFAULT_CONN_ID = "crmsync_store"
+
+log = logging.getLogger("crmsync.store")
+
+#: How long our SQLite connections wait for the write lock before "database is locked".
+BUSY_TIMEOUT_SECONDS = 60.0
+#: Airflow's own SQLite connections wait this long by default (``sqlite3.connect``'s
+#: default timeout; Airflow passes none): a write lock held longer fails Airflow's writes.
+AIRFLOW_SQLITE_TIMEOUT_SECONDS = 5.0
+#: What the embedded default (``scripts/env.sh``) gives Airflow's SQLite connections
+#: instead, through ``[database] sql_alchemy_connect_args`` (and ``..._async``), which
+#: import the two dicts below. See "Airflow's own transactions" in the module docstring.
+AIRFLOW_SQLITE_BUSY_TIMEOUT_SECONDS = 30.0
+#: ``AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS=crmsync.store.engine.AIRFLOW_SQLITE_CONNECT_ARGS``
+#: (SQLite only: ``timeout`` is not a PostgreSQL connect argument). Airflow adds
+#: ``check_same_thread`` to the dict it gets, so the async engine has a dict of its own.
+AIRFLOW_SQLITE_CONNECT_ARGS: dict[str, Any] = {"timeout": AIRFLOW_SQLITE_BUSY_TIMEOUT_SECONDS}
+#: The same for ``AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS_ASYNC`` (aiosqlite passes it on).
+AIRFLOW_SQLITE_CONNECT_ARGS_ASYNC: dict[str, Any] = {"timeout": AIRFLOW_SQLITE_BUSY_TIMEOUT_SECONDS}
+#: A write-lock hold longer than this is logged (a fifth of Airflow's timeout; the
+#: environment variable ``CRMSYNC_SLOW_WRITE_SECONDS`` lowers it to investigate).
+SLOW_WRITE_SECONDS = float(os.environ.get("CRMSYNC_SLOW_WRITE_SECONDS") or 1.0)
+
+#: Statements that take SQLite's write lock (pysqlite begins its transaction lazily,
+#: right before the first of them, so reads before it take no lock).
+_WRITE_VERBS = ("INSERT", "UPDATE", "DELETE", "REPLACE", "BEGIN IMMEDIATE", "BEGIN EXCLUSIVE")
+_SINCE = "crmsync_write_since"
+_FIRST = "crmsync_write_first"
+
+
+@dataclass
+class WriteLockStats:
+    """Write-lock holds of this process's SQLite connections (all engines made here)."""
+
+    transactions: int = 0
+    longest: float = 0.0
+    longest_statement: str = ""
+    slow: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def record(self, seconds: float, statement: str) -> None:
+        with self._lock:
+            self.transactions += 1
+            if seconds > self.longest:
+                self.longest, self.longest_statement = seconds, statement
+            if seconds > SLOW_WRITE_SECONDS:
+                self.slow += 1
+
+    def reset(self) -> None:
+        with self._lock:
+            self.transactions, self.longest, self.longest_statement, self.slow = 0, 0.0, "", 0
+
+
+_STATS = WriteLockStats()
+
+
+def write_lock_stats() -> WriteLockStats:
+    """The longest write-lock hold (seconds) of this process's link-store connections, etc."""
+    return _STATS
+
+
+def _statement_name(statement: str) -> str:
+    """``INSERT INTO crmsync_link``: what took the lock, without values (no customer data)."""
+    words = statement.split()
+    return " ".join(words[:3])[:80]
+
+
+def track_write_locks(engine: Engine) -> None:
+    """Measure every write-lock hold of a SQLite engine (see the module docstring).
+
+    The hold starts when the first write statement of a transaction (or ``BEGIN
+    IMMEDIATE``) has returned, i.e. once the lock is ours (the wait for it is not
+    counted), and ends when the connection goes back to the pool or is reset, i.e. after
+    its commit or rollback (SQLAlchemy has no event after the DBAPI commit itself).
+    """
+
+    @event.listens_for(engine, "after_cursor_execute")
+    def _after(conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        info = conn.info
+        if _SINCE not in info and statement.lstrip().upper().startswith(_WRITE_VERBS):
+            info[_SINCE] = time.monotonic()
+            info[_FIRST] = _statement_name(statement)
+
+    def _end(record: Any) -> None:
+        if record is None or _SINCE not in record.info:
+            return
+        held = time.monotonic() - record.info.pop(_SINCE)
+        first = record.info.pop(_FIRST, "")
+        _STATS.record(held, first)
+        if held > SLOW_WRITE_SECONDS:
+            log.warning(
+                "link store: a write transaction held SQLite's write lock for %.2f s (first "
+                "statement: %s); Airflow's own connections give up after %.0f s",
+                held,
+                first,
+                AIRFLOW_SQLITE_TIMEOUT_SECONDS,
+            )
+
+    @event.listens_for(engine.pool, "reset")
+    def _reset(_dbapi_conn: Any, record: Any, _reset_state: Any) -> None:
+        _end(record)
+
+    @event.listens_for(engine.pool, "checkin")
+    def _checkin(_dbapi_conn: Any, record: Any) -> None:
+        _end(record)
+
+
+def sqlite_pragmas(dbapi_conn: Any) -> None:
+    """Busy timeout, WAL and ``synchronous=NORMAL`` on a new SQLite connection (see above)."""
+    cur = dbapi_conn.cursor()
+    try:
+        cur.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_SECONDS * 1000)}")
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+    finally:
+        cur.close()
 
 
 def url_from_connection(conn: Any) -> str:
@@ -45,15 +205,13 @@ def url_from_connection(conn: Any) -> str:
 
 
 def engine_for_url(url: str) -> Engine:
+    """Engine for the link store's URL; SQLite gets the settings of the module docstring."""
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"timeout": 60, "check_same_thread": False})
-
-        @event.listens_for(engine, "connect")
-        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
-            cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA busy_timeout=60000")
-            cur.close()
-
+        engine = create_engine(
+            url, connect_args={"timeout": BUSY_TIMEOUT_SECONDS, "check_same_thread": False}
+        )
+        event.listen(engine, "connect", lambda dbapi_conn, _record: sqlite_pragmas(dbapi_conn))
+        track_write_locks(engine)
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
 

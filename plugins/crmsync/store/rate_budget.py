@@ -62,6 +62,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
+from crmsync.store.engine import BUSY_TIMEOUT_SECONDS, sqlite_pragmas, track_write_locks
 from crmsync.store.schema import rate_budget
 
 log = logging.getLogger("crmsync.budget")
@@ -179,19 +180,20 @@ def _sqlite_engine(engine: Engine) -> Engine:
     database = engine.url.database
     if not database or database == ":memory:" or "mode=memory" in str(engine.url):
         raise ValueError("the shared rate budget needs a SQLite *file* (processes must share it)")
-    own = create_engine(engine.url, connect_args={"timeout": 60, "check_same_thread": False})
+    own = create_engine(
+        engine.url, connect_args={"timeout": BUSY_TIMEOUT_SECONDS, "check_same_thread": False}
+    )
 
     @event.listens_for(own, "connect")
     def _connect(dbapi_conn: Any, _record: Any) -> None:
         dbapi_conn.isolation_level = None  # we emit BEGIN ourselves
-        cur = dbapi_conn.cursor()
-        cur.execute("PRAGMA busy_timeout=60000")
-        cur.close()
+        sqlite_pragmas(dbapi_conn)  # the link store's: busy timeout, WAL, synchronous=NORMAL
 
     @event.listens_for(own, "begin")
     def _begin(conn: Connection) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
+    track_write_locks(own)
     return own
 
 
