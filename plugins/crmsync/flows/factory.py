@@ -137,11 +137,14 @@ def build_dag(mapping_file: str | Path) -> Any:
         extract_cb = step("extract_chargebee", "extract", "chargebee")
         transform = step("transform", "transform")
         upsert_cb = step("upsert_chargebee", "upsert", "chargebee")
-        upsert_crm = step("upsert_customcrm", "upsert", "customcrm")
+        # After upsert_chargebee, whatever its outcome (all_done: a Chargebee failure must
+        # not hold back the Customcrm writes): values Chargebee assigns to the records this
+        # run creates there (an order's number) reach Customcrm in the same run.
+        upsert_crm = step("upsert_customcrm", "upsert", "customcrm", trigger_rule="all_done")
         # all_done: the writes that did succeed must become links even when an upsert
         # task failed (error budget), or the next run would not know about them.
         links = step("update_links", "update_links", trigger_rule="all_done")
-        [extract_crm, extract_cb] >> transform >> [upsert_cb, upsert_crm] >> links
+        [extract_crm, extract_cb] >> transform >> upsert_cb >> upsert_crm >> links
     return dag
 
 

@@ -19,6 +19,7 @@ from typing import Any
 
 from sqlalchemy.engine import RowMapping
 
+from crmsync.engine.assigned import ASSIGNED_ON_CREATE
 from crmsync.engine.canonical import content_hash, match_key
 from crmsync.flows.refs import PENDING_REFS
 from crmsync.mapping.model import Cardinality, Side
@@ -135,7 +136,7 @@ def apply_plan_rows(mapping: FlowMapping, repo: Any, run_id: str, rows: list[Row
                 }
             )
         for n in detail.get("notes", []):
-            if n["kind"] == "reverted_read_only":
+            if n["kind"] in ("reverted_read_only", ASSIGNED_ON_CREATE):
                 audits.append(
                     {
                         "kind": n["kind"],

@@ -227,9 +227,18 @@ def upsert(
         if side is Side.CHARGEBEE
         else CustomcrmWriter(mapping, hook, run_id)
     )
+    run_row = repo.get_run(run_id)
+    if run_row is None or run_row["status"] not in ("planned", "finished"):
+        # upsert_customcrm runs after upsert_chargebee whatever its outcome (all_done), so
+        # it may be started when transform failed or the circuit breaker stopped the run:
+        # a plan that was not finished (or not approved) is never executed.
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        raise AirflowSkipException(f"upsert {side.value}: transform did not finish; nothing is written")
+    if side is Side.CUSTOMCRM:
+        _plan_assigned(mapping, repo, run_id)
     status_col = "crm_status" if side is Side.CUSTOMCRM else "cb_status"
     op_col = "crm_op" if side is Side.CUSTOMCRM else "cb_op"
-    run_row = repo.get_run(run_id)
     started = run_row["started_at"] if run_row is not None else None
     if started is not None and started.tzinfo is None:
         started = started.replace(tzinfo=UTC)
@@ -282,6 +291,50 @@ def upsert(
             f"({mapping.limits.error_budget}). The others were written. First failures:\n{shown}"
         )
     return dict(outcomes)
+
+
+def _plan_assigned(mapping: FlowMapping, repo: Any, run_id: str) -> None:
+    """Plan the Customcrm writes of values Chargebee assigned to the records this run
+    created there (an order's number, totals and customer), so they land in this run and
+    the next run has nothing to "revert" (see :mod:`crmsync.engine.assigned`)."""
+    from crmsync.engine.assigned import ASSIGNED_ON_CREATE, assigned_on_create
+    from crmsync.store.repository import dumps, loads
+
+    planned = 0
+    for batch in repo.iter_chargebee_creates(run_id):
+        rows: list[tuple[int, str, str | None, str]] = []
+        for row in batch:
+            staged = loads(row["crm_staged"]) or {}
+            result = loads(row["cb_result"]) or {}
+            if not row["crm_id"] or "values" not in result:
+                continue
+            found = assigned_on_create(
+                mapping, loads(row["cb_changes"]) or {}, result["values"], staged.get("values") or {}
+            )
+            if not found:
+                continue
+            cb_id = str(result.get("id") or row["cb_id"])
+            detail = loads(row["detail"]) or {}
+            detail["notes"] = [
+                *detail.get("notes", []),
+                *(
+                    {
+                        "field": a.field,
+                        "kind": ASSIGNED_ON_CREATE,
+                        "side": "chargebee",
+                        "message": a.message(mapping, cb_id),
+                    }
+                    for a in found
+                ),
+            ]
+            changes = {a.field: a.chargebee for a in found}
+            rows.append((row["id"], dumps(changes), staged.get("version"), dumps(detail)))
+        repo.plan_customcrm_updates(rows)
+        planned += len(rows)
+    if planned:
+        log.info(
+            "upsert customcrm: %d records take values Chargebee assigned when this run created them", planned
+        )
 
 
 def _record_outcomes(repo: Any, side: Side, done: list[tuple[int, Any]]) -> None:

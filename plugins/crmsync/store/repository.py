@@ -529,6 +529,39 @@ class Repository:
         status = plan.c.crm_status if side is Side.CUSTOMCRM else plan.c.cb_status
         return self._plan_batches(run_id, op.is_not(None), status.in_(("pending", "in_flight")))
 
+    def iter_chargebee_creates(self, run_id: str) -> Iterator[list[RowMapping]]:
+        """Plan rows whose Chargebee create is done and that plan no Customcrm write: where
+        Chargebee assigned values Customcrm must take (see ``engine.assigned``)."""
+        return self._plan_batches(
+            run_id, plan.c.cb_op == "create", plan.c.cb_status == "done", plan.c.crm_op.is_(None)
+        )
+
+    def plan_customcrm_updates(self, rows: Sequence[tuple[int, str, str | None, str]]) -> None:
+        """Add a Customcrm update to plan rows: ``(plan id, changes, if_version, detail)``,
+        all JSON but the version. Only rows with no Customcrm write yet are changed, so a
+        cleared and rerun task plans nothing twice."""
+        if not rows:
+            return
+        stmt = (
+            update(plan)
+            .where(plan.c.id == bindparam("key_id"), plan.c.crm_op.is_(None))
+            .values(
+                crm_op="update",
+                crm_changes=bindparam("new_changes"),
+                crm_if_version=bindparam("new_version"),
+                crm_status="pending",
+                detail=bindparam("new_detail"),
+            )
+        )
+        with self.engine.begin() as conn:
+            conn.execute(
+                stmt,
+                [
+                    {"key_id": pid, "new_changes": changes, "new_version": version, "new_detail": detail}
+                    for pid, changes, version, detail in rows
+                ],
+            )
+
     def mark_write(
         self, plan_id: int, side: Side, status: str, *, result: Any = None, error: str | None = None
     ) -> None:
