@@ -34,7 +34,9 @@ _DOC = """\
 
 **Tasks.** `extract_customcrm` and `extract_chargebee` stage what changed since each
 side's watermark; `transform` matches, merges and writes one plan row per pair;
-`upsert_chargebee` / `upsert_customcrm` execute the plan; `update_links` records links,
+`upsert_chargebee`, then `upsert_customcrm` execute the plan (Customcrm second, so values
+Chargebee assigns to records the sync creates there reach Customcrm in the same run);
+`update_links` records links,
 quarantines what failed (with the reason), advances watermarks and logs the summary.
 Any task can be cleared and rerun: reruns never repeat a write that was done.
 
