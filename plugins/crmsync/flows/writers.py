@@ -225,8 +225,10 @@ class ChargebeeWriter:
         a sync write never changes a field the mapping does not own. The fresh read is
         the stale-write guard too: a record whose ``resource_version`` moved since the
         extract (``if_version``) is not written (:class:`_ChangedSinceRead`), it is synced
-        next run. Cost: one retrieve per assigning write, none when the stale-write
-        re-read already fetched the record (``fresh``).
+        next run, unless it already holds every planned value (our own write applied
+        before a crash or a lost response: nothing to send). Cost: one retrieve per
+        assigning write, none when the stale-write re-read already fetched the record
+        (``fresh``).
         """
         routes: dict[str, dict[str, Any]] = {}
         for name, value in changes.items():
@@ -248,6 +250,10 @@ class ChargebeeWriter:
             if fresh is None:
                 raise _ChangedSinceRead(f"{self.label} {rid} was deleted since it was read")
             if if_version and str(fresh.get("resource_version")) != if_version:
+                now = to_canonical(self.mapping, Side.CHARGEBEE, fresh)
+                if all(now.get(k) == v for k, v in changes.items()):
+                    # Our own write, applied before a crash or a lost response: done.
+                    return fresh
                 raise _ChangedSinceRead(f"{self.label} {rid} changed since it was read; synced next run")
         raw: dict[str, Any] | None = None
         for route, fields in routes.items():

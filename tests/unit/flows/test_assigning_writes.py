@@ -315,3 +315,18 @@ def test_a_crm_record_changed_since_extract_is_stale_before_a_put() -> None:
     )
     assert out.status == "stale" and hook.calls == ["get"]
     assert hook.record["Title"] == "CEO"
+
+
+def test_our_own_billing_write_applied_before_a_crash_counts_as_done_on_rerun() -> None:
+    """The rerun of a row whose write was applied but not recorded finds a moved
+    resource_version; the record already holds the planned values, so it is done (not
+    stale, which would leave the link behind a crash-free run's)."""
+    applied = {**CUSTOMER, "resource_version": 8, "billing_address": {**BILLING, "zip": "0151"}}
+    hook = AssigningChargebee({"cb_1": applied})
+    w = ChargebeeWriter(CONTACTS, hook, "r")
+    out = w.execute(
+        row(cb_changes=json.dumps({"zip": "0151"}), cb_if_version="7"), recovering=True, reread=False
+    )
+    assert out.status == "done", out.error
+    assert out.result is not None and out.result["values"]["zip"] == "0151"
+    assert hook.count("update_billing_info") == 0
