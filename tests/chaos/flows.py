@@ -614,9 +614,7 @@ def merge_two_way(
         winner = CRM
     elif k_changed and not c_changed:
         winner = CB
-    elif c is None:
-        winner = CB  # a blank never overwrites
-    elif k is None or policy == "customcrm_wins":
+    elif policy == "customcrm_wins":  # a clear against an edit is a conflict like any other
         winner = CRM
     elif policy == "chargebee_wins":
         winner = CB
@@ -625,7 +623,7 @@ def merge_two_way(
     else:
         winner = tie
     value, other = (c, k) if winner == CRM else (k, c)
-    if value is None:
+    if value is None and b is None:  # a blank never synced never overwrites
         return other, c, k, (winner if conflict else None)
     return value, value, value, (winner if conflict else None)
 
@@ -648,13 +646,16 @@ def merge_one_way(
         winner = CRM if src == CB else CB
     else:
         winner = merge_two_way(policy, tie, b, c, k, c_ts, k_ts)[3] or src
-    if winner == src:
-        new_other = ov if sv is None else sv  # a blank source never blanks the other side
-    elif ro == "restore" and sv is not None:
-        new_other = sv
+    if winner == src and sv is None and b is None:
+        new_other, merged = ov, ov  # a blank source never synced fills nothing
+    elif winner == src:
+        new_other, merged = sv, sv  # a source edit flows, a clear of an agreed value too
+    elif ro == "restore" and (sv is not None or b is not None):
+        new_other, merged = sv, sv
     else:
-        new_other = ov  # keep (or a blank source): the other side's edit stays, reported
-    merged = sv if sv is not None else ov
+        # keep (or a blank source never synced): the other side's edit stays, reported;
+        # what the sides agree on stays the source's value
+        new_other, merged = ov, sv
     c2, k2 = (new_other, sv) if src == CB else (sv, new_other)
     return merged, c2, k2, (winner if conflict else None)
 
@@ -721,7 +722,16 @@ class FlowWorld:
         return f.read_only_edits == "keep" or (k if f.source() == CB else c)[f.name] is None
 
     def _agreed(self, c: dict[str, Any], k: dict[str, Any]) -> dict[str, Any]:
-        return {n: (c[n] if c[n] == k[n] else (c[n] if k[n] is None else k[n])) for n in c}
+        """What both sides agree on: a two-way field's non-blank value, a one-way field's
+        source value (a kept value on the other side is a difference, not agreed)."""
+        out = {}
+        for n in c:
+            f = self.m.f(n)
+            if f.direction != "both":
+                out[n] = k[n] if f.source() == CB else c[n]
+            else:
+                out[n] = c[n] if c[n] == k[n] else (c[n] if k[n] is None else k[n])
+        return out
 
     def _rec(self, side: str, rid: str, raw: dict[str, Any]) -> Rec:
         key = (side, rid)

@@ -14,8 +14,10 @@ mapping file and DESIGN.md §4), never from the engine's code:
   field changed on one side flows to the other; changed on both sides to different
   values is a conflict won by the record with the newer ``updated_at`` as each system
   reports it (tie → Customcrm), and it must be audited;
-* a blank never overwrites: the side that blanked stays blank, the other keeps its
-  value; a blank losing to a value on the other side is filled;
+* a clear is an edit: a field both sides last agreed on with a value, cleared on one
+  side, is cleared on the other; cleared on one side and edited on the other is a
+  conflict like any other; a blank that was never synced (no agreed value) never
+  overwrites, the other side's value fills it;
 * a new record is linked to the one record on the other side with the same
   normalised email, else created there with its non-blank values;
 * ``unlink`` on a delete on either side: the link ends, the survivor keeps its values,
@@ -263,14 +265,10 @@ def merge_field(b: Any, c: Any, k: Any, c_ts: float, k_ts: float) -> tuple[Any, 
         winner = CRM
     elif k_changed and not c_changed:
         winner = CB
-    elif c is None:
-        winner = CB  # a blank never overwrites
-    elif k is None:
-        winner = CRM
     else:
-        winner = CRM if c_ts >= k_ts else CB  # newest_wins, tie → customcrm
+        winner = CRM if c_ts >= k_ts else CB  # newest_wins (a clear too), tie → customcrm
     value, other = (c, k) if winner == CRM else (k, c)
-    if value is None:  # the winner blanked: the other side keeps its value
+    if value is None and b is None:  # a blank never synced never overwrites
         return other, c, k, (winner if conflict else None)
     return value, value, value, (winner if conflict else None)
 

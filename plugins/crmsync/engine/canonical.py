@@ -42,6 +42,9 @@ class SideRecord:
     version: str | None = None  # Customcrm Version / Chargebee resource_version
     deleted: bool = False
     external_ref: str | None = None  # Customcrm's stored Chargebee id, for crash recovery
+    #: values a hold's reason names (``{path: value}`` for the placeholders of a field's
+    #: ``ref_missing_fix``, e.g. an order's ``created_by``); never merged or written
+    hints: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -96,22 +99,59 @@ def _crm_value_key(raw: Any) -> str:
     return "" if raw is None else str(raw).strip()
 
 
-def to_canonical(mapping: FlowMapping, side: Side, raw: Mapping[str, Any]) -> CanonicalRecord:
-    """Map a raw record of ``side`` to canonical values (every mapped field present).
+def has_path(raw: Mapping[str, Any], path: str) -> bool:
+    """Whether every step of ``path`` is present in ``raw`` (a value None counts as present)."""
+    cur: Any = raw
+    for part in path.split("."):
+        if not isinstance(cur, Mapping) or part not in cur:
+            return False
+        cur = cur[part]
+    return True
 
-    A Customcrm value outside a field's value map becomes a marker that validation
-    reports ("unknown value ... expected one of ..."), never a silent blank. A reference
-    whose ``ref_absent_when`` applies is blank: the record refers to nothing by design.
+
+def absence_is_unknown(side: Side) -> bool:
+    """Whether a field missing from a full record of ``side`` is unknown (not a blank).
+
+    The rule per side, decided here:
+
+    * **Chargebee**: a retrieved or listed resource omits every optional attribute that
+      has no value (its JSON has no nulls; the official SDK's models default every
+      optional attribute to None for the same reason), so a missing attribute, or a
+      missing ``billing_address`` as a whole, *is* the empty value.
+    * **Customcrm**: its contract (``sandbox/customcrm/openapi.yaml``) returns every
+      field, null when empty; a field missing from a record (a CRM that differs from the
+      contract, a projection) says nothing about its value, so it is unknown and the
+      merge never reads it as a clear.
+    """
+    return side is Side.CUSTOMCRM
+
+
+def to_canonical(mapping: FlowMapping, side: Side, raw: Mapping[str, Any]) -> CanonicalRecord:
+    """Map a raw record of ``side`` to canonical values.
+
+    Every mapped field is present, None when empty, except a Customcrm field the record
+    does not carry at all: it is left out, so the merge can tell "unknown" from "cleared"
+    (see :func:`absence_is_unknown`). A Customcrm value outside a field's value map
+    becomes a marker that validation reports ("unknown value ... expected one of ..."),
+    never a silent blank. A reference whose ``ref_absent_when`` applies is left out too:
+    the record refers to nothing by design, so it has no say over the field.
     """
     out: CanonicalRecord = {}
+    unknown_if_absent = absence_is_unknown(side)
     for f in mapping.fields:
-        value = get_path(raw, mapping.source_path(f, side))
+        path = mapping.source_path(f, side)
+        if unknown_if_absent and not has_path(raw, path):
+            continue
+        value = get_path(raw, path)
         if (
             side is Side.CHARGEBEE
             and f.ref_absent_when
             and f.ref_absent_when.applies(get_path(raw, f.ref_absent_when.chargebee))
         ):
-            value = None  # nothing to refer to by design: no reference, nothing to wait for
+            # Nothing to refer to by design: no reference, nothing to wait for, and no
+            # say over the field either (unknown, not a clear: an owner set by hand in
+            # Customcrm is kept).
+            continue
         if f.values is not None and side is Side.CUSTOMCRM and value is not None and value != "":
             key = _crm_value_key(value)
             value = f.values.get(key, f"{UNKNOWN_VALUE}{key}")
@@ -130,12 +170,22 @@ def _crm_out(f: FieldMap, value: Canonical) -> Any:
     return value
 
 
+#: What a cleared value is sent as to Chargebee: an empty parameter is how its API clears
+#: an optional attribute (the official SDK sends None as ""); a parameter left out
+#: changes nothing, so a clear sent as None would never arrive and the field would be
+#: copied back from Chargebee in the next run. Customcrm takes JSON null.
+CHARGEBEE_CLEAR = ""
+
+
 def to_side(mapping: FlowMapping, side: Side, values: Mapping[str, Canonical]) -> dict[str, Any]:
-    """Canonical values → the nested raw shape ``side`` accepts on write."""
+    """Canonical values → the nested raw shape ``side`` accepts on write (a clear, None,
+    as :data:`CHARGEBEE_CLEAR` for Chargebee and null for Customcrm)."""
     out: dict[str, Any] = {}
     for name, value in values.items():
         f = mapping.field(name)
-        if side is Side.CHARGEBEE:
+        if side is Side.CHARGEBEE and value is None:
+            raw: Any = CHARGEBEE_CLEAR
+        elif side is Side.CHARGEBEE:
             raw = CHARGEBEE_OUT[f.transform](value) if f.transform in CHARGEBEE_OUT else value
         else:
             raw = _crm_out(f, value)
@@ -166,7 +216,21 @@ def side_record(mapping: FlowMapping, side: Side, raw: Mapping[str, Any], meta: 
         version=None if version is None else str(version),
         deleted=bool(raw.get(meta.deleted)),
         external_ref=None if ext in (None, "") else str(ext),
+        hints=hints(mapping, side, raw),
     )
+
+
+def hints(mapping: FlowMapping, side: Side, raw: Mapping[str, Any]) -> dict[str, str]:
+    """The values of ``raw`` that the mapping's hold reasons name (Chargebee records only)."""
+    if side is not Side.CHARGEBEE:
+        return {}
+    out: dict[str, str] = {}
+    for f in mapping.fields:
+        for path in f.hint_paths:
+            value = get_path(raw, path)
+            if value is not None and value != "":
+                out[path] = str(value)[:200]
+    return out
 
 
 def content_hash(values: Mapping[str, Canonical]) -> str:
@@ -223,12 +287,15 @@ def validate(
     source: Side,
     target: Side,
     names: Iterable[str] | None = None,
+    clearing: bool = False,
 ) -> list[Problem]:
     """Check values read on ``source`` before they are written to ``target``.
 
     The message names the field on the side where a person must fix it, the limit that
     is broken and what to do, e.g. ``Email: 'a@@b' is not a valid email address; fix
-    it in Customcrm``.
+    it in Customcrm``. With ``clearing`` (the values are a merge's changes, so a None is
+    a clear made on ``source``), a required field that was cleared says that ``target``
+    cannot clear it and what a person can do instead.
     """
     fix_in = "Customcrm" if source is Side.CUSTOMCRM else "Chargebee"
 
@@ -243,7 +310,21 @@ def validate(
         value = values.get(name)
         where = mapping.source_path(f, source)
         if value is None:
-            if f.required:
+            if f.required and clearing:
+                to_label = (
+                    f"Chargebee {mapping.chargebee.label} {f.chargebee}"
+                    if target is Side.CHARGEBEE
+                    else f"Customcrm {mapping.customcrm.label} {f.customcrm}"
+                )
+                problems.append(
+                    Problem(
+                        name,
+                        f"{where} was cleared in {fix_in}, but {to_label} cannot be cleared (it "
+                        f"always has a value); {fix(f, 'fill it in again in')}, or set "
+                        "empty_overwrites: false on the field to keep the other side's value",
+                    )
+                )
+            elif f.required:
                 problems.append(Problem(name, f"{where} is empty but required; {fix(f, 'fill it in')}"))
             continue
         if isinstance(value, str) and value.startswith(UNKNOWN_VALUE):

@@ -8,11 +8,25 @@ now C and Chargebee now K, for each field:
 * both differ from B (and from each other): a conflict, resolved by the flow's policy
   and reported for the audit.
 
-Two rules bend this. *Empty never overwrites*: unless the field says
-``empty_overwrites``, a side that blanked a field does not blank the other side (the
-blank is reported, and the non-empty value stays the merged value). *Direction*: a
-field that may only flow one way has its edits on the other side reverted by writing
-the source side's value back, and that is reported per record, never silently.
+**A clear is an edit.** A field whose synced value (B) was non-empty and that one side
+has cleared while the other still holds B is cleared on the other side too, and
+reported (note ``cleared``); a clear on one side against a new value on the other is a
+conflict like any other. Three things keep a blank from doing harm:
+
+* a blank that was never synced (B empty, or no base: a first link by match) never
+  overwrites: it is no edit, so the other side's value fills it;
+* a field *absent* from a record (the key missing from the side's canonical values,
+  see :func:`crmsync.engine.canonical.to_canonical`) is unknown, never a clear: it
+  reads as unchanged since B (with no base, as equal to the other side);
+* ``empty_overwrites: false`` on a field restores the old protection: a blank never
+  overwrites there (reported as ``blank_ignored``; the non-empty value stays merged).
+  ``true`` lets a blank overwrite even where nothing was synced before (a one-way
+  field's blank source restored over an edit). Mass clearing is the circuit breaker's
+  job: every clear is a write and counts there.
+
+*Direction*: a field that may only flow one way has its edits on the other side reverted
+by writing the source side's value back, and that is reported per record, never
+silently.
 """
 
 from __future__ import annotations
@@ -21,7 +35,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from crmsync.engine.canonical import CanonicalRecord
-from crmsync.mapping.model import ConflictPolicy, ReadOnlyEdits, Side
+from crmsync.mapping.model import ConflictPolicy, FieldMap, ReadOnlyEdits, Side
 from crmsync.mapping.model import Mapping as FlowMapping
 from crmsync.mapping.transforms import Canonical
 
@@ -43,9 +57,12 @@ class Note:
     """Something the merge did that a person should be able to see in the run summary."""
 
     field: str
-    kind: str  # blank_ignored | reverted_read_only
+    kind: str  # cleared | blank_ignored | reverted_read_only | kept_read_only_edit
     side: Side
     message: str
+    #: the pair it is about ("Customcrm contact CON-1 ⇄ Chargebee customer crm-CON-1"),
+    #: filled in by the plan (the merge sees values, not ids): a summary line names it
+    record: str = ""
 
 
 @dataclass
@@ -77,6 +94,24 @@ def _resolve(mapping: FlowMapping, crm_updated_at: float, cb_updated_at: float) 
     return mapping.conflict.tie_breaker, "tie_breaker"
 
 
+def blank_overwrites(f: FieldMap, base_value: Canonical) -> bool:
+    """Whether a blank on one side may replace the other side's value of field ``f``.
+
+    Unset ``empty_overwrites`` (the default): only where the field had a synced
+    non-empty value, i.e. the blank is a clear; ``false``: never; ``true``: always.
+    """
+    if f.empty_overwrites is None:
+        return base_value is not None
+    return f.empty_overwrites
+
+
+def _known(name: str, values: Mapping[str, Canonical], base: Mapping[str, Canonical]) -> Canonical:
+    """A side's value of a field, or, when the side did not return the field (unknown,
+    never a clear), the synced value: read as unchanged, so nothing flows from it and the
+    other side's edit (or, with nothing synced, its value) still reaches it."""
+    return values[name] if name in values else base.get(name)
+
+
 def merge(
     mapping: FlowMapping,
     base: Mapping[str, Canonical] | None,
@@ -86,11 +121,19 @@ def merge(
     crm_updated_at: float = 0.0,
     cb_updated_at: float = 0.0,
 ) -> MergeResult:
-    """Merge one pair. ``base`` None means the pair is new (first link by match)."""
+    """Merge one pair. ``base`` None means the pair is new (first link by match).
+
+    A field missing from ``crm`` or ``cb`` (not the value None: the key) is unknown on
+    that side and never read as a clear.
+    """
     base = base or {}
     result = MergeResult(merged={})
     for f in mapping.fields:
-        b, c, k = base.get(f.name), crm.get(f.name), cb.get(f.name)
+        b = base.get(f.name)
+        if f.name not in crm and f.name not in cb:
+            result.merged[f.name] = b
+            continue
+        c, k = _known(f.name, crm, base), _known(f.name, cb, base)
         if c == k:
             result.merged[f.name] = c
             continue
@@ -100,9 +143,9 @@ def merge(
             winner = Side.CUSTOMCRM
         elif k_changed and not c_changed:
             winner = Side.CHARGEBEE
-        elif c is None and not f.empty_overwrites:
+        elif c is None and not blank_overwrites(f, b):
             winner, rule = Side.CHARGEBEE, "empty_never_overwrites"
-        elif k is None and not f.empty_overwrites:
+        elif k is None and not blank_overwrites(f, b):
             winner, rule = Side.CUSTOMCRM, "empty_never_overwrites"
         else:
             winner, rule = _resolve(mapping, crm_updated_at, cb_updated_at)
@@ -117,29 +160,37 @@ def merge(
             not f.direction.writes(loser)
             and (f.read_only_edits or mapping.read_only_edits) is ReadOnlyEdits.RESTORE
         )
-        if value is None and not f.empty_overwrites and not restore_blank:
-            # The winner blanked the field: keep the loser's value as the merged value
-            # and leave the blanked side as it is.
+        if value is None and not blank_overwrites(f, b) and not restore_blank:
+            # The winner blanked the field and blanks do not overwrite here: keep the
+            # loser's value as the merged value and leave the blanked side as it is.
             kept = k if winner is Side.CUSTOMCRM else c
             result.merged[f.name] = kept
+            why = (
+                "the field says empty_overwrites: false"
+                if f.empty_overwrites is False
+                else "it was never synced with a value"
+            )
             result.notes.append(
                 Note(
                     f.name,
                     "blank_ignored",
                     winner,
-                    f"{f.name} was blanked in {winner.value}; the {loser.value} value is kept "
-                    "(set empty_overwrites: true on the field to propagate blanks)",
+                    f"{f.name} is blank in {winner.value}; the {loser.value} value is kept ({why})",
                 )
             )
             continue
         if not f.direction.writes(loser):
             # The edit happened on the side that is not a source for this field: the
             # source side's value stands and is written back over the edit (restore),
-            # or the edit is kept and reported (keep). A blank source never overwrites.
+            # or the edit is kept and reported (keep). A blank source overwrites only
+            # where blanks do (a clear of a synced value).
             source_value = k if winner is Side.CUSTOMCRM else c
             policy = f.read_only_edits or mapping.read_only_edits
-            if (source_value is None and not f.empty_overwrites) or policy is ReadOnlyEdits.KEEP:
-                result.merged[f.name] = source_value if source_value is not None else value
+            if (source_value is None and not blank_overwrites(f, b)) or policy is ReadOnlyEdits.KEEP:
+                # The source's value stays the merged value (the next base): the kept
+                # value is a difference on the other side, reported each run, and never
+                # becomes a base that the blank source would later read as "cleared".
+                result.merged[f.name] = source_value
                 result.notes.append(
                     Note(
                         f.name,
@@ -165,4 +216,14 @@ def merge(
             continue
         result.merged[f.name] = value
         result.changes_for(loser)[f.name] = value
+        if value is None:
+            result.notes.append(
+                Note(
+                    f.name,
+                    "cleared",
+                    winner,
+                    f"{f.name} was cleared in {winner.value}, so it is cleared in {loser.value} too "
+                    "(set empty_overwrites: false on the field to keep the other side's value)",
+                )
+            )
     return result

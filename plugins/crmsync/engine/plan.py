@@ -12,7 +12,7 @@ import re
 import string
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 from crmsync.engine.canonical import CanonicalRecord, Problem, SideRecord, validate
@@ -179,6 +179,15 @@ def create_id_problem(mapping: FlowMapping, rec: SideRecord) -> Problem | None:
     )
 
 
+def ref_pending_reason(mapping: FlowMapping, cb_id: str, why: str) -> str:
+    """The reason of a Chargebee record that synced but for an optional reference not
+    linked yet (held as ``ref_pending``): retried next run, or waiting on a person."""
+    label = f"{_label(mapping, Side.CHARGEBEE)} {cb_id}"
+    if needs_a_person(why):
+        return f"{label}: {why[: -len(NEEDS_A_PERSON)]}; the other fields are synced{NEEDS_A_PERSON}"
+    return f"{label}: {why}; the other fields are synced, this one is retried next run"
+
+
 def _quarantine(
     mapping: FlowMapping, rec: SideRecord, problems: list[Problem], *, other_id: str | None = None
 ) -> Decision:
@@ -197,26 +206,55 @@ def _check(
     """Quarantine the *source* record when a value it would send cannot be written."""
     if not changes or record is None:
         return None
-    problems = validate(mapping, changes, source=source, target=source.other)
+    problems = validate(mapping, changes, source=source, target=source.other, clearing=True)
     if problems:
         return _quarantine(mapping, record, problems, other_id=link_id_other)
     return None
+
+
+def pair_label(mapping: FlowMapping, crm_id: str | None, cb_id: str | None) -> str:
+    """How a reason or a summary line names a pair, or the one record of it that exists:
+    ``Customcrm contact CON-1 ⇄ Chargebee customer crm-CON-1``."""
+    named = [
+        f"{_label(mapping, side)} {rid}"
+        for side, rid in ((Side.CUSTOMCRM, crm_id), (Side.CHARGEBEE, cb_id))
+        if rid is not None
+    ]
+    return " ⇄ ".join(named) or "(no record)"
+
+
+def _named(mapping: FlowMapping, notes: list[Note], crm_id: str | None, cb_id: str | None) -> list[Note]:
+    """The merge's notes with the pair they are about, so the run summary can name it."""
+    label = pair_label(mapping, crm_id, cb_id)
+    return [replace(n, record=label) if not n.record else n for n in notes]
 
 
 def _ids(rec: SideRecord) -> tuple[str | None, str | None]:
     return (rec.id, None) if rec.side is Side.CUSTOMCRM else (None, rec.id)
 
 
+#: Ends the reason of a hold that no run resolves by itself (a person must act first, as
+#: the reason says): such a reason does not promise that the next run retries it.
+NEEDS_A_PERSON = " (until someone does, it stays held; every run checks it again)"
+
+
+def needs_a_person(why: str) -> bool:
+    """Whether a hold's reason waits on a person rather than on another run."""
+    return why.endswith(NEEDS_A_PERSON)
+
+
 def wait(mapping: FlowMapping, rec: SideRecord, why: str, *, other_id: str | None = None) -> Decision:
-    """A record that cannot proceed yet; it is held and retried by the next run."""
+    """A record that cannot proceed yet; it is held and retried by the next run. When
+    ``why`` ends with :data:`NEEDS_A_PERSON`, the reason says so instead of promising a retry."""
     crm_id, cb_id = _ids(rec)
     if other_id is not None:
         crm_id, cb_id = (rec.id, other_id) if rec.side is Side.CUSTOMCRM else (other_id, rec.id)
+    tail = "" if needs_a_person(why) else "; it waits and is retried next run"
     return Decision(
         Action.WAIT,
         crm_id,
         cb_id,
-        reason=f"{_label(mapping, rec.side)} {rec.id}: {why}; it waits and is retried next run",
+        reason=f"{_label(mapping, rec.side)} {rec.id}: {why}{tail}",
         held_side=rec.side,
         hold_kind="waiting",
     )
@@ -267,7 +305,13 @@ def _no_partner(mapping: FlowMapping, rec: SideRecord) -> str | None:
 def decide_new(mapping: FlowMapping, rec: SideRecord) -> Decision:
     """An unlinked record with no match on the other side: create it there."""
     if rec.deleted:
-        return Decision(Action.SKIP, *_ids(rec), reason="deleted before it was ever linked")
+        where = "Customcrm" if rec.side is Side.CUSTOMCRM else "Chargebee"
+        return Decision(
+            Action.SKIP,
+            *_ids(rec),
+            reason=f"{_label(mapping, rec.side)} {rec.id}: deleted in {where} before it was ever linked; "
+            "nothing to do",
+        )
     no_partner = _no_partner(mapping, rec)
     if no_partner:
         return Decision(Action.SKIP, *_ids(rec), reason=no_partner)
@@ -289,7 +333,7 @@ def decide_new(mapping: FlowMapping, rec: SideRecord) -> Decision:
             why = mapping.chargebee.create_requires_reason or (
                 f"Chargebee needs {names} to create a {mapping.chargebee.label}"
             )
-            return wait(mapping, rec, f"{names} is empty: {why}; fill it in Customcrm")
+            return wait(mapping, rec, f"{names} is empty: {why}; fill it in Customcrm{NEEDS_A_PERSON}")
     # A create carries the fields that flow into the other side (and what it requires),
     # never a field that side cannot take.
     target_side = rec.side.other
@@ -333,6 +377,20 @@ def made_base(mapping: FlowMapping, made: SideRecord) -> CanonicalRecord:
     return {f.name: made.values.get(f.name) for f in mapping.fields if not f.direction.writes(made.side)}
 
 
+def decide_survivor(mapping: FlowMapping, rec: SideRecord) -> Decision:
+    """An unlinked record whose partner was deleted under policy ``unlink`` and that no
+    record of the other side matches now: it is not re-created where it was deleted."""
+    deleted_in = "Customcrm" if rec.side is Side.CHARGEBEE else "Chargebee"
+    keys = ", ".join(mapping.source_path(mapping.field(k), rec.side.other) for k in mapping.match.keys)
+    return Decision(
+        Action.SKIP,
+        *_ids(rec),
+        reason=f"{_label(mapping, rec.side)} {rec.id}: its linked {deleted_in} record was deleted and the "
+        f"delete policy is unlink, so it is not re-created in {deleted_in}; to sync it again, create a "
+        f"{deleted_in} record with the same {keys} (it is linked by match)",
+    )
+
+
 def decide_match(
     mapping: FlowMapping, crm: SideRecord, cb: SideRecord, base: CanonicalRecord | None = None
 ) -> Decision:
@@ -353,10 +411,10 @@ def decide_match(
         crm.id,
         cb.id,
         merged=result.merged,
+        notes=_named(mapping, result.notes, crm.id, cb.id),
         crm_write=SideWrite(Op.UPDATE, result.to_customcrm, crm.version) if result.to_customcrm else None,
         cb_write=SideWrite(Op.UPDATE, result.to_chargebee, cb.version) if result.to_chargebee else None,
         conflicts=result.conflicts,
-        notes=result.notes,
     )
 
 
@@ -394,10 +452,10 @@ def decide_linked(
         link.crm_id,
         link.cb_id,
         merged=result.merged,
+        notes=_named(mapping, result.notes, link.crm_id, link.cb_id),
         crm_write=SideWrite(Op.UPDATE, result.to_customcrm, crm_version) if result.to_customcrm else None,
         cb_write=SideWrite(Op.UPDATE, result.to_chargebee, cb_version) if result.to_chargebee else None,
         conflicts=result.conflicts,
-        notes=result.notes,
     )
 
 
@@ -409,12 +467,17 @@ def _decide_delete(
     crm_deleted: bool,
     cb_deleted: bool,
 ) -> Decision:
+    pair = pair_label(mapping, link.crm_id, link.cb_id)
     if crm_deleted and cb_deleted:
-        return Decision(Action.UNLINK, link.crm_id, link.cb_id, reason="deleted on both sides")
+        return Decision(
+            Action.UNLINK, link.crm_id, link.cb_id, reason=f"{pair}: deleted on both sides; the link is ended"
+        )
     deleted_on = Side.CUSTOMCRM if crm_deleted else Side.CHARGEBEE
     survivor = deleted_on.other
     policy = mapping.delete.policy_for(deleted_on)
     where = "Customcrm" if deleted_on is Side.CUSTOMCRM else "Chargebee"
+    gone = f"{_label(mapping, deleted_on)} {link.crm_id if crm_deleted else link.cb_id}"
+    kept = f"{_label(mapping, survivor)} {link.cb_id if crm_deleted else link.crm_id}"
     if policy is DeletePolicy.PROPAGATE:
         write = SideWrite(Op.DELETE, {})
         if survivor is Side.CUSTOMCRM:
@@ -424,14 +487,14 @@ def _decide_delete(
                 link.crm_id,
                 link.cb_id,
                 crm_write=write,
-                reason=f"deleted in {where}; policy propagate deletes the Customcrm record",
+                reason=f"{gone} was deleted in {where}; the delete policy propagate deletes {kept}",
             )
         return Decision(
             Action.DELETE,
             link.crm_id,
             link.cb_id,
             cb_write=write,
-            reason=f"deleted in {where}; policy propagate deletes the Chargebee record",
+            reason=f"{gone} was deleted in {where}; the delete policy propagate deletes {kept}",
         )
     if policy is DeletePolicy.RESTORE:
         survivor_values = (
@@ -441,7 +504,7 @@ def _decide_delete(
         )
         values: dict[str, Canonical] = {k: v for k, v in survivor_values.items() if v is not None}
         write = SideWrite(Op.CREATE, values)
-        reason = f"deleted in {where}; policy restore re-creates it from the {survivor.value} record"
+        reason = f"{gone} was deleted in {where}; the delete policy restore re-creates it from {kept}"
         if deleted_on is Side.CUSTOMCRM:
             return Decision(
                 Action.RESTORE, None, link.cb_id, merged=dict(survivor_values), crm_write=write, reason=reason
@@ -453,7 +516,10 @@ def _decide_delete(
         Action.UNLINK,
         link.crm_id,
         link.cb_id,
-        reason=f"deleted in {where}; policy unlink keeps the {survivor.value} record and ends the link",
+        reason=f"{gone} was deleted in {where}; its link was ended by the unlink policy and {kept} "
+        f"is kept (it is not re-created in {where}; a new {where} record with the same "
+        f"{', '.join(mapping.source_path(mapping.field(k), deleted_on) for k in mapping.match.keys)} "
+        "is linked to it by match)",
     )
 
 

@@ -16,9 +16,9 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
 from crmsync.engine.canonical import SideRecord
-from crmsync.engine.plan import LinkState
+from crmsync.engine.plan import NEEDS_A_PERSON, LinkState
+from crmsync.mapping.model import FieldMap, Side
 from crmsync.mapping.model import Mapping as FlowMapping
-from crmsync.mapping.model import Side
 from crmsync.mapping.transforms import Canonical
 from crmsync.store.schema import link
 
@@ -28,6 +28,21 @@ BATCH = 500
 #: set on a record the sync created but that were not linked yet: ``{field: Chargebee id}``.
 #: Not a field name (field names start with a letter); never reaches the merge.
 PENDING_REFS = "~pending_refs"
+
+
+def unresolved(f: FieldMap, cb_value: str, hints: dict[str, str]) -> str:
+    """Why a Chargebee record's reference ``f`` has no Customcrm record, and what makes it
+    resolve: another flow's next run, or (``ref_missing_fix``) a person, named with the
+    record's own values (an order's owner: the user its ``created_by`` names)."""
+    if f.ref_missing_fix:
+        fix = f.ref_missing_fix
+        for path in f.hint_paths:
+            fix = fix.replace("{" + path + "}", repr(hints[path]) if path in hints else f"(no {path})")
+        return f"its {f.customcrm} cannot be set: {fix}{NEEDS_A_PERSON}"
+    return (
+        f"its {f.name} (Chargebee {f.chargebee} {cb_value}) is not linked yet: flow {f.ref} links it when "
+        "it runs (if it stays unlinked, that flow's run summary says why)"
+    )
 
 
 class RefResolver:
@@ -96,8 +111,11 @@ class RefResolver:
                 self._load(f.ref, Side.CHARGEBEE, [str(raw)])
             crm_id = self._cb_to_crm.get(key)
             if crm_id is None:
-                why = f"its {f.name} ({f.chargebee} {raw}) is not linked yet (flow {f.ref})"
-                (waits if f.ref_required else soft).append(why)
+                (waits if f.ref_required else soft).append(unresolved(f, str(raw), rec.hints))
+                # Not linked yet is unknown, not empty: the merge must not read it as a
+                # clear of the Customcrm value (a contact's company, an order's owner).
+                del values[f.name]
+                continue
             values[f.name] = crm_id
         return replace(rec, values=values), ("; ".join(waits) or None), ("; ".join(soft) or None)
 
@@ -124,15 +142,19 @@ class RefResolver:
         look like an edit made in Chargebee and fill the entity's company into the
         contact, so the outcome would depend on which DAG ran first. With the pending
         reference translated, the base holds what the created record held, as it does
-        when the entity was linked first. Unresolved ones read as blank, as before; the
-        marker itself never reaches the merge (update_links carries it forward).
+        when the entity was linked first. Unresolved ones are left out (unknown: the merge
+        never reads them as a clear); the marker itself never reaches the merge
+        (update_links carries it forward).
         """
         if PENDING_REFS not in state.base and PENDING_REFS not in state.cb_snapshot:
             return state
-        base = self._resolve_pending(state.base)
-        return replace(state, base=base, cb_snapshot=self._resolve_pending(state.cb_snapshot))
+        base = self._resolve_pending(state.base, unknown=False)
+        return replace(state, base=base, cb_snapshot=self._resolve_pending(state.cb_snapshot, unknown=True))
 
-    def _resolve_pending(self, values: dict[str, Canonical]) -> dict[str, Canonical]:
+    def _resolve_pending(self, values: dict[str, Canonical], *, unknown: bool) -> dict[str, Canonical]:
+        """``values`` with pending references translated; one still not linked reads as
+        blank in a base (nothing agreed) and, with ``unknown``, is left out of a snapshot
+        (what Chargebee holds there is unknown: never read as a clear)."""
         out = dict(values)
         pending = out.pop(PENDING_REFS, None)
         if not isinstance(pending, dict):
@@ -145,7 +167,13 @@ class RefResolver:
             key = (f.ref, str(raw))
             if key not in self._cb_to_crm:
                 self._load(f.ref, Side.CHARGEBEE, [str(raw)])
-            out[name] = self._cb_to_crm.get(key)
+            crm_id = self._cb_to_crm.get(key)
+            if crm_id is not None:
+                out[name] = crm_id
+            elif unknown:
+                out.pop(name, None)
+            else:
+                out[name] = None
         return out
 
     def to_chargebee(self, changes: dict[str, Canonical]) -> tuple[dict[str, Canonical], str | None]:
@@ -161,7 +189,8 @@ class RefResolver:
             cb_id = self._crm_to_cb.get(key)
             if cb_id is None:
                 waits.append(
-                    f"its {f.customcrm} {changes[f.name]} is not linked to Chargebee yet (flow {f.ref})"
+                    f"its {f.customcrm} {changes[f.name]} is not linked to Chargebee yet: flow {f.ref} "
+                    "links it when it runs (if it stays unlinked, that flow's run summary says why)"
                 )
             out[f.name] = cb_id
         return out, ("; ".join(waits) or None)

@@ -13,6 +13,16 @@ from typing import Any
 from crmsync.mapping.model import Mapping as FlowMapping
 
 SIDES = ("customcrm", "chargebee")
+#: how many records a summary list names (the rest are in crmsync_plan)
+LISTED = 20
+#: how many of them the task log shows
+SHOWN = 5
+
+
+def _named_note(note: dict[str, Any]) -> str:
+    """One summary line for a merge note: the pair, then what happened to which field."""
+    record = note.get("record") or "(record not named)"
+    return f"{record}: {note['message']}"
 
 
 def build_summary(mapping: FlowMapping, repo: Any, run_id: str, *, dry_run: bool) -> dict[str, Any]:
@@ -30,13 +40,22 @@ def build_summary(mapping: FlowMapping, repo: Any, run_id: str, *, dry_run: bool
             writes[side][
                 key if status == "done" else (f"planned_{key}" if status == "pending" else status)
             ] += n
-    conflicts = blanks = reverted = kept = 0
+    conflicts = blanks = reverted = kept = cleared = 0
     problems: list[dict[str, Any]] = []
+    #: the first few blanks kept from overwriting and clears sent, each naming the
+    #: record and the field: a count alone tells a person nothing to look at
+    blank_records: list[str] = []
+    cleared_records: list[str] = []
     for detail in repo.plan_details(run_id):
         d = json.loads(detail)
         conflicts += len(d.get("conflicts", []))
         for n in d.get("notes", []):
             blanks += n["kind"] == "blank_ignored"
+            cleared += n["kind"] == "cleared"
+            if n["kind"] == "blank_ignored" and len(blank_records) < LISTED:
+                blank_records.append(_named_note(n))
+            if n["kind"] == "cleared" and len(cleared_records) < LISTED:
+                cleared_records.append(_named_note(n))
             reverted += n["kind"] == "reverted_read_only"
             kept += n["kind"] == "kept_read_only_edit"
             if n["kind"] == "created_with_default":
@@ -66,6 +85,9 @@ def build_summary(mapping: FlowMapping, repo: Any, run_id: str, *, dry_run: bool
         "unlinked": actions["unlink"],
         "conflicts": conflicts,
         "blank_ignored": blanks,
+        "blank_ignored_records": blank_records,
+        "cleared": cleared,
+        "cleared_records": cleared_records,
         "reverted_read_only": reverted,
         "kept_read_only_edits": kept,
         "skipped": actions["skip"],
@@ -96,13 +118,24 @@ def render_summary(s: dict[str, Any]) -> str:
         f"  failed      {pair(s['failed'])}",
         f"  stale       {pair(s['stale'])}  (changed while we wrote; synced next run)",
         f"  linked by match {s['linked_by_match']}, unchanged {s['unchanged']}, unlinked {s['unlinked']}",
-        f"  conflicts {s['conflicts']} (audited), blanks ignored {s['blank_ignored']}, "
+        f"  conflicts {s['conflicts']} (audited), cleared {s.get('cleared', 0)}, "
+        f"blanks ignored {s['blank_ignored']}, "
         f"read-only edits reverted {s['reverted_read_only']}, "
         f"kept (not synced) {s.get('kept_read_only_edits', 0)}",
         f"  skipped {s.get('skipped', 0)} "
         "(no match and this flow does not create them, or deleted before linking)",
     ]
-    shown = s.get("skipped_records", [])[:5]
+    for key, count, what in (
+        ("cleared_records", "cleared", "cleared on the other side too"),
+        ("blank_ignored_records", "blank_ignored", "blank kept from overwriting a value"),
+    ):
+        named = s.get(key, [])[:SHOWN]
+        if named:
+            lines.append(f"  {what}:")
+            lines += [f"    - {line}" for line in named]
+        if s.get(count, 0) > len(named):
+            lines.append(f"    ... {s[count] - len(named)} more (crmsync_plan rows, column detail)")
+    shown = s.get("skipped_records", [])[:SHOWN]
     lines += [f"    - {reason}" for reason in shown]
     if s.get("skipped", 0) > len(shown):
         lines.append(f"    ... {s['skipped'] - len(shown)} more (crmsync_plan rows with action 'skip')")

@@ -127,14 +127,14 @@ class Planner:
         """Plan one decision. ``pending``: references of a new link's Chargebee record kept
         untranslated until their flow links them (update_links stores them with the link)."""
         decision = self._translate_refs(decision, crm, cb)
+        if cb is not None and decision.action in (Action.UNLINK, Action.DELETE, Action.SKIP):
+            self.soft.pop(cb.id, None)  # nothing syncs: a pending reference must not replace the reason
         if cb is not None and cb.id in self.soft and decision.held_side is None:
-            label = f"Chargebee {self.mapping.chargebee.label} {cb.id}"
             decision = replace(
                 decision,
                 held_side=Side.CHARGEBEE,
                 hold_kind="ref_pending",
-                reason=f"{label}: {self.soft.pop(cb.id)}; the other fields are synced, this one is "
-                "retried next run",
+                reason=planner.ref_pending_reason(self.mapping, cb.id, self.soft.pop(cb.id)),
             )
         self.seq += 1
         self.counts[decision.action.value] += 1
@@ -356,6 +356,8 @@ def _flush_groups(p: Planner, rule: int, groups: list[tuple[str | None, list[Sid
         side: p.repo.unlinked_survivors(side, [r.id for _, recs in groups for r in recs if r.side is side])
         for side in Side
     }
+    gone = [r for _, recs in groups for r in recs if r.deleted]
+    ended = {side: p.repo.ended_by_delete(side, [r.id for r in gone if r.side is side]) for side in Side}
     for key, recs in groups:
         live: list[SideRecord] = []
         #: the records as staged (before references were translated), to defer them
@@ -365,7 +367,10 @@ def _flush_groups(p: Planner, rule: int, groups: list[tuple[str | None, list[Sid
         waits: dict[str, str] = {}
         for r in recs:
             if r.deleted:
-                p.emit(planner.decide_new(mapping, r), *_pair(r))
+                # A tombstone read again after the run that ended its link (the overlap
+                # window, a full resync) was reported then: nothing to do, nothing to say.
+                if r.id not in ended[r.side]:
+                    p.emit(planner.decide_new(mapping, r), *_pair(r))
                 continue
             resolved, why = p.resolve(r)
             assert resolved is not None
@@ -378,17 +383,7 @@ def _flush_groups(p: Planner, rule: int, groups: list[tuple[str | None, list[Sid
             r: SideRecord, waits: dict[str, str] = waits, staged: dict[tuple[Side, str], SideRecord] = staged
         ) -> None:
             if r.id in survivors[r.side]:
-                deleted_on = "Customcrm" if r.side is Side.CHARGEBEE else "Chargebee"
-                p.emit(
-                    Decision(
-                        Action.SKIP,
-                        r.id if r.side is Side.CUSTOMCRM else None,
-                        r.id if r.side is Side.CHARGEBEE else None,
-                        reason=f"its linked record was deleted in {deleted_on} and the delete policy "
-                        "is unlink: it is not re-created there",
-                    ),
-                    *_pair(r),
-                )
+                p.emit(planner.decide_survivor(mapping, r), *_pair(r))
             elif not last_rule:
                 # no partner by this rule: the next rule may find one
                 p.defer(rule + 1, staged[(r.side, r.id)])

@@ -100,8 +100,14 @@ class FieldMap(_Strict):
     chargebee: str
     transform: str = "strip"
     direction: Direction = Direction.BOTH
-    #: By default a side that blanks a field does not blank the other side's value.
-    empty_overwrites: bool = False
+    #: What a blank does to the other side. Unset (the default): a clear is an edit, so a
+    #: field whose synced value was non-empty and that one side cleared is cleared on the
+    #: other side too (a blank that was never synced never overwrites). ``false``: a blank
+    #: never overwrites (the other side keeps its value; the blank is reported in the run
+    #: summary), for a field where an empty value means "not filled in here" rather than
+    #: "removed". ``true``: a blank overwrites like any value, also where it wins a conflict
+    #: or restores a one-way field.
+    empty_overwrites: bool | None = None
     required: bool = False
     max_length: Annotated[int, Field(gt=0)] | None = None
     format: str | None = None  # email | country_code | currency_code
@@ -116,6 +122,12 @@ class FieldMap(_Strict):
     #: person created has no owner user) syncs without this field and does not wait or
     #: report ``ref_pending`` run after run for a link that can never exist.
     ref_absent_when: RefAbsent | None = None
+    #: What a person can do when this reference does not resolve by itself (an order's
+    #: owner is the Customcrm user its ``created_by`` names: if there is none, no run will
+    #: ever link one). Said in the hold's reason instead of "retried next run"; a
+    #: ``{path}`` placeholder is filled with that value of the Chargebee record
+    #: (``{created_by}``), so the reason names who is missing.
+    ref_missing_fix: str | None = None
     #: Overrides the flow's ``read_only_edits`` for this one-way field.
     read_only_edits: ReadOnlyEdits | None = None
     #: A ``to_customcrm`` field that a Chargebee *create* still carries: Chargebee fixes
@@ -126,6 +138,23 @@ class FieldMap(_Strict):
     #: cannot change the field (an order's ``created_by``): replaces "fix it in Chargebee"
     #: in the reason, so the hold says something that can actually be done.
     chargebee_fix: str | None = None
+
+    @field_validator("ref_missing_fix")
+    @classmethod
+    def _ref_missing_fix(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                hint_paths(v)
+            except ValueError as e:
+                raise ValueError(
+                    f"ref_missing_fix is no valid template ({e}); use {{path}} placeholders"
+                ) from e
+        return v
+
+    @property
+    def hint_paths(self) -> list[str]:
+        """The Chargebee paths a reason of this field names (``{created_by}``)."""
+        return hint_paths(self.ref_missing_fix) if self.ref_missing_fix else []
 
     @field_validator("values", mode="before")
     @classmethod
@@ -154,6 +183,21 @@ class FieldMap(_Strict):
         if v is not None and v not in ("email", "country_code", "currency_code"):
             raise ValueError(f"unknown format {v!r}; use 'email', 'country_code' or 'currency_code'")
         return v
+
+
+def hint_paths(template: str) -> list[str]:
+    """The ``{path}`` placeholders of a reason template, in order, each once."""
+    import string
+
+    out: list[str] = []
+    for _, name, spec, conv in string.Formatter().parse(template):
+        if name is None:
+            continue
+        if not name or spec or conv or not re.fullmatch(r"[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*", name):
+            raise ValueError(f"{{{name}}} is not a Chargebee attribute path")
+        if name not in out:
+            out.append(name)
+    return out
 
 
 def _value_key(raw: Any) -> str:
@@ -370,6 +414,10 @@ class Mapping(_Strict):
                         f"chargebee.create_requires names {key!r}, which is not one of the fields"
                     )
             for f in self.fields:
+                if f.ref_missing_fix is not None and not f.ref:
+                    problems.append(
+                        f"field {f.name!r} has ref_missing_fix, which only applies to a field with `ref:`"
+                    )
                 if f.ref_absent_when is not None and not f.ref:
                     problems.append(
                         f"field {f.name!r} has ref_absent_when, which only applies to a field with `ref:`"

@@ -54,11 +54,19 @@ def record_from_json(blob: str | None) -> SideRecord | None:
     return SideRecord(**data)
 
 
+#: Key of a staged record's hints (``SideRecord.hints``) in its staged canonical JSON:
+#: not a field name (those start with a letter), removed again when the record is read.
+HINTS = "~hints"
+
+
 def record_from_staging(row: RowMapping, prefix: str = "") -> SideRecord:
+    values = json.loads(row[f"{prefix}canonical"])
+    hints = values.pop(HINTS, None)
     return SideRecord(
         side=Side(row[f"{prefix}side"]),
         id=row[f"{prefix}record_id"],
-        values=json.loads(row[f"{prefix}canonical"]),
+        values=values,
+        hints=hints if isinstance(hints, dict) else {},
         updated_at=row[f"{prefix}updated_at"] or 0.0,
         version=row[f"{prefix}version"],
         deleted=bool(row[f"{prefix}deleted"]),
@@ -230,7 +238,8 @@ class Repository:
                 "version": rec.version,
                 "deleted": rec.deleted,
                 "external_ref": rec.external_ref,
-                "canonical": dumps(rec.values),
+                # a record's hints ride along under a key no field name can take
+                "canonical": dumps({**rec.values, HINTS: rec.hints} if rec.hints else rec.values),
                 "content_hash": h,
             }
             for rec, mk, h in rows
@@ -844,6 +853,27 @@ class Repository:
                     rid
                     for (rid,) in conn.execute(
                         select(col).where(audit.c.flow == self.flow, audit.c.kind == "unlink", col.in_(chunk))
+                    )
+                )
+        return out
+
+    def ended_by_delete(self, side: Side, ids: Sequence[str]) -> set[str]:
+        """Records of ``side`` named by a pair that a delete ended (policy ``unlink``, or a
+        delete propagated): the deleted record and its survivor both.
+
+        A tombstone read again after that (the extract's overlap window, a full resync)
+        is no news: the run that handled the delete reported it, naming the record.
+        """
+        col = audit.c.crm_id if side is Side.CUSTOMCRM else audit.c.cb_id
+        out: set[str] = set()
+        with self.engine.connect() as conn:
+            for chunk in _chunks(list(ids)):
+                out.update(
+                    rid
+                    for (rid,) in conn.execute(
+                        select(col).where(
+                            audit.c.flow == self.flow, audit.c.kind.in_(("unlink", "delete")), col.in_(chunk)
+                        )
                     )
                 )
         return out

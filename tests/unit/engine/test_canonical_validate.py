@@ -89,6 +89,33 @@ def test_an_order_no_person_created_refers_to_no_owner(
     orders: Mapping, created_by: object, absent: bool
 ) -> None:
     values = to_canonical(orders, Side.CHARGEBEE, {"id": "o1", "created_by": created_by})
-    assert values["owner_id"] == (None if absent else "o1")
+    # no owner by design: left out (unknown, no say over the field; issue 11 item 6: it
+    # asserted None, which a base holding an owner would now read as a clear)
+    assert values.get("owner_id", "unknown") == ("unknown" if absent else "o1")
     # the Customcrm side is never affected: OwnerUserId is what it says
     assert to_canonical(orders, Side.CUSTOMCRM, {"Id": "O1", "OwnerUserId": "U1"})["owner_id"] == "U1"
+
+
+def test_absent_is_unknown_in_customcrm_and_empty_in_chargebee(contact_mapping: Mapping) -> None:
+    """Customcrm's contract returns every field (null when empty), so a field it leaves out
+    is unknown and kept out of the canonical record (the merge never reads it as a clear);
+    Chargebee omits attributes that have no value, so its missing attribute is empty."""
+    from crmsync.engine.canonical import absence_is_unknown
+
+    crm = to_canonical(contact_mapping, Side.CUSTOMCRM, {"Email": "a@b.example", "Phone": None})
+    assert crm["phone"] is None and "city" not in crm and "company" not in crm
+    cb = to_canonical(contact_mapping, Side.CHARGEBEE, {"email": "a@b.example"})
+    assert cb["phone"] is None and cb["city"] is None and set(cb) == {f.name for f in contact_mapping.fields}
+    assert absence_is_unknown(Side.CUSTOMCRM) and not absence_is_unknown(Side.CHARGEBEE)
+
+
+def test_a_clear_is_sent_to_chargebee_as_an_empty_parameter(contact_mapping: Mapping) -> None:
+    """Chargebee clears an optional attribute given an empty parameter and leaves one that
+    is not sent alone: a clear sent as None (dropped by the form encoder) never arrived."""
+    from crmsync.engine.canonical import to_side
+    from crmsync.hooks.chargebee import encode_form
+
+    params = to_side(contact_mapping, Side.CHARGEBEE, {"phone": None, "first_name": "Ada"})
+    assert params == {"phone": "", "first_name": "Ada"}
+    assert ("phone", "") in encode_form(params)
+    assert to_side(contact_mapping, Side.CUSTOMCRM, {"phone": None}) == {"Phone": None}

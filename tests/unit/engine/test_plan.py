@@ -11,8 +11,14 @@ from crmsync.engine.plan import Action, LinkState, Op
 from crmsync.mapping.model import DeletePolicy, Mapping, Side
 
 
+def full(m: Mapping) -> dict[str, Any]:
+    """Every Customcrm field of ``m`` empty, as the Customcrm contract returns a record."""
+    return {f.customcrm: None for f in m.fields}
+
+
 def crm(m: Mapping, rid: str = "CON-1", deleted: bool = False, t: float = 100, **raw: Any) -> SideRecord:
-    raw = {"Email": "ada@example.com", "FirstName": "Ada", "LastName": "Lovelace", **raw}
+    # Customcrm returns every field (null when empty); a missing one would be unknown
+    raw = {**full(m), "Email": "ada@example.com", "FirstName": "Ada", "LastName": "Lovelace", **raw}
     return SideRecord(Side.CUSTOMCRM, rid, to_canonical(m, Side.CUSTOMCRM, raw), t, "3", deleted)
 
 

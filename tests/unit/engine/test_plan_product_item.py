@@ -68,3 +68,17 @@ def test_metadata_objects_pass_and_are_written_as_objects(mapping: Mapping) -> N
     assert to_side(mapping, Side.CUSTOMCRM, values) == {"Metadata": {"tier": "gold"}}
     problems = validate(mapping, {"metadata": "tier=gold"}, source=Side.CHARGEBEE, target=Side.CUSTOMCRM)
     assert [p.field for p in problems] == ["metadata"] and "fix it in Chargebee" in problems[0].message
+
+
+def test_a_name_cleared_in_customcrm_is_held_because_chargebee_cannot_clear_it(mapping: Mapping) -> None:
+    """A clear is an edit, but Chargebee has no way to clear an item's name: the record is
+    held with a reason that says so and what to do, instead of a write Chargebee refuses."""
+    from crmsync.engine.plan import LinkState
+
+    c = product(mapping, Name=None)
+    base = {**c.values, "name": "Hub"}
+    state = LinkState("PRD-1", "hp-1", base, base, dict(base), "1", "1")
+    d = plan.decide_linked(mapping, state, c, None)
+    assert d.action is Action.QUARANTINE and d.held_side is Side.CUSTOMCRM
+    assert d.reason and "PRD-1" in d.reason and "Name was cleared in Customcrm" in d.reason
+    assert "Chargebee item name cannot be cleared" in d.reason and "fill it in again in Customcrm" in d.reason
