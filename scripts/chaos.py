@@ -29,10 +29,10 @@ standalone`` against a sandbox limited to 150 requests/minute, then reruns and c
 every run at once; its figures are Chargebee requests, the busiest minute, 429s from the
 sandbox's limiter and site blocks (both must be 0). ``--no-budget`` skips it.
 
-On SQLite the line also says how long a connection like Airflow's (30 s busy timeout,
-as ``scripts/env.sh`` configures Airflow) waited for the database's write lock while the
-six DAGs ran (and how often longer than sqlite3's default 5 s), and how many of our write
-transactions held it over a second (a failed write, or one of ours held 5 s, fails it).
+On SQLite the line also says how long a writer taking the database's write lock every
+0.25 s waited while the six DAGs ran (and how often 5 s or more, sqlite3's default busy
+timeout, which Airflow's connections have), and how many of our write transactions held
+it over a second (one of ours held 5 s, or a write failing after 30 s, fails the run).
 
 Task logs go to var/chaos/chaos-<time>.log (the budget run's to chaos-<time>-budget.log,
 its Airflow home with every task log to chaos-<time>-budget-airflow/, kept when it fails);
@@ -219,7 +219,7 @@ class BudgetRun:
         if not figures:
             return rc == 0, f"rate budget: no figures ({verdict})"
         lock = (
-            "SQLite write lock: a writer like Airflow's (30 s busy timeout) waited at most "
+            "SQLite write lock: a writer taking it every 0.25 s waited at most "
             f"{figures.get('probe_longest_wait_s')} s in {figures.get('probe_writes')} writes "
             f"({figures.get('probe_waits_over_5s')} over sqlite3's default 5 s), "
             f"{figures.get('probe_failures')} failed; our holds over 1 s: "

@@ -57,17 +57,6 @@ if [ -z "${AIRFLOW__DATABASE__SQL_ALCHEMY_CONN:-}" ]; then
 fi
 export AIRFLOW__DATABASE__SQL_ALCHEMY_CONN
 
-# SQLite: the link store and the rate budget write to Airflow's own file, whose one write
-# lock Airflow's connections would wait for only sqlite3's default 5 s (then the REST API
-# answers HTTP 500 "Database error"). Under load Airflow's own api-server and scheduler
-# hold it that long; give Airflow's connections 30 s (crmsync/store/engine.py says why).
-case "${AIRFLOW__DATABASE__SQL_ALCHEMY_CONN:-}" in
-  sqlite*)
-    export AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS="${AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS:-crmsync.store.engine.AIRFLOW_SQLITE_CONNECT_ARGS}"
-    export AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS_ASYNC="${AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS_ASYNC:-crmsync.store.engine.AIRFLOW_SQLITE_CONNECT_ARGS_ASYNC}"
-    ;;
-esac
-
 # Connections, as JSON in AIRFLOW_CONN_<CONN_ID>. Defaults: the local sandboxes.
 if [ "${CRMSYNC_SANDBOX_CONNECTIONS:-1}" = 0 ]; then
   : # connections come from the metadata DB (UI / CLI) or a secrets backend

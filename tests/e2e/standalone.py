@@ -4,6 +4,17 @@ triggerer) in its own AIRFLOW_HOME, driven through the public REST API.
 Unlike ``dag.test()``, tasks here run in worker subprocesses under the Task SDK, where
 Airflow 3 forbids the metadata ORM in task code: this is how production runs the flows.
 
+The execution API (what task processes call: ``/run``, heartbeats, states) is served by
+a second ``airflow api-server --apps execution`` process, not by the standalone's
+api-server, as a deployment with separate API servers does. On SQLite this matters
+(issue 11): Airflow 3.3's api-server writes the audit row of an action-logged REST call
+(trigger, clear, pause) with a synchronous session inside an ``async`` dependency, so
+its event loop blocks while it waits for the database's single write lock; if an
+execution-API request of the same process holds that lock, its commit needs the
+blocked event loop, and both wait for the 5 s busy timeout, after which the REST call
+answers HTTP 500 "Database error". Served from another process, the lock holder
+commits on its own event loop.
+
 Every port is a free ephemeral one, so parallel test sessions do not clash. The whole
 process tree is stopped on exit: the standalone runs in its own session, and task
 processes (which get their own process group) stay in that session, so everything in
@@ -15,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -71,8 +83,10 @@ class Standalone:
     def __init__(self, home: Path, extra_env: Mapping[str, str] | None = None) -> None:
         self.home = Path(home)
         self.home.mkdir(parents=True, exist_ok=True)
-        self.api_port, worker_log_port, trigger_log_port = free_ports(3)
+        self.api_port, worker_log_port, trigger_log_port, self.execution_port = free_ports(4)
         self.base_url = f"http://127.0.0.1:{self.api_port}"
+        self.execution_url = f"http://127.0.0.1:{self.execution_port}/execution/"
+        self.execution_output_path = self.home / "execution-api.out"
         self.db_url, store_conn = metadata_db(self.home)
         self.output_path = self.home / "standalone.out"
         self.env = os.environ.copy()
@@ -89,7 +103,10 @@ class Standalone:
                 "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
                 "AIRFLOW__CORE__PARALLELISM": "4",
                 "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
-                "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.base_url}/execution/",
+                # Tasks talk to the execution API of its own process (see the module docstring).
+                "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": self.execution_url,
+                # One signing key for both API servers (each would generate its own).
+                "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(32),
                 "AIRFLOW__API__HOST": "127.0.0.1",
                 "AIRFLOW__API__PORT": str(self.api_port),
                 "AIRFLOW__API__WORKERS": "1",
@@ -109,20 +126,11 @@ class Standalone:
                 "PYTHONUNBUFFERED": "1",
             }
         )
-        # As scripts/env.sh configures the embedded default: on SQLite, Airflow's own
-        # connections wait 30 s for the file's write lock, not sqlite3's 5 s (the link store
-        # and the rate budget share the file; see crmsync/store/engine.py). Never on PostgreSQL.
-        for key, value in (
-            ("AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS", "AIRFLOW_SQLITE_CONNECT_ARGS"),
-            ("AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS_ASYNC", "AIRFLOW_SQLITE_CONNECT_ARGS_ASYNC"),
-        ):
-            if self.db_url.startswith("sqlite"):
-                self.env[key] = f"crmsync.store.engine.{value}"
-            else:
-                self.env.pop(key, None)
         self.env.update(extra_env or {})
         self.proc: subprocess.Popen[bytes] | None = None
+        self.execution_proc: subprocess.Popen[bytes] | None = None
         self._out: Any = None
+        self._execution_out: Any = None
         self._session = requests.Session()
 
     # -- lifecycle ------------------------------------------------------------------
@@ -150,18 +158,39 @@ class Standalone:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+        self._execution_out = open(self.execution_output_path, "wb")  # noqa: SIM115 (closed in stop())
+        self.execution_proc = subprocess.Popen(
+            [
+                str(VENV_BIN / "airflow"),
+                "api-server",
+                "--apps",
+                "execution",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.execution_port),
+            ],
+            cwd=self.home,
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            stdout=self._execution_out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
     def session_pids(self) -> list[int]:
-        """Every live process of the standalone's session (api-server, scheduler, tasks, ...)."""
-        if self.proc is None:
+        """Every live process of the standalone's session (api-server, scheduler, tasks, ...)
+        and of the execution API server's."""
+        sids = {p.pid for p in (self.proc, self.execution_proc) if p is not None}
+        if not sids:
             return []
-        sid, pids = self.proc.pid, []
+        pids = []
         for entry in Path("/proc").iterdir():
             if not entry.name.isdigit():
                 continue
             pid = int(entry.name)
             with contextlib.suppress(OSError):
-                if os.getsid(pid) == sid and not _is_zombie(pid):
+                if os.getsid(pid) in sids and not _is_zombie(pid):
                     pids.append(pid)
         return pids
 
@@ -189,12 +218,16 @@ class Standalone:
                         break
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.proc.wait(timeout=5)
+            if self.execution_proc is not None:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self.execution_proc.wait(timeout=5)
             left = self.session_pids()
             assert not left, f"airflow processes left behind: {left}"
         finally:
             self._session.close()
-            if self._out is not None:
-                self._out.close()
+            for out in (self._out, self._execution_out):
+                if out is not None:
+                    out.close()
 
     def output_tail(self, n: int = 6000) -> str:
         try:
@@ -210,9 +243,15 @@ class Standalone:
                 raise AssertionError(
                     f"airflow standalone exited ({self.proc.returncode}):\n{self.output_tail()}"
                 )
+            if self.execution_proc is not None and self.execution_proc.poll() is not None:
+                raise AssertionError(
+                    f"the execution API server exited ({self.execution_proc.returncode}):\n"
+                    + self.execution_output_path.read_bytes()[-6000:].decode(errors="replace")
+                )
             with contextlib.suppress(requests.RequestException):
                 r = self._session.get(f"{self.base_url}/api/v2/monitor/health", timeout=5)
-                if r.ok and _healthy(r.json()):
+                e = self._session.get(f"{self.execution_url}health", timeout=5)
+                if r.ok and _healthy(r.json()) and e.ok:
                     return
             if time.monotonic() > deadline:
                 raise AssertionError(
@@ -248,10 +287,10 @@ class Standalone:
 
     def server_errors(self, limit: int = 40) -> str:
         """The last error lines of the standalone's output (exceptions, SQL errors, 5xx)."""
-        try:
-            lines = self.output_path.read_text(errors="replace").splitlines()
-        except OSError:
-            return "(no output)"
+        lines = []
+        for path in (self.output_path, self.execution_output_path):
+            with contextlib.suppress(OSError):
+                lines += path.read_text(errors="replace").splitlines()
         marks = ("Error", "error", "Traceback", "locked", "status_code=5")
         hits = [line[:600] for line in lines if any(m in line for m in marks)]
         return "\n".join(hits[-limit:]) or "(none)"

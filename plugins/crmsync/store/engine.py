@@ -33,17 +33,21 @@ the load. What this module does about it:
 
 **Airflow's own transactions.** Measured during ``make chaos`` (issue 11: its
 rate-budget run failed with HTTP 500 "Database error"), by sampling which process held
-the WAL write lock (an ``fcntl`` lock on byte 120 of ``airflow.db-shm``, visible in
-``/proc/locks``) every 20 ms, and by the measurement above: the holds over 0.3 s were
-all Airflow's (scheduler up to 0.96 s, api-server, dag-processor); none of ours passed
-0.3 s (the longest logged: 0.25 s, an ``update_links`` chunk; leases under 0.2 s). In the
-failed run a ``PATCH /execution/task-instances/…/run`` of the api-server held the lock
-for about 5 s on a loaded machine (2 cores, 4 engineers' test runs) while the task our
-code runs in had not started yet; the api-server's ``POST …/dagRuns`` and a heartbeat
-waited the same 5 s and the first one failed. Shorter transactions of ours cannot help
-there: Airflow's other connections need a longer wait than sqlite3's 5 s. That is
-``AIRFLOW_SQLITE_CONNECT_ARGS`` (the value Airflow's own configuration reference gives
-as its example, ``{"timeout": 30}``), set by ``scripts/env.sh`` for the embedded default.
+the WAL write lock (an ``fcntl`` lock on byte 120 of ``airflow.db-shm``, in
+``/proc/locks``) every 20 ms, and by the measurement above: every hold over 0.3 s was
+Airflow's (scheduler up to 0.96 s, api-server, dag-processor); none of ours reached
+0.3 s (the longest logged: 0.25 s, an ``update_links`` chunk; leases under 0.2 s). The
+failures themselves are a self-deadlock inside Airflow's api-server: an action-logged
+REST call (trigger, clear, pause) inserts its audit row with a *synchronous* session
+from an ``async`` dependency (``airflow.api_fastapi.logging.decorators.log_action``),
+so while it waits for the write lock the event loop is blocked; when a sync
+execution-API request of the same process (a task's heartbeat or ``/run``) holds the
+lock, its commit needs that event loop, and both wait until the busy timeout: 5 s, then
+the REST call fails (with Airflow's connections at 30 s the api-server held the lock
+30.2 s and the client timed out). No busy timeout can fix that, and ours are not the
+holders: the test deployment serves the execution API from its own process instead
+(``tests/e2e/standalone.py``), where the lock holder commits without the public API's
+event loop.
 """
 
 from __future__ import annotations
@@ -69,16 +73,6 @@ BUSY_TIMEOUT_SECONDS = 60.0
 #: Airflow's own SQLite connections wait this long by default (``sqlite3.connect``'s
 #: default timeout; Airflow passes none): a write lock held longer fails Airflow's writes.
 AIRFLOW_SQLITE_TIMEOUT_SECONDS = 5.0
-#: What the embedded default (``scripts/env.sh``) gives Airflow's SQLite connections
-#: instead, through ``[database] sql_alchemy_connect_args`` (and ``..._async``), which
-#: import the two dicts below. See "Airflow's own transactions" in the module docstring.
-AIRFLOW_SQLITE_BUSY_TIMEOUT_SECONDS = 30.0
-#: ``AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS=crmsync.store.engine.AIRFLOW_SQLITE_CONNECT_ARGS``
-#: (SQLite only: ``timeout`` is not a PostgreSQL connect argument). Airflow adds
-#: ``check_same_thread`` to the dict it gets, so the async engine has a dict of its own.
-AIRFLOW_SQLITE_CONNECT_ARGS: dict[str, Any] = {"timeout": AIRFLOW_SQLITE_BUSY_TIMEOUT_SECONDS}
-#: The same for ``AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS_ASYNC`` (aiosqlite passes it on).
-AIRFLOW_SQLITE_CONNECT_ARGS_ASYNC: dict[str, Any] = {"timeout": AIRFLOW_SQLITE_BUSY_TIMEOUT_SECONDS}
 #: A write-lock hold longer than this is logged (a fifth of Airflow's timeout; the
 #: environment variable ``CRMSYNC_SLOW_WRITE_SECONDS`` lowers it to investigate).
 SLOW_WRITE_SECONDS = float(os.environ.get("CRMSYNC_SLOW_WRITE_SECONDS") or 1.0)
