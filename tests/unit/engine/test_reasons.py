@@ -135,3 +135,30 @@ def test_a_bad_fix_template_is_refused_when_the_mapping_is_parsed() -> None:
             f["ref_missing_fix"] = "ask {0}"
     with pytest.raises(ValueError, match="ref_missing_fix is no valid template"):
         parse_mapping(m, source="t")
+
+
+@pytest.mark.parametrize(
+    "flow, side, raw, says",
+    [
+        ("quote_order", Side.CHARGEBEE, {"document_number": "7", "reference_id": "Q-9"}, "give the quote"),
+        ("user_order", Side.CUSTOMCRM, {"Email": "ann@example.com"}, "nothing to do until they create one"),
+        (
+            "customer_business_entity",
+            Side.CUSTOMCRM,
+            {"Name": "Fjordlys AS"},
+            "create the entity in Chargebee",
+        ),
+    ],
+)
+def test_a_record_this_flow_cannot_create_a_partner_for_says_what_to_do(
+    flow: str, side: Side, raw: dict[str, Any], says: str
+) -> None:
+    m = load(flow)
+    if side is Side.CUSTOMCRM:
+        raw = {f.customcrm: None for f in m.fields} | raw
+    rec = SideRecord(side, "REC-1", to_canonical(m, side, raw))
+    d = plan.decide_new(m, rec)
+    label = m.customcrm.label if side is Side.CUSTOMCRM else m.chargebee.label
+    assert d.action is Action.SKIP and d.reason, d
+    assert d.reason.startswith(f"{'Customcrm' if side is Side.CUSTOMCRM else 'Chargebee'} {label} REC-1: ")
+    assert says in d.reason
