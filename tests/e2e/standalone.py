@@ -158,6 +158,10 @@ class Standalone:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+
+    def start_execution_api(self) -> None:
+        """The execution API's own server, once the standalone has migrated the database
+        (started before, it exits with "Database migration required")."""
         self._execution_out = open(self.execution_output_path, "wb")  # noqa: SIM115 (closed in stop())
         self.execution_proc = subprocess.Popen(
             [
@@ -249,9 +253,11 @@ class Standalone:
                     + self.execution_output_path.read_bytes()[-6000:].decode(errors="replace")
                 )
             with contextlib.suppress(requests.RequestException):
-                r = self._session.get(f"{self.base_url}/api/v2/monitor/health", timeout=5)
-                e = self._session.get(f"{self.execution_url}health", timeout=5)
-                if r.ok and _healthy(r.json()) and e.ok:
+                if self.execution_proc is None:
+                    r = self._session.get(f"{self.base_url}/api/v2/monitor/health", timeout=5)
+                    if r.ok and _healthy(r.json()):
+                        self.start_execution_api()
+                elif self._session.get(f"{self.execution_url}health", timeout=5).ok:
                     return
             if time.monotonic() > deadline:
                 raise AssertionError(
