@@ -29,7 +29,7 @@ def test_orders_wait_for_their_customer_then_catch_up(run_flow, sandboxes, store
     first = run_flow("order_order")
     assert first.ok, first.summary
     reasons = " | ".join(p["reason"] for p in first.summary["problems"])
-    assert "not linked yet (flow contact_customer)" in reasons
+    assert "not linked yet: flow contact_customer links it when it runs" in reasons
     assert first.summary["created"]["customcrm"] == 0
     assert run_flow("contact_customer").ok
     again = run_flow("order_order")
