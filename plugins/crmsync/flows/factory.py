@@ -45,7 +45,9 @@ differences); `dry_run` plans and summarises without writing; `approve_large_cha
 lets a run past the circuit breaker ({max_writes} writes, or {fraction:.0%} of links).
 
 **Policies.** Conflicts: `{conflict}` (tie → {tie}). Deletes: Customcrm → `{on_crm}`,
-Chargebee → `{on_cb}`. Blank values never overwrite unless a field says so.
+Chargebee → `{on_cb}`. A clear is an edit: a synced value cleared on one side is cleared
+on the other (unless the field says `empty_overwrites: false`); a blank never synced
+never overwrites.
 Match key: {keys}.
 
 **Chargebee limits for this flow.** {limits}
