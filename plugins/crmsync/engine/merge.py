@@ -17,7 +17,8 @@ conflict like any other. Three things keep a blank from doing harm:
   overwrites: it is no edit, so the other side's value fills it;
 * a field *absent* from a record (the key missing from the side's canonical values,
   see :func:`crmsync.engine.canonical.to_canonical`) is unknown, never a clear: it
-  reads as unchanged since B (with no base, as equal to the other side);
+  reads as unchanged since B, so nothing flows from it and the other side's edit (or,
+  with nothing synced, its value) still reaches it;
 * ``empty_overwrites: false`` on a field restores the old protection: a blank never
   overwrites there (reported as ``blank_ignored``; the non-empty value stays merged).
   ``true`` lets a blank overwrite even where nothing was synced before (a one-way
@@ -25,8 +26,9 @@ conflict like any other. Three things keep a blank from doing harm:
   job: every clear is a write and counts there.
 
 *Direction*: a field that may only flow one way has its edits on the other side reverted
-by writing the source side's value back, and that is reported per record, never
-silently.
+by writing the source side's value back (``read_only_edits: restore``) or kept and
+reported (``keep``); either way the source's value stays the merged value, so a kept
+value never becomes a base that the source would later read as cleared.
 """
 
 from __future__ import annotations
