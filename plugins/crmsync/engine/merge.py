@@ -212,7 +212,8 @@ def merge(
                     "reverted_read_only",
                     winner,
                     f"{f.name} was edited in {winner.value}, but it only flows "
-                    f"{f.direction.value.replace('_', ' ')}; the {loser.value} value was written back",
+                    f"{f.direction.value.replace('_', ' ')}: by the mapping's policy "
+                    f"(read_only_edits: restore) the {loser.value} value was written back",
                 )
             )
             continue
