@@ -845,6 +845,10 @@ class Repository:
         Such a survivor is never re-created on the side that deleted its twin (that
         would undo the delete); it can still be linked again by match.
         """
+        return self._audited(side, ids, ("unlink",))
+
+    def _audited(self, side: Side, ids: Sequence[str], kinds: Sequence[str]) -> set[str]:
+        """Those of ``ids`` (records of ``side``) named by an audit row of one of ``kinds``."""
         col = audit.c.crm_id if side is Side.CUSTOMCRM else audit.c.cb_id
         out: set[str] = set()
         with self.engine.connect() as conn:
@@ -852,7 +856,7 @@ class Repository:
                 out.update(
                     rid
                     for (rid,) in conn.execute(
-                        select(col).where(audit.c.flow == self.flow, audit.c.kind == "unlink", col.in_(chunk))
+                        select(col).where(audit.c.flow == self.flow, audit.c.kind.in_(kinds), col.in_(chunk))
                     )
                 )
         return out
@@ -864,19 +868,7 @@ class Repository:
         A tombstone read again after that (the extract's overlap window, a full resync)
         is no news: the run that handled the delete reported it, naming the record.
         """
-        col = audit.c.crm_id if side is Side.CUSTOMCRM else audit.c.cb_id
-        out: set[str] = set()
-        with self.engine.connect() as conn:
-            for chunk in _chunks(list(ids)):
-                out.update(
-                    rid
-                    for (rid,) in conn.execute(
-                        select(col).where(
-                            audit.c.flow == self.flow, audit.c.kind.in_(("unlink", "delete")), col.in_(chunk)
-                        )
-                    )
-                )
-        return out
+        return self._audited(side, ids, ("unlink", "delete"))
 
     def count_held(self) -> int:
         with self.engine.connect() as conn:
