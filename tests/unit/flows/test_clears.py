@@ -29,13 +29,6 @@ def m() -> Mapping:
     return load_mapping(ROOT / "include" / "mappings" / "contact_customer.yaml")
 
 
-@pytest.fixture
-def repo(tmp_path: Path, m: Mapping) -> Repository:
-    engine = create_engine(f"sqlite:///{tmp_path / 'store.db'}")
-    metadata.create_all(engine)
-    return Repository(engine, m.flow)
-
-
 def contact(m: Mapping, i: int, phone: str | None) -> SideRecord:
     raw = {f.customcrm: None for f in m.fields}
     raw.update(Email=f"p{i}@example.com", FirstName=f"P{i}", Phone=phone)

@@ -32,13 +32,6 @@ def m() -> Mapping:
     return load_mapping(ROOT / "include" / "mappings" / "contact_customer.yaml")
 
 
-@pytest.fixture
-def repo(tmp_path: Path, m: Mapping) -> Repository:
-    engine = create_engine(f"sqlite:///{tmp_path / 'store.db'}")
-    metadata.create_all(engine)
-    return Repository(engine, m.flow)
-
-
 def tombstone(m: Mapping, rid: str) -> SideRecord:
     raw = {f.customcrm: None for f in m.fields} | {"Email": f"{rid.lower()}@example.com"}
     return SideRecord(Side.CUSTOMCRM, rid, to_canonical(m, Side.CUSTOMCRM, raw), 1.0, "4", deleted=True)

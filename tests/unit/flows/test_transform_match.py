@@ -24,13 +24,6 @@ def m() -> Mapping:
     return load_mapping(ROOT / "include" / "mappings" / "quote_order.yaml")
 
 
-@pytest.fixture
-def repo(tmp_path: Path, m: Mapping) -> Repository:
-    engine = create_engine(f"sqlite:///{tmp_path / 'store.db'}")
-    metadata.create_all(engine)
-    return Repository(engine, m.flow)
-
-
 def stage(repo: Repository, m: Mapping, side: Side, rows: list[dict[str, Any]]) -> None:
     recs = []
     for raw in rows:

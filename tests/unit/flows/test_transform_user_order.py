@@ -22,9 +22,9 @@ from crmsync.flows.links import apply_plan_rows
 from crmsync.flows.transform import build_plan
 from crmsync.mapping.model import Mapping, Side, load_mapping
 from crmsync.store.repository import Repository
-from crmsync.store.schema import metadata, plan, quarantine
+from crmsync.store.schema import plan, quarantine
 from pydantic import ValidationError
-from sqlalchemy import create_engine, select
+from sqlalchemy import select
 
 ROOT = Path(__file__).resolve().parents[3]
 RUN1 = "manual__2026-01-01T00:00:00+00:00"
@@ -34,13 +34,6 @@ RUN2 = "manual__2026-01-02T00:00:00+00:00"
 @pytest.fixture
 def m() -> Mapping:
     return load_mapping(ROOT / "include" / "mappings" / "user_order.yaml")
-
-
-@pytest.fixture
-def repo(tmp_path: Path, m: Mapping) -> Repository:
-    engine = create_engine(f"sqlite:///{tmp_path / 'store.db'}")
-    metadata.create_all(engine)
-    return Repository(engine, m.flow)
 
 
 def stage(repo: Repository, m: Mapping, run: str, side: Side, rows: list[dict[str, Any]]) -> None:
