@@ -65,6 +65,17 @@ SPECS: dict[str, ResourceSpec] = {
         ("created_at", "asc"),
         frozenset({"created_at", "updated_at"}),
     ),
+    # customers/subscriptions moved between entities (GET /business_entities/transfers,
+    # the only read the official SDK has for business entities); made through the admin API
+    "business_entity_transfers": ResourceSpec(
+        "business_entity_transfers",
+        "business_entity_transfer",
+        None,
+        None,
+        None,
+        ("created_at", "desc"),
+        frozenset({"created_at"}),
+    ),
     "invoices": ResourceSpec(
         "invoices",
         "invoice",
@@ -96,7 +107,7 @@ SPECS: dict[str, ResourceSpec] = {
 }
 
 # Resources that carry ``created_at`` in Chargebee's JSON (items and families do not).
-HAS_CREATED_AT = frozenset({"customers", "business_entities", "orders"})
+HAS_CREATED_AT = frozenset({"customers", "business_entities", "business_entity_transfers", "orders"})
 
 
 def public(record: dict[str, Any]) -> dict[str, Any]:

@@ -82,8 +82,12 @@ class ChargebeeSandboxServer(SandboxHTTPServer):
         faults: FaultConfig | Mapping[str, Any] | None = None,
         list_lag_seconds: float = 0.0,
         access_log: bool = False,
+        strict: bool = True,
     ) -> None:
         super().__init__(address, ChargebeeHandler, access_log=access_log)
+        #: answer endpoints the official SDK does not have (``GET /business_entities``) with
+        #: Chargebee's 404, as a real site may; False keeps them for lenient tests
+        self.strict = strict
         self.state = state
         self.clock = state.clock
         self.api_key = api_key
@@ -109,6 +113,7 @@ class ChargebeeSandboxServer(SandboxHTTPServer):
             "idempotency_ttl": self.state.idempotency_ttl,
             "state_path": str(self.state.path) if self.state.path else None,
             "api_key_is_default": self.api_key == DEFAULT_API_KEY,
+            "strict": self.strict,
         }
 
     def stop(self) -> None:
@@ -168,6 +173,10 @@ class ChargebeeHandler(SandboxRequestHandler):
 
         decision = self._pre_checks(method, path, template)
         if decision is None:
+            return
+        if srv.strict and not route.documented:
+            # counted under its template, so a test can see the request was made and refused
+            self._send_error(errors.not_found("Sorry, we couldn't find that resource"), method, template)
             return
 
         status, resp, headers, replayed = self._dispatch(method, path, split.query, body, route, params)
@@ -352,6 +361,10 @@ class ChargebeeHandler(SandboxRequestHandler):
                     srv.list_lag_seconds = float(payload["list_lag_seconds"])
                 if "api_key" in payload:
                     srv.api_key = str(payload["api_key"])
+                if "strict" in payload:
+                    if not isinstance(payload["strict"], bool):
+                        raise ValueError("strict must be true or false")
+                    srv.strict = payload["strict"]
             return 200, srv.config_snapshot()
         if head == "clock":
             if method == "POST":
@@ -416,7 +429,7 @@ class ChargebeeHandler(SandboxRequestHandler):
                 state.commit()
                 return 200, {"record": public(rec)}
             if method == "DELETE" and len(rest) == 1:
-                removed = state.table(resource).pop(unquote(rest[0]), None)
+                removed = state.remove(resource, unquote(rest[0]))
                 state.commit()
                 return (200, {"removed": True}) if removed else (404, {"error": "not found"})
         return 404, {"error": "unknown records operation"}
@@ -442,6 +455,7 @@ def create_server(
     idempotency_ttl: float = 86400.0,
     persist_interval: float | None = None,
     access_log: bool = False,
+    strict: bool = True,
 ) -> ChargebeeSandboxServer:
     """Build (not start) a sandbox server; ``state_path=None`` keeps state in memory only.
 
@@ -465,6 +479,7 @@ def create_server(
         faults=faults,
         list_lag_seconds=list_lag_seconds,
         access_log=access_log,
+        strict=strict,
     )
 
 

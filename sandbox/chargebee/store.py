@@ -35,6 +35,9 @@ log = logging.getLogger("sandbox.chargebee.store")
 FORMAT = 1
 _B62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 
+#: Resources whose seeded records get their ``*_created`` event, dated at their ``created_at``.
+SEED_EVENTS = {"business_entities": "business_entity_created"}
+
 # Seed keys accepted as aliases of resource names (seed files are written by hand).
 SEED_ALIASES = {
     "customer": "customers",
@@ -241,14 +244,20 @@ class ChargebeeState:
 
     # ----------------------------------------------------------------- events
     def emit(
-        self, event_type: str, resource: str, rec: dict[str, Any], *, source: str = "api"
+        self,
+        event_type: str,
+        resource: str,
+        rec: dict[str, Any],
+        *,
+        source: str = "api",
+        occurred_at: int | None = None,
     ) -> dict[str, Any]:
         """Append an event carrying a snapshot of ``rec`` (as ``GET /events`` returns it)."""
         spec = SPECS[resource]
         seq = self.next_seq()
         event = {
             "id": f"ev_sbx{seq:012d}",
-            "occurred_at": self.now_s(),
+            "occurred_at": self.now_s() if occurred_at is None else int(occurred_at),
             "source": source,
             "object": "event",
             "api_version": "v2",
@@ -322,6 +331,11 @@ class ChargebeeState:
                     rec["resource_version"] = int(ts_for_rv) * 1000 + (i % 1000)
                 self.data["last_rv"] = max(int(self.data["last_rv"]), int(rec["resource_version"]))
                 self.table(name)[rec["id"]] = rec
+                if name in SEED_EVENTS:
+                    # every entity of a real site was created at some point, and Chargebee
+                    # publishes no other way to read one: the event history starts with it
+                    created = int(rec["created_at"])
+                    self.emit(SEED_EVENTS[name], name, rec, source="admin_console", occurred_at=created)
 
     def _fill(self, resource: str, rec: dict[str, Any], *, default_ts: int) -> None:
         """Defaults for a record arriving from a seed or the admin API."""
@@ -407,6 +421,25 @@ class ChargebeeState:
 
     def records(self, resource: str) -> Iterable[dict[str, Any]]:
         return self.table(resource).values()
+
+    def remove(self, resource: str, record_id: str) -> dict[str, Any] | None:
+        """Remove a record as if it had never existed (a test's wipe), its events too.
+
+        Not a delete (that is :meth:`mark_deleted`, with its event): a site where a record
+        vanished but its ``*_created`` event stayed would show a record no one can find.
+        """
+        removed = self.table(resource).pop(record_id, None)
+        if removed is not None and resource != "events":
+            key = SPECS[resource].object
+            events = self.table("events")
+            about = [
+                eid
+                for eid, e in events.items()
+                if (e.get("content") or {}).get(key, {}).get("id") == record_id
+            ]
+            for event_id in about:
+                del events[event_id]
+        return removed
 
     def dump(self, resource: str) -> list[dict[str, Any]]:
         return [public(r) for r in sorted(self.records(resource), key=lambda r: r.get("_seq", 0))]

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from crmsync.hooks.chargebee_events import UNLEARNED as _UNLEARNED
 from crmsync.mapping.model import FieldMap, Side
 from crmsync.mapping.model import Mapping as FlowMapping
 from crmsync.mapping.transforms import (
@@ -220,11 +221,18 @@ def side_record(mapping: FlowMapping, side: Side, raw: Mapping[str, Any], meta: 
     )
 
 
+#: A raw Chargebee record's key (and its hint's) saying why its fields could not be read:
+#: a placeholder for a record known only by its id (see ``chargebee_events.iter_known``).
+UNLEARNED = _UNLEARNED
+
+
 def hints(mapping: FlowMapping, side: Side, raw: Mapping[str, Any]) -> dict[str, str]:
     """The values of ``raw`` that the mapping's hold reasons name (Chargebee records only)."""
     if side is not Side.CHARGEBEE:
         return {}
     out: dict[str, str] = {}
+    if raw.get(UNLEARNED):
+        out[UNLEARNED] = str(raw[UNLEARNED])
     for f in mapping.fields:
         for path in f.hint_paths:
             value = get_path(raw, path)

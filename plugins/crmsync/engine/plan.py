@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
-from crmsync.engine.canonical import CanonicalRecord, Problem, SideRecord, validate
+from crmsync.engine.canonical import UNLEARNED, CanonicalRecord, Problem, SideRecord, validate
 from crmsync.engine.merge import Conflict, Note, merge
 from crmsync.mapping.model import DeletePolicy, Side
 from crmsync.mapping.model import Mapping as FlowMapping
@@ -304,6 +304,11 @@ def _no_partner(mapping: FlowMapping, rec: SideRecord) -> str | None:
 
 def decide_new(mapping: FlowMapping, rec: SideRecord) -> Decision:
     """An unlinked record with no match on the other side: create it there."""
+    unlearned = rec.hints.get(UNLEARNED)
+    if unlearned:
+        # only its id is known (a business entity named by customers but in no event):
+        # nothing to match or create from; the reason says what a person can do
+        return Decision(Action.SKIP, *_ids(rec), reason=f"{_label(mapping, rec.side)} {rec.id}: {unlearned}")
     if rec.deleted:
         where = "Customcrm" if rec.side is Side.CUSTOMCRM else "Chargebee"
         return Decision(

@@ -17,7 +17,7 @@ import json
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -108,7 +108,7 @@ class Progress:
 
 
 def _pages(
-    mapping: FlowMapping, side: Side, hook: Any, since: float | None
+    mapping: FlowMapping, side: Side, hook: Any, since: float | None, repo: Any
 ) -> Iterator[list[dict[str, Any]]]:
     resource = mapping.side(side).resource
     if side is Side.CHARGEBEE and since is not None and mapping.chargebee.change_events:
@@ -116,6 +116,21 @@ def _pages(
         from crmsync.hooks.chargebee_events import iter_changed
 
         yield from iter_changed(hook, resource, mapping.chargebee.change_events, int(since))
+    elif side is Side.CHARGEBEE and not hook.resource(resource).readable:
+        # no documented list at all (business entities): the whole event history, then the
+        # ids other records name; one known only by its id is reported, not guessed
+        from crmsync.hooks.chargebee_events import iter_known
+
+        if not mapping.chargebee.change_events:
+            raise ValueError(
+                f"Chargebee documents no list of {resource}: the mapping must name the events "
+                "that publish them (chargebee.change_events)"
+            )
+
+        def linked(ids: Sequence[str]) -> set[str]:
+            return set(repo.get_links_by_cb_id(list(ids)))
+
+        yield from iter_known(hook, resource, mapping.chargebee.change_events, linked)
     elif side is Side.CHARGEBEE:
         yield from hook.iter_pages(resource, updated_after=None if since is None else int(since))
     else:
@@ -152,18 +167,20 @@ def extract(
     meta = CHARGEBEE_META if side is Side.CHARGEBEE else CUSTOMCRM_META
     repo.clear_staging(run_id, side)
     progress = Progress(f"extract {side.value}")
+    evented = side is Side.CHARGEBEE and bool(mapping.chargebee.change_events)
+    unlistable = side is Side.CHARGEBEE and not hook.resource(mapping.chargebee.resource).readable
     log.info(
         "extract %s %s: %s",
         side.value,
         mapping.side(side).resource,
-        "everything (first run or full resync)"
+        "everything (first run or full resync)" + (" from its whole event history" if unlistable else "")
         if since is None
         else f"changed since {datetime.fromtimestamp(since, UTC).isoformat()}"
-        + (" (from its events)" if side is Side.CHARGEBEE and mapping.chargebee.change_events else ""),
+        + (" (from its events)" if evented else ""),
     )
     # Load the connection and its rate budget here, in the task's thread, not in the fetch thread.
     getattr(hook, "settings", None)
-    for page in _prefetched(_pages(mapping, side, hook, since)):
+    for page in _prefetched(_pages(mapping, side, hook, since, repo)):
         rows = []
         for raw in page:
             rec = side_record(mapping, side, raw, meta)

@@ -152,6 +152,11 @@ class ChargebeeResource:
     :param updated_field: the timestamp the incremental filter and sort use.
     :param include_deleted: whether the list accepts ``include_deleted``.
     :param sortable: whether the list accepts ``sort_by[asc]=<updated_field>``.
+    :param readable: whether Chargebee documents a list and retrieve for it. Business
+        entities have none (the official SDK has only ``create_transfers`` and
+        ``get_transfers``): they are known from events, customers and transfers
+        (:mod:`crmsync.hooks.chargebee_events`), and reading them directly is refused
+        here, so nothing can come to depend on an endpoint a real site may answer 404.
     """
 
     name: str
@@ -159,6 +164,7 @@ class ChargebeeResource:
     updated_field: str = "updated_at"
     include_deleted: bool = True
     sortable: bool = True
+    readable: bool = True
 
 
 RESOURCES: dict[str, ChargebeeResource] = {
@@ -170,7 +176,16 @@ RESOURCES: dict[str, ChargebeeResource] = {
         ChargebeeResource("item_prices", "item_price"),
         ChargebeeResource("orders", "order"),
         ChargebeeResource("invoices", "invoice"),
-        ChargebeeResource("business_entities", "business_entity"),
+        ChargebeeResource("business_entities", "business_entity", readable=False),
+        # GET /business_entities/transfers: declares limit, offset and filters, no include_deleted;
+        # its sort_by is left at Chargebee's default
+        ChargebeeResource(
+            "business_entities/transfers",
+            "business_entity_transfer",
+            updated_field="created_at",
+            include_deleted=False,
+            sortable=False,
+        ),
         ChargebeeResource("events", "event", updated_field="occurred_at", include_deleted=False),
     )
 }
@@ -347,6 +362,16 @@ class ChargebeeHook(ApiHook):
 
     # ------------------------------------------------------------------ reads
 
+    def _readable(self, resource: str) -> ChargebeeResource:
+        """The resource, if Chargebee documents reading it; else a ValueError that says so."""
+        res = self.resource(resource)
+        if not res.readable:
+            raise ValueError(
+                f"Chargebee documents no list or retrieve of {res.name}: read them from their "
+                "events (crmsync.hooks.chargebee_events)"
+            )
+        return res
+
     def _unwrap(self, body: Any, res: ChargebeeResource, method: str, template: str) -> dict[str, Any]:
         obj = body.get(res.object_key) if isinstance(body, dict) else None
         if not isinstance(obj, dict):
@@ -385,7 +410,7 @@ class ChargebeeHook(ApiHook):
         """
         if not 1 <= limit <= MAX_PAGE_SIZE:
             raise ValueError(f"limit must be between 1 and {MAX_PAGE_SIZE}")
-        res = self.resource(resource)
+        res = self._readable(resource)
         template = res.name
         base: dict[str, str] = {"limit": str(limit)}
         if res.sortable:
@@ -436,7 +461,7 @@ class ChargebeeHook(ApiHook):
 
     def retrieve(self, resource: str, record_id: str) -> dict[str, Any] | None:
         """Return one object, or ``None`` if it does not exist or is deleted (404)."""
-        res = self.resource(resource)
+        res = self._readable(resource)
         template = f"{res.name}/{{id}}"
         try:
             response = self._request("GET", template, f"{res.name}/{quote_segment(record_id)}")

@@ -12,12 +12,38 @@ can stage them like a list page:
 * a record that changed several times keeps its newest snapshot (highest
   ``resource_version``, later event on a tie); an older snapshot that arrives after a
   newer one (events of the same second on two pages) is dropped.
+
+A first run or a full resync cannot list such a resource either: :func:`iter_known`
+reads its events from the beginning of the event history, then the records that refer
+to it (customers' ``business_entity_id``, transfers), and reports each record it found
+named there but in no event instead of guessing its fields.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from typing import Any
+
+#: Key of a placeholder record (:func:`iter_known`): why its fields could not be learned.
+#: Not a Chargebee field name (those start with a letter); the engine skips such a record
+#: with this reason instead of syncing it (``crmsync.engine.plan.decide_new``).
+UNLEARNED = "~unlearned"
+
+#: Where the documented API names records of a resource it cannot read: (list, id fields).
+REFERENCES: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = {
+    "business_entities": (
+        ("customers", ("business_entity_id",)),
+        ("business_entities/transfers", ("source_business_entity_id", "destination_business_entity_id")),
+    ),
+}
+
+#: What a person can do about a record named by others but in no event, per resource.
+UNLEARNED_FIX: dict[str, str] = {
+    "business_entities": (
+        "open it in Chargebee (Settings > Business entities) and save it: the "
+        "business_entity_updated event carries its name and the next run links it"
+    ),
+}
 
 
 def records_from_events(
@@ -63,6 +89,17 @@ def iter_changed(
     hook: Any, resource: str, event_types: Sequence[str], occurred_after: int
 ) -> Iterator[list[dict[str, Any]]]:
     """Pages of ``resource`` records changed after ``occurred_after`` (Unix seconds), per events."""
+    yield from iter_changed_since(hook, resource, event_types, occurred_after)
+
+
+def iter_changed_since(
+    hook: Any, resource: str, event_types: Sequence[str], occurred_after: int | None
+) -> Iterator[list[dict[str, Any]]]:
+    """Pages of ``resource`` records per their events; all of them when ``occurred_after`` is None.
+
+    Only what the SDK's event list declares is sent: ``limit``, ``offset``,
+    ``sort_by[asc]=occurred_at``, ``event_type[in]`` and, when given, ``occurred_at[after]``.
+    """
     object_key = hook.resource(resource).object_key
     newest: dict[str, int] = {}
     for page in hook.iter_pages(
@@ -73,4 +110,66 @@ def iter_changed(
             yield records
 
 
-__all__ = ["iter_changed", "records_from_events"]
+def iter_known(
+    hook: Any,
+    resource: str,
+    event_types: Sequence[str],
+    linked: Callable[[Sequence[str]], Collection[str]],
+) -> Iterator[list[dict[str, Any]]]:
+    """Pages of every ``resource`` record the documented API lets us know of, for a first
+    run or a full resync of a resource Chargebee cannot list:
+
+    1. its events from the beginning of the event history (no ``occurred_at`` filter),
+       each record with its newest snapshot, deletes marked;
+    2. the ids other records name (:data:`REFERENCES`). One named there but in no event
+       (its events are older than Chargebee keeps, or were never published) and not
+       ``linked`` already becomes a placeholder ``{"id": ..., UNLEARNED: reason}``, so the
+       run reports it instead of failing or inventing its fields. A linked one keeps what
+       its link knows (nothing is staged for it, so nothing reads as cleared).
+    """
+    known: set[str] = set()
+    for page in iter_changed_since(hook, resource, event_types, None):
+        known.update(str(rec["id"]) for rec in page)
+        yield page
+    named: dict[str, str] = {}
+    for source, fields in REFERENCES.get(resource, ()):
+        for page in hook.iter_pages(source, include_deleted=False):
+            for rec in page:
+                for name in fields:
+                    ref = rec.get(name)
+                    if ref not in (None, "") and str(ref) not in known:
+                        named.setdefault(str(ref), f"{_singular(source)} {rec.get('id')} ({name})")
+    missing = sorted(named)
+    if not missing:
+        return
+    already = set(linked(missing))
+    label = hook.resource(resource).object_key.replace("_", " ")
+    fix = UNLEARNED_FIX.get(resource, "edit it in Chargebee so that an event carries it")
+    placeholders = [
+        {
+            "id": rid,
+            UNLEARNED: (
+                f"named by {named[rid]} but by no {', '.join(event_types)} event, and Chargebee "
+                f"documents no other way to read a {label}, so its fields are unknown; {fix}"
+            ),
+        }
+        for rid in missing
+        if rid not in already
+    ]
+    if placeholders:
+        yield placeholders
+
+
+def _singular(source: str) -> str:
+    """``customers`` → ``customer``; ``business_entities/transfers`` → ``transfer``."""
+    return source.rsplit("/", 1)[-1].removesuffix("s")
+
+
+__all__ = [
+    "REFERENCES",
+    "UNLEARNED",
+    "iter_changed",
+    "iter_changed_since",
+    "iter_known",
+    "records_from_events",
+]

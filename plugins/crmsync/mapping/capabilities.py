@@ -291,9 +291,10 @@ CAPABILITIES: dict[str, ResourceCapability] = {
         can_update=False,
         can_delete=False,
         limitation=(
-            "Chargebee's public API has no create or update for business entities "
-            "(only /business_entities/transfers); their changes are read from the "
-            "business_entity_* events, a full read lists the undocumented GET /business_entities"
+            "Chargebee's public API has no create, update, list or retrieve for business "
+            "entities (only /business_entities/transfers); they are read from the "
+            "business_entity_* events (a full read: the whole event history, then the ids "
+            "customers and transfers name; an id no event names is reported, not synced)"
         ),
     ),
 }
