@@ -74,6 +74,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=_env("CB_SANDBOX_PERSIST_INTERVAL", None),
         help="0 = save the state file after every write, N = at most every N s (default: by size)",
     )
+    parser.add_argument(
+        "--order-management",
+        choices=["current", "legacy"],
+        default=_env("CB_SANDBOX_ORDER_MANAGEMENT", "current"),
+        help="current (default; POST /orders refused, paid invoices get their orders) or legacy",
+    )
     parser.add_argument("--faults", default=_env("CB_SANDBOX_FAULTS", ""), help="fault JSON")
     parser.add_argument("--quiet", action="store_true", help="no access log")
     return parser.parse_args(argv)
@@ -97,6 +103,7 @@ def build(args: argparse.Namespace) -> ChargebeeSandboxServer:
         list_lag_seconds=args.list_lag_seconds,
         persist_interval=None if args.persist_interval is None else float(args.persist_interval),
         access_log=not args.quiet,
+        order_management=args.order_management,
     )
 
 

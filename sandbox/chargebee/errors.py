@@ -81,6 +81,20 @@ def invalid_state(message: str) -> ApiError:
     return ApiError(400, "invalid_state_for_request", message)
 
 
+def manual_orders_refused() -> ApiError:
+    """``POST /orders`` on a site with current order management (every site since
+    2021-10-01): orders are generated from invoices, and the manual create belongs to
+    legacy order management. Chargebee's error reference answers a request "not
+    compatible with the configuration in the site" with ``configuration_incompatible``
+    (400, ``invalid_request``); that code is used here, the message is the sandbox's."""
+    return ApiError(
+        400,
+        "configuration_incompatible",
+        "Orders cannot be created manually on this site: with current order management, "
+        "Chargebee generates orders from invoices (creating an order is legacy order management).",
+    )
+
+
 def auth_failed() -> ApiError:
     return ApiError(
         401,

@@ -20,6 +20,7 @@ from sandbox.chargebee.errors import (
     ApiError,
     duplicate,
     invalid_state,
+    manual_orders_refused,
     not_found,
     required,
     wrong_value,
@@ -44,7 +45,7 @@ from sandbox.chargebee.fields import (
 from sandbox.chargebee.forms import rows
 from sandbox.chargebee.listing import ListSpec, list_page
 from sandbox.chargebee.models import public
-from sandbox.chargebee.store import ChargebeeState
+from sandbox.chargebee.store import LEGACY_ORDER_MANAGEMENT, ChargebeeState
 
 Body = dict[str, Any]
 
@@ -757,18 +758,36 @@ def _auto_order(state: ChargebeeState, invoice: dict[str, Any], source: str) -> 
                 order["paid_on"] = invoice.get("paid_at")
                 state.touch("orders", order, source=source)
         return
-    now = state.now_s()
+    generate_order(state, invoice, source)
+
+
+def generate_order(
+    state: ChargebeeState,
+    invoice: dict[str, Any],
+    source: str,
+    *,
+    assign_number: bool = True,
+    at: int | None = None,
+) -> dict[str, Any]:
+    """The order Chargebee generates from ``invoice`` (``order_type`` system_generated,
+    ``created_by`` system). ``assign_number=False`` leaves it without ``document_number``,
+    as Chargebee can (its API offers ``assign_order_number`` "if not already assigned").
+    ``at``: when it was generated (default now; a seed's order dates from its invoice)."""
+    now = state.now_s() if at is None else at
     order = models.order_from_invoice(invoice, now, status="queued")
     order["id"] = state.new_id("orders")
-    order["document_number"] = str(state.next_counter("order_document_number", 1000))
+    if assign_number:
+        order["document_number"] = str(state.next_counter("order_document_number", 1000))
     order["order_type"] = "system_generated"
     order["created_by"] = "system"
     order["created_at"] = now
     state.insert("orders", order, source=source)
+    if at is not None:
+        order["updated_at"] = at
     invoice.setdefault("linked_orders", []).append(
         {
             "id": order["id"],
-            "document_number": order["document_number"],
+            "document_number": order.get("document_number"),
             "status": order["status"],
             "order_type": order["order_type"],
             "reference_id": None,
@@ -777,6 +796,24 @@ def _auto_order(state: ChargebeeState, invoice: dict[str, Any], source: str) -> 
             "created_at": now,
         }
     )
+    return order
+
+
+def generate_missing_orders(state: ChargebeeState, source: str = "system") -> list[dict[str, Any]]:
+    """Current order management: every paid invoice with line items has its order. Gives
+    one to each paid invoice that has none (a seed or a site switched from legacy)."""
+    with_orders = {o.get("invoice_id") for o in state.records("orders") if not o.get("deleted")}
+    made = []
+    for invoice in list(state.records("invoices")):
+        if (
+            invoice.get("status") == "paid"
+            and invoice.get("line_items")
+            and not invoice.get("deleted")
+            and invoice["id"] not in with_orders
+        ):
+            paid = invoice.get("paid_at") or invoice.get("date")
+            made.append(generate_order(state, invoice, source, at=int(paid) if paid else None))
+    return made
 
 
 @route("POST", "/invoices/{id}/record_payment")
@@ -952,6 +989,8 @@ def orders_retrieve(ctx: Ctx) -> tuple[int, Body]:
 
 @route("POST", "/orders")
 def orders_create(ctx: Ctx) -> tuple[int, Body]:
+    if ctx.state.order_management != LEGACY_ORDER_MANAGEMENT:
+        raise manual_orders_refused()
     check_allowed(ctx.form, {"id", "invoice_id", *ORDER_COMMON})
     order = _new_order(ctx, ctx.form, ORDER_COMMON, created_by="api")
     ctx.state.insert("orders", order)
@@ -970,6 +1009,16 @@ def orders_import(ctx: Ctx) -> tuple[int, Body]:
     order = _new_order(ctx, form, ORDER_IMPORT_SPEC, created_by="import")
     order["_imported"] = True
     ctx.state.insert("orders", order)
+    return 200, _one("orders", order)
+
+
+@route("POST", "/orders/{id}/assign_order_number")
+def orders_assign_number(ctx: Ctx) -> tuple[int, Body]:
+    """Gives the order the site's next order number, if it has none yet."""
+    order = _get_live(ctx, "orders", "order")
+    if not order.get("document_number"):
+        order["document_number"] = str(ctx.state.next_counter("order_document_number", 1000))
+        ctx.state.touch("orders", order)
     return 200, _one("orders", order)
 
 

@@ -32,8 +32,8 @@ from sandbox.chargebee import errors
 from sandbox.chargebee.errors import ApiError
 from sandbox.chargebee.forms import parse_form, parse_query
 from sandbox.chargebee.models import SPECS, public
-from sandbox.chargebee.resources import Ctx, match, record_payment
-from sandbox.chargebee.store import ChargebeeState
+from sandbox.chargebee.resources import Ctx, generate_order, match, record_payment
+from sandbox.chargebee.store import CURRENT_ORDER_MANAGEMENT, ChargebeeState, check_order_management
 from sandbox.common.clock import Clock
 from sandbox.common.faults import FaultConfig, FaultDecision, FaultInjector
 from sandbox.common.httpbase import IncompleteBody, SandboxHTTPServer, SandboxRequestHandler
@@ -114,6 +114,7 @@ class ChargebeeSandboxServer(SandboxHTTPServer):
             "state_path": str(self.state.path) if self.state.path else None,
             "api_key_is_default": self.api_key == DEFAULT_API_KEY,
             "strict": self.strict,
+            "order_management": self.state.order_management,
         }
 
     def stop(self) -> None:
@@ -365,6 +366,9 @@ class ChargebeeHandler(SandboxRequestHandler):
                     if not isinstance(payload["strict"], bool):
                         raise ValueError("strict must be true or false")
                     srv.strict = payload["strict"]
+                if "order_management" in payload:
+                    with state.lock:
+                        state.order_management = check_order_management(payload["order_management"])
             return 200, srv.config_snapshot()
         if head == "clock":
             if method == "POST":
@@ -378,6 +382,20 @@ class ChargebeeHandler(SandboxRequestHandler):
             return 200, {"ok": True}
         if head == "records" and len(parts) >= 2:
             return self._admin_records(method, parts[1], parts[2:], query, payload)
+        if head == "invoices" and len(parts) == 3 and parts[2] == "generate_order" and method == "POST":
+            # What Chargebee does with current order management: an order generated from
+            # the invoice (another shipment of it, or its first). ``{"assign_number":
+            # false}``: an order without document_number yet.
+            with state.lock:
+                invoice = state.get("invoices", unquote(parts[1]))
+                if invoice is None:
+                    return 404, {"error": "invoice not found"}
+                order = generate_order(
+                    state, invoice, "admin_console", assign_number=bool(payload.get("assign_number", True))
+                )
+                state.touch("invoices", invoice, source="admin_console", emit=False)
+                state.commit()
+                return 200, {"order": public(order)}
         if head == "invoices" and len(parts) == 3 and parts[2] == "pay" and method == "POST":
             with state.lock:
                 invoice = state.get("invoices", unquote(parts[1]))
@@ -456,12 +474,17 @@ def create_server(
     persist_interval: float | None = None,
     access_log: bool = False,
     strict: bool = True,
+    order_management: str = CURRENT_ORDER_MANAGEMENT,
 ) -> ChargebeeSandboxServer:
     """Build (not start) a sandbox server; ``state_path=None`` keeps state in memory only.
 
     ``seed`` (a path or a dict) or its alias ``seed_path`` is loaded only when the state
     file does not exist yet, and again on ``POST /_sandbox/reset``. ``persist_interval``:
     ``0`` saves after every write, ``N`` at most every N seconds, ``None`` picks by size.
+    ``order_management``: ``current`` (the default, as every site since 2021-10-01: paid
+    invoices get their orders, ``POST /orders`` is refused) or ``legacy``; it applies to
+    the seed loaded, and ``POST /_sandbox/config`` changes it (a ``reset`` then reloads
+    the seed under the new setting).
     """
     state = ChargebeeState(
         state_path,
@@ -469,6 +492,7 @@ def create_server(
         clock=clock or Clock(),
         idempotency_ttl=idempotency_ttl,
         persist_interval=persist_interval,
+        order_management=order_management,
     )
     return ChargebeeSandboxServer(
         (host, port),

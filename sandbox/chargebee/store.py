@@ -35,6 +35,21 @@ log = logging.getLogger("sandbox.chargebee.store")
 FORMAT = 1
 _B62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 
+#: Site settings for orders. ``current`` (every site since 2021-10-01): Chargebee generates
+#: orders from paid invoices and refuses ``POST /orders``; ``legacy``: the manual create
+#: of legacy order management is allowed.
+CURRENT_ORDER_MANAGEMENT = "current"
+LEGACY_ORDER_MANAGEMENT = "legacy"
+ORDER_MANAGEMENT = (CURRENT_ORDER_MANAGEMENT, LEGACY_ORDER_MANAGEMENT)
+
+
+def check_order_management(value: object) -> str:
+    """The setting, or ValueError naming the accepted values."""
+    if value not in ORDER_MANAGEMENT:
+        raise ValueError(f"order_management must be one of {list(ORDER_MANAGEMENT)}, not {value!r}")
+    return str(value)
+
+
 #: Resources whose seeded records get their ``*_created`` event, dated at their ``created_at``.
 SEED_EVENTS = {"business_entities": "business_entity_created"}
 
@@ -70,7 +85,10 @@ class ChargebeeState:
         idempotency_ttl: float = 86400.0,
         max_events: int = 50000,
         persist_interval: float | None = None,
+        order_management: str = CURRENT_ORDER_MANAGEMENT,
     ) -> None:
+        #: a site setting, not data: kept by ``reset`` (see :data:`ORDER_MANAGEMENT`)
+        self.order_management = check_order_management(order_management)
         self.path = Path(path) if path else None
         self.persist_interval = persist_interval
         self._dirty = False
@@ -336,6 +354,12 @@ class ChargebeeState:
                     # publishes no other way to read one: the event history starts with it
                     created = int(rec["created_at"])
                     self.emit(SEED_EVENTS[name], name, rec, source="admin_console", occurred_at=created)
+        if self.order_management == CURRENT_ORDER_MANAGEMENT:
+            # Chargebee generates an order from every paid invoice: a seed's paid invoice
+            # without one gets it, so a Customcrm order naming the invoice can find it.
+            from sandbox.chargebee.resources import generate_missing_orders
+
+            generate_missing_orders(self, source="system")
 
     def _fill(self, resource: str, rec: dict[str, Any], *, default_ts: int) -> None:
         """Defaults for a record arriving from a seed or the admin API."""

@@ -10,6 +10,7 @@ from tests.e2e.conftest import (  # noqa: F401
     Sandboxes,
     airflow_db,
     dags,
+    legacy_orders,
     run_flow,
     sandboxes,
     store,

@@ -137,8 +137,9 @@ def _key(v: Any) -> str:
     return str(v).lower() if isinstance(v, bool) else str(v)
 
 
-def load_mapping(flow: str) -> Mapping:
-    path = MAPPINGS / f"{flow}.yaml"
+def load_mapping(flow: str, path: Path | None = None) -> Mapping:
+    """The model's view of a mapping file (default: the shipped one of ``flow``)."""
+    path = path or MAPPINGS / f"{flow}.yaml"
     doc = yaml.safe_load(path.read_text())
     ro = doc.get("read_only_edits", "restore")
     fields = tuple(
@@ -337,14 +338,24 @@ def _crm_order(w: FlowWorld, rng: random.Random, tag: str) -> Created | None:
     return Created(CRM, dict(w.api.sb.crm("POST", "orders", json=body)))
 
 
+def _generated_order(w: FlowWorld, invoice_id: str, **fields: Any) -> dict[str, Any]:
+    """An order Chargebee generates from a paid invoice (what every site with current
+    order management does; ``POST /orders`` is legacy), then ``fields`` set as a person
+    in Chargebee's UI would."""
+    r = requests.post(f"{w.api.sb.cb_url}/_sandbox/invoices/{invoice_id}/generate_order", json={}, timeout=10)
+    r.raise_for_status()
+    order = dict(r.json()["order"])
+    return _admin_upsert(w.api, "orders", {"id": order["id"], **fields}) if fields else order
+
+
 def _cb_order(w: FlowWorld, rng: random.Random, tag: str) -> Created | None:
-    """A Chargebee order made from a paid invoice of a linked customer: the sync creates
-    the Customcrm order (its contact through contact_customer's links)."""
+    """A Chargebee order generated from a paid invoice of a linked customer: the sync
+    creates the Customcrm order (its contact through contact_customer's links)."""
     got = _paid_invoice(w, rng)
     if got is None:
         return None
-    data = {"invoice_id": got[0]["id"], "fulfillment_status": "Picking", "note": f"Made in Chargebee {tag}"}
-    return Created(CB, dict(w.fa.cb("POST", "orders", data=data)["order"]))
+    raw = _generated_order(w, got[0]["id"], fulfillment_status="Picking", note=f"Made in Chargebee {tag}")
+    return Created(CB, raw)
 
 
 def _quote_for_order(w: FlowWorld, rng: random.Random, tag: str) -> Created | None:
@@ -398,8 +409,7 @@ def _order_by_user(w: FlowWorld, rng: random.Random, tag: str) -> Created | None
     if not users or got is None:
         return None
     user = rng.choice(sorted(users, key=lambda u: str(u.id)))
-    order = w.fa.cb("POST", "orders", data={"invoice_id": got[0]["id"]})["order"]
-    raw = _admin_upsert(w.api, "orders", {"id": order["id"], "created_by": user.values["email"]})
+    raw = _generated_order(w, got[0]["id"], created_by=user.values["email"])
     assert user.id is not None
     return Created(CB, raw, partner=user.id)
 
@@ -549,6 +559,13 @@ class FlowApi:
             if "." in path:
                 top, sub = path.split(".", 1)
                 path = f"{top}[{sub}]"
+                # An order's shipping_address is replaced by the lines sent (the sandbox
+                # takes the stricter reading of Chargebee's docs): a person editing one line
+                # through the API sends the others as they are, or clears them.
+                current = self.all(CB).get(rid, {}).get(top) or {}
+                for line, held in current.items():
+                    if line != "object" and isinstance(held, str) and held:
+                        data.setdefault(f"{top}[{line}]", held)
             data[path] = self.raw_for(f, v, CB)
         out = self.cb("POST", f"{self.spec.cb_resource}/{rid}", data=data)
         return dict(next(iter(v for k, v in out.items() if isinstance(v, dict))))
@@ -661,9 +678,11 @@ def merge_one_way(
 
 
 class FlowWorld:
-    def __init__(self, api: Api, store: Any, flow: str, cfg: Config, report: Report) -> None:
+    def __init__(
+        self, api: Api, store: Any, flow: str, cfg: Config, report: Report, mapping_file: Path | None = None
+    ) -> None:
         self.api, self.store, self.cfg, self.report = api, store, cfg, report
-        self.m = load_mapping(flow)
+        self.m = load_mapping(flow, mapping_file)
         self.spec = SPECS[flow]
         self.fa = FlowApi(api, self.m, self.spec)
         self.rng = random.Random(cfg.seed * 31 + len(flow))
@@ -1320,8 +1339,10 @@ def run_flow_chaos(
     cfg: Config,
     *,
     log: Callable[[str], None] = lambda s: None,
+    mapping_file: Path | None = None,
 ) -> Report:
-    """Prerequisite flows and a baseline sync, ``cfg.rounds`` faulty rounds, clean runs, an idle run."""
+    """Prerequisite flows and a baseline sync, ``cfg.rounds`` faulty rounds, clean runs, an idle run.
+    ``mapping_file``: the mapping ``dags[flow]`` was built from, when not the shipped one."""
     from crmsync.flows.runner import run_flow
 
     report = Report(cfg.seed, flow=flow)
@@ -1333,7 +1354,7 @@ def run_flow_chaos(
     for _ in range(2):  # a record created by the first run takes the values its new side assigned
         first = run_flow(dags[flow], conf)
         assert first.ok, f"baseline run of {flow} failed: {first.failed_tasks}"
-    world = FlowWorld(api, store, flow, cfg, report)
+    world = FlowWorld(api, store, flow, cfg, report, mapping_file)
     world.adopt_baseline()
     log(f"{flow} baseline: {len(world.pairs)} linked pairs")
     cb_writes_before = api.writes(CB)

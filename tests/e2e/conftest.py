@@ -93,6 +93,14 @@ class Sandboxes:
         base = self.cb_url if which == "chargebee" else self.crm_url
         requests.post(f"{base}/_sandbox/faults", json=settings, timeout=10).raise_for_status()
 
+    def set_order_management(self, setting: str) -> None:
+        """The Chargebee site's order management (``current``, the default, or
+        ``legacy``), then a reset: the seed is reloaded under it."""
+        requests.post(
+            f"{self.cb_url}/_sandbox/config", json={"order_management": setting}, timeout=10
+        ).raise_for_status()
+        requests.post(f"{self.cb_url}/_sandbox/reset", json={}, timeout=10).raise_for_status()
+
     def stats(self, which: str) -> Any:
         base = self.cb_url if which == "chargebee" else self.crm_url
         return requests.get(f"{base}/_sandbox/stats", timeout=10).json()
@@ -142,5 +150,25 @@ def run_flow(dags: dict[str, Any], store: Any, sandboxes: Sandboxes) -> Any:
 
     def run(dag_id: str = "contact_customer", **conf: Any) -> Any:
         return _run(dags[dag_id], conf)
+
+    return run
+
+
+@pytest.fixture
+def legacy_orders(tmp_path: Path, store: Any, sandboxes: Sandboxes) -> Any:
+    """order_order on a site with legacy order management, explicitly: the sandbox set to
+    ``order_management: legacy`` and reset (its seed then has a paid invoice, INV-1011,
+    without an order, as legacy sites could), and a DAG of the mapping with
+    ``chargebee.create: legacy_order_management``. Returns ``run()`` for that DAG."""
+    from crmsync.flows.factory import build_dag
+    from crmsync.flows.runner import run_flow as _run
+
+    from tests.legacy_orders import write_legacy_order_order
+
+    sandboxes.set_order_management("legacy")
+    dag = build_dag(write_legacy_order_order(tmp_path / "legacy_mappings"))
+
+    def run(**conf: Any) -> Any:
+        return _run(dag, conf)
 
     return run

@@ -182,20 +182,21 @@ class Worker:
         self.proc.wait(timeout=30)
 
 
-def step(flow: str, name: str, run_id: str, side: str | None = None) -> None:
-    """A task run (or rerun, with the same run_id) in this process, as a worker would."""
+def step(flow: str, name: str, run_id: str, side: str | None = None, mapping: Path | None = None) -> None:
+    """A task run (or rerun, with the same run_id) in this process, as a worker would.
+    ``mapping``: another mapping file of the flow (default: the shipped one)."""
     from crmsync.flows.tasks import run_step
 
-    run_step(name, str(MAPPINGS / f"{flow}.yaml"), side=side, run_id=run_id, params={})
+    run_step(name, str(mapping or MAPPINGS / f"{flow}.yaml"), side=side, run_id=run_id, params={})
 
 
-def all_steps(flow: str, run_id: str) -> None:
-    step(flow, "extract", run_id, "customcrm")
-    step(flow, "extract", run_id, "chargebee")
-    step(flow, "transform", run_id)
-    step(flow, "upsert", run_id, "chargebee")
-    step(flow, "upsert", run_id, "customcrm")
-    step(flow, "update_links", run_id)
+def all_steps(flow: str, run_id: str, mapping: Path | None = None) -> None:
+    step(flow, "extract", run_id, "customcrm", mapping)
+    step(flow, "extract", run_id, "chargebee", mapping)
+    step(flow, "transform", run_id, mapping=mapping)
+    step(flow, "upsert", run_id, "chargebee", mapping)
+    step(flow, "upsert", run_id, "customcrm", mapping)
+    step(flow, "update_links", run_id, mapping=mapping)
 
 
 # -- sandboxes and the state compared ---------------------------------------------------------

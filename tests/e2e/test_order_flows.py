@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import requests
 from crmsync.store.schema import link
 from sqlalchemy import func, select
 
@@ -38,9 +39,12 @@ def test_orders_wait_for_their_customer_then_catch_up(run_flow, sandboxes, store
     assert len(links(store, "order_order")) >= 6
 
 
-def test_crm_order_with_invoice_creates_a_chargebee_order_and_one_without_waits(run_flow, sandboxes, store):
+def test_legacy_site_crm_order_with_invoice_creates_a_chargebee_order_and_one_without_waits(
+    run_flow, sandboxes, store, legacy_orders
+):
+    """Only on a site with legacy order management (mapping and sandbox set explicitly)."""
     assert run_flow("contact_customer").ok
-    r = run_flow("order_order")
+    r = legacy_orders()
     assert r.ok, r.summary
     assert r.summary["created"]["chargebee"] >= 1, r.summary
     reasons = " | ".join(p["reason"] for p in r.summary["problems"])
@@ -49,6 +53,90 @@ def test_crm_order_with_invoice_creates_a_chargebee_order_and_one_without_waits(
     assert created
     order = sandboxes.cb("GET", f"orders/{created[0]}")["order"]
     assert order["invoice_id"]
+
+
+def post_orders(sandboxes) -> int:
+    """``POST /orders`` requests the Chargebee sandbox has served (any answer)."""
+    by_endpoint = sandboxes.stats("chargebee")["by_endpoint"]
+    return sum(by_endpoint.get("POST /orders", {}).values())
+
+
+def test_crm_orders_link_to_the_orders_chargebee_generates_from_their_invoices(run_flow, sandboxes, store):
+    """Current order management (the default, every site since 2021-10-01): the sync never
+    sends POST /orders; a Customcrm order waits, saying what to do in Chargebee, and links
+    to its invoice's order once Chargebee has generated it, numbered or not."""
+    assert run_flow("contact_customer").ok
+    r = run_flow("order_order")
+    assert r.ok, r.summary
+    assert r.summary["created"]["chargebee"] == 0 and post_orders(sandboxes) == 0
+    pairs = dict(links(store, "order_order"))
+    # ORD-000006 (numbered SO-2025-0103 in the CRM) names INV-1011, whose order Chargebee
+    # generated: linked by invoice, and Chargebee's number replaces the CRM's
+    generated = pairs["ORD-000006"]
+    cb = sandboxes.cb("GET", f"orders/{generated}")["order"]
+    assert (cb["invoice_id"], cb["created_by"]) == ("INV-1011", "system")
+    assert sandboxes.crm("GET", "orders/ORD-000006")["Number"] == cb["document_number"]
+    reasons = {p["reason"] for p in r.summary["problems"]}
+    no_invoice = [x for x in reasons if x.startswith("Customcrm order ORD-000004: InvoiceId is empty")]
+    assert no_invoice and "create and pay the invoice in Chargebee" in no_invoice[0], reasons
+
+    # two new Customcrm orders name invoices whose orders do not exist yet
+    customer = sandboxes.cb("GET", "invoices/INV-1001")["invoice"]["customer_id"]
+    contact = sandboxes.crm("GET", "orders/ORD-000001")["ContactId"]
+    line = [{"id": "li-x", "amount": 700, "description": "Box", "quantity": 1}]
+    for inv in ("INV-2001", "INV-2002"):
+        requests.post(
+            f"{sandboxes.cb_url}/_sandbox/records/invoices",
+            json={
+                "id": inv,
+                "customer_id": customer,
+                "status": "posted",
+                "amount_due": 700,
+                "line_items": line,
+            },
+            timeout=10,
+        ).raise_for_status()
+    a = sandboxes.crm("POST", "orders", json={"ContactId": contact, "InvoiceId": "INV-2001", "Status": "new"})
+    b = sandboxes.crm("POST", "orders", json={"ContactId": contact, "InvoiceId": "INV-2002", "Status": "new"})
+    r = run_flow("order_order")
+    assert r.ok, r.summary
+    waiting = [
+        p["reason"] for p in r.summary["problems"] if p["reason"].startswith(f"Customcrm order {a['Id']}:")
+    ]
+    assert waiting and "no order matches it yet" in waiting[0] and "until someone does" in waiting[0], waiting
+    assert a["Id"] not in dict(links(store, "order_order"))
+
+    # the person does it: INV-2001 is paid (Chargebee generates its order, numbered);
+    # INV-2002's order is generated without a number yet
+    requests.post(
+        f"{sandboxes.cb_url}/_sandbox/invoices/INV-2001/pay", json={}, timeout=10
+    ).raise_for_status()
+    unnumbered = requests.post(
+        f"{sandboxes.cb_url}/_sandbox/invoices/INV-2002/generate_order",
+        json={"assign_number": False},
+        timeout=10,
+    ).json()["order"]
+    r = run_flow("order_order")
+    assert r.ok, r.summary
+    pairs = dict(links(store, "order_order"))
+    paid_order = pairs[a["Id"]]
+    assert sandboxes.cb("GET", f"orders/{paid_order}")["order"]["invoice_id"] == "INV-2001"
+    assert (
+        sandboxes.crm("GET", f"orders/{a['Id']}")["Number"]
+        == sandboxes.cb("GET", f"orders/{paid_order}")["order"]["document_number"]
+    )
+    assert pairs[b["Id"]] == unnumbered["id"]
+    # no number in Chargebee yet is no clear: the CRM keeps its own until Chargebee assigns one
+    assert sandboxes.crm("GET", f"orders/{b['Id']}")["Number"] == b["Number"]
+    # Chargebee numbers it later: the number reaches Customcrm
+    number = sandboxes.cb("POST", f"orders/{unnumbered['id']}/assign_order_number")["order"][
+        "document_number"
+    ]
+    assert run_flow("order_order").ok
+    assert sandboxes.crm("GET", f"orders/{b['Id']}")["Number"] == number
+    before = writes(sandboxes)
+    assert run_flow("order_order").ok and writes(sandboxes) == before
+    assert post_orders(sandboxes) == 0
 
 
 def test_order_edits_flow_both_ways_within_what_chargebee_allows(run_flow, sandboxes, store):
@@ -132,7 +220,7 @@ def _only_orders_of_unknown_users_lack_an_owner(summary, sandboxes) -> None:
         o["order"]["id"]: o["order"] for o in sandboxes.cb("GET", "orders", params={"limit": 100})["list"]
     }
     made_by = {o["created_by"] for o in orders.values()}
-    assert "api" in made_by, "the sync created Chargebee orders in this test"
+    assert "system" in made_by, "Chargebee generated an order from a paid invoice in this test"
     pending = [p["reason"] for p in summary["problems"] if p["kind"] == "ref_pending"]
     for reason in pending:
         order_id = reason.split("Chargebee order ", 1)[1].split(":", 1)[0]

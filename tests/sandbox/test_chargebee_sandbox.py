@@ -850,7 +850,8 @@ def test_new_order_numbers_continue_after_seeded_ones(chargebee_sandbox_factory:
         seed={
             "invoices": [{"id": "I-1", "line_items": [{"amount": 100}]}],
             "orders": [{"id": "o-1", "document_number": "5010", "invoice_id": "I-1"}],
-        }
+        },
+        order_management="legacy",  # the manual create of legacy order management
     )
     order = sb.api.post("/orders", data={"invoice_id": "I-1"}).json()["order"]
     assert order["document_number"] == "5011"

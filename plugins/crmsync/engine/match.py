@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from crmsync.engine.canonical import SideRecord, match_key
+from crmsync.mapping.model import Direction, Side
 from crmsync.mapping.model import Mapping as FlowMapping
-from crmsync.mapping.model import Side
 
 
 class Outcome(StrEnum):
@@ -48,8 +48,16 @@ def rule_label(mapping: FlowMapping, rule: int) -> str:
 
 
 def contradiction(mapping: FlowMapping, rule: int, crm: SideRecord, cb: SideRecord) -> str | None:
-    """Why a pair found by ``rule`` must not be linked: an earlier rule's key differs."""
+    """Why a pair found by ``rule`` must not be linked: an earlier rule's key differs.
+
+    An earlier rule made only of fields that flow from Chargebee only (an order's
+    number) contradicts nothing: Customcrm's value there is no claim about the partner,
+    Chargebee's replaces it once linked (a Customcrm order numbered in the CRM, naming the
+    invoice whose order Chargebee generated with its own number, is that order).
+    """
     for earlier in range(rule):
+        if all(mapping.field(n).direction is Direction.TO_CUSTOMCRM for n in mapping.match.rules[earlier]):
+            continue
         c = match_key(mapping, crm.values, earlier)
         k = match_key(mapping, cb.values, earlier)
         if c is not None and k is not None and c != k:

@@ -264,6 +264,10 @@ def _missing_key(mapping: FlowMapping, rec: SideRecord) -> Problem | None:
     missing = [k for k in mapping.match.keys if rec.values.get(k) is None]
     if not missing:
         return None
+    if any(all(rec.values.get(k) is not None for k in rule) for rule in mapping.match.alternatives):
+        # another rule's key identifies it (an order Chargebee has not numbered yet, by
+        # its invoice): the first key is allowed to be blank
+        return None
     return Problem(
         missing[0],
         f"{', '.join(mapping.source_path(mapping.field(k), rec.side) for k in missing)} is "
@@ -328,6 +332,19 @@ def decide_new(mapping: FlowMapping, rec: SideRecord) -> Decision:
         if problems:
             return _quarantine(mapping, rec, problems)
         why = target.create_disabled_reason or f"this flow does not create records in {rec.side.other.value}"
+        if target.create_disabled_waits:
+            # the other side makes the partner itself (an order from its invoice): held
+            # for a person until it appears, then linked by a match rule
+            lacking = [
+                mapping.field(k).customcrm
+                for k in (mapping.chargebee.create_requires if rec.side is Side.CUSTOMCRM else ())
+                if rec.values.get(k) is None
+            ]
+            if lacking:
+                why = f"{', '.join(lacking)} is empty: {why}; fill it in Customcrm"
+            else:
+                why = f"no {target.label} matches it yet; {why}"
+            return wait(mapping, rec, f"{why}{NEEDS_A_PERSON}")
         return Decision(
             Action.SKIP, *_ids(rec), reason=f"{_label(mapping, rec.side)} {rec.id}: no match; {why}"
         )

@@ -88,6 +88,11 @@ class Assignment:
         return out
 
 
+#: ``chargebee.create`` of a mapping whose Chargebee site still has legacy order
+#: management (the only sites where ``POST /orders`` creates an order).
+LEGACY_ORDER_MANAGEMENT = "legacy_order_management"
+
+
 @dataclass(frozen=True)
 class ResourceCapability:
     """The writes Chargebee's public API offers for one resource."""
@@ -110,6 +115,11 @@ class ResourceCapability:
     create_params: frozenset[str] | None = None
     #: update routes that assign (remove what they cover and are not sent), by route name.
     assignments: dict[str, Assignment] = field(default_factory=dict)
+    #: A site setting the create needs, or None when every site offers it. Orders: the
+    #: manual create (``POST /orders``) is legacy order management's; sites with current
+    #: order management (every site since 2021-10-01) refuse it and generate orders from
+    #: invoices, so a mapping creates orders only when it says the site is legacy.
+    create_needs: str | None = None
 
     def update_route(self, path: str) -> str | None:
         """The endpoint that writes ``path`` on an existing record, or None if none does."""
@@ -278,8 +288,11 @@ CAPABILITIES: dict[str, ResourceCapability] = {
                 "batch_id",
             }
         ),
+        create_needs=LEGACY_ORDER_MANAGEMENT,
         limitation=(
-            "Chargebee makes orders from paid invoices: `POST /orders` needs an `invoice_id`; "
+            "Chargebee generates orders from invoices; `POST /orders` (with an `invoice_id`) is the "
+            "create of legacy order management, refused by sites with current order management "
+            "(every site since 2021-10-01); "
             "the customer, amounts, number and `created_by` of an order cannot be changed; "
             "only imported orders can be deleted, so a delete is sent as a cancel"
         ),

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -214,6 +214,11 @@ class SideSpec(_Strict):
     #: record of the other side is skipped with ``create_disabled_reason``.
     create: bool = True
     create_disabled_reason: str | None = None
+    #: With ``create`` off, an unmatched record of the other side waits (held for a
+    #: person, checked again by every run) instead of being skipped: for records whose
+    #: partner this side makes by itself (Chargebee generates an order from its invoice),
+    #: so that the hold says what to do and the pair links once the partner appears.
+    create_disabled_waits: bool = False
     #: A regular expression for match keys of this side that name no record of the
     #: other side by design (an order's ``created_by`` "system" or "api": Chargebee or an
     #: API key made the order, no user did). Such a record is skipped with that reason,
@@ -240,6 +245,12 @@ class EnsureSpec(_Strict):
 
 
 class ChargebeeSpec(SideSpec):
+    #: ``true``/``false`` as on any side, or ``legacy_order_management`` for orders: the
+    #: create Chargebee offers for orders (``POST /orders``) works only on sites that
+    #: still have legacy order management, and every site since 2021-10-01 refuses it
+    #: (orders are generated from invoices). A mapping that creates orders says so
+    #: explicitly, so that ``true`` cannot send creates a current site refuses.
+    create: bool | Literal["legacy_order_management"] = True  # type: ignore[assignment]
     #: Template of the id given to records the sync creates in Chargebee ({crm_id}, or
     #: {field} for a canonical field, e.g. "{sku}").
     create_id: str | None = None
@@ -397,6 +408,17 @@ class Mapping(_Strict):
                 problems.append(
                     f"chargebee.create is true, but Chargebee cannot create {cap.object_key} records "
                     f"({cap.limitation or 'no create endpoint'}); set chargebee.create: false"
+                )
+            elif self.chargebee.create is True and cap.create_needs is not None:
+                problems.append(
+                    f"chargebee.create is true, but Chargebee creates {cap.object_key} records only on "
+                    f"sites with {cap.create_needs.replace('_', ' ')} ({cap.limitation}); set "
+                    f"chargebee.create: false, or chargebee.create: {cap.create_needs} if your site has it"
+                )
+            elif isinstance(self.chargebee.create, str) and cap.create_needs != self.chargebee.create:
+                problems.append(
+                    f"chargebee.create: {self.chargebee.create} applies only to Chargebee orders; "
+                    "use true or false"
                 )
             if self.chargebee.create_id is not None:
                 import string

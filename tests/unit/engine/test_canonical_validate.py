@@ -12,6 +12,8 @@ from crmsync.engine.canonical import SideRecord, to_canonical, validate
 from crmsync.engine.plan import Action
 from crmsync.mapping.model import Mapping, Side, load_mapping
 
+from tests.legacy_orders import legacy_order_order
+
 ROOT = Path(__file__).resolve().parents[3]
 
 
@@ -24,10 +26,17 @@ def orders() -> Mapping:
     return load_mapping(ROOT / "include" / "mappings" / "order_order.yaml")
 
 
+@pytest.fixture(scope="module")
+def legacy_orders(tmp_path_factory: pytest.TempPathFactory) -> Mapping:
+    """order_order creating Chargebee orders, as only a legacy order management site may."""
+    return legacy_order_order(tmp_path_factory.mktemp("legacy"))
+
+
 @pytest.mark.parametrize("field, value", [("OrderDate", "soon"), ("ShippedAt", "tomorrow")])
 def test_crm_order_with_a_date_that_is_no_date_is_held_not_crashing_the_write(
-    orders: Mapping, field: str, value: str
+    legacy_orders: Mapping, field: str, value: str
 ) -> None:
+    orders = legacy_orders
     raw = {"Number": "5001", "InvoiceId": "INV-1", "Status": "new", field: value}
     d = plan.decide_new(
         orders, SideRecord(Side.CUSTOMCRM, "ORD-1", to_canonical(orders, Side.CUSTOMCRM, raw))
