@@ -434,7 +434,7 @@ ITEM_FIELDS: dict[str, Field] = {
     "redirect_url": Str(500),
     "enabled_for_checkout": Bool(),
     "item_applicability": Enum("all", "restricted"),
-    "unit": Str(50),
+    "unit": Str(30),  # Chargebee's items API: unit, max 30 chars
     "gift_claim_redirect_url": Str(500),
     "included_in_mrr": Bool(),
     "is_percentage_pricing": Bool(),
@@ -492,13 +492,26 @@ def _check_family(ctx: Ctx, family_id: str | None) -> None:
         raise not_found(f"item family {family_id}", param="item_family_id")
 
 
+def _refuse_include_deleted(ctx: Ctx) -> None:
+    """A list whose SDK ListParams has no ``include_deleted`` answers it as an unsupported filter."""
+    if "include_deleted" in ctx.query:
+        raise ApiError(
+            400, "param_not_allowed", "include_deleted : is not a supported filter", param="include_deleted"
+        )
+
+
 @route("GET", "/items")
 def items_list(ctx: Ctx) -> tuple[int, Body]:
+    """Item.ListParams has no ``include_deleted``: an item's status is active, archived or
+    deleted, and deleted items are listed only when a ``status`` filter lets them through
+    (``status[in]=["active","archived","deleted"]``, ``status[is]=deleted``, ...)."""
+    _refuse_include_deleted(ctx)
     return 200, list_page(
         "items",
         ctx.state.records("items"),
         ctx.query,
         ITEM_LIST,
+        include_deleted_default="status" in ctx.query,
         hide=ctx.hide,
         extra_ignored=("bundle_configuration",),
     )
@@ -606,10 +619,7 @@ TRANSFER_LIST = ListSpec(
 @route("GET", "/business_entities/transfers")
 def business_entity_transfers_list(ctx: Ctx) -> tuple[int, Body]:
     """Transfers of customers/subscriptions between entities (made through the admin API)."""
-    if "include_deleted" in ctx.query:  # not a param of the SDK's get_transfers
-        raise ApiError(
-            400, "param_not_allowed", "include_deleted : is not a supported filter", param="include_deleted"
-        )
+    _refuse_include_deleted(ctx)  # not a param of the SDK's get_transfers
     return 200, list_page(
         "business_entity_transfers", ctx.state.records("business_entity_transfers"), ctx.query, TRANSFER_LIST
     )

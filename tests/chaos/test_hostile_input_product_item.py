@@ -55,7 +55,7 @@ FLOW = "product_item"
 FAMILY = "nordpulse-software"
 KINDS = ("plan", "addon", "charge")
 #: Chargebee's limits for the text fields (the mapping's max_length); Customcrm allows more
-LIMITS = {"name": 100, "external_name": 100, "description": 2000, "unit": 50}
+LIMITS = {"name": 100, "external_name": 100, "description": 2000, "unit": 30}
 #: canonical name → (Customcrm field, Chargebee attribute)
 NAMES = {
     "sku": ("Sku", "id"),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from tests.e2e.test_contact_customer import writes
@@ -12,7 +14,7 @@ pytestmark = pytest.mark.e2e
 def items(sb):
     out, offset = [], None
     while True:
-        params = {"limit": 100, "include_deleted": "true"}
+        params = {"limit": 100, "status[in]": json.dumps(["active", "archived", "deleted"])}
         if offset:
             params["offset"] = offset
         page = sb.cb("GET", "items", params=params)

@@ -184,6 +184,21 @@ def test_deletes_are_listed_with_include_deleted(
     assert live == {"it_0000", "it_0002"}
 
 
+def test_deleted_items_are_listed_by_their_status(
+    seeded: Sandbox, make_hook: Callable[..., ChargebeeHook]
+) -> None:
+    """Items have no include_deleted (Item.ListParams): a deleted item is seen through status[in]."""
+    hook = make_hook(url=seeded.url)
+    ids = [r["id"] for p in hook.iter_pages("items") for r in p]
+    assert len(ids) >= 2
+    hook.action("items", ids[0], "delete")
+    everything = {r["id"]: r for p in hook.iter_pages("items") for r in p}
+    assert everything[ids[0]]["deleted"] is True and everything[ids[0]]["status"] == "deleted"
+    assert set(everything) == set(ids)
+    live = {r["id"] for p in hook.iter_pages("items", include_deleted=False) for r in p}
+    assert live == set(ids) - {ids[0]}
+
+
 def test_seed_resources_unwrap(seeded: Sandbox, make_hook: Callable[..., ChargebeeHook]) -> None:
     hook = make_hook(url=seeded.url)
     for resource in ("customers", "items", "item_families", "orders", "invoices"):

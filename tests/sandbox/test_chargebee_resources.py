@@ -127,12 +127,63 @@ def test_item_family_validation(chargebee_sandbox: CbSandbox, params: dict[str, 
             "external_name",
         ),
         ({"id": "i", "name": "X", "type": "charge", "item_family_id": "fam", "metered": "true"}, "metered"),
+        ({"id": "i", "name": "X", "type": "plan", "item_family_id": "fam", "unit": "u" * 31}, "unit"),
     ],
 )
 def test_item_validation(chargebee_sandbox: CbSandbox, params: dict[str, str], param: str) -> None:
     chargebee_sandbox.api.post("/item_families", data={"id": "fam", "name": "Fam"})
     resp = chargebee_sandbox.api.post("/items", data=params)
     assert resp.status_code == 400 and resp.json()["param"] == param
+
+
+def test_item_unit_is_at_most_30_characters(chargebee_sandbox: CbSandbox) -> None:
+    """Chargebee's items API: unit, string, max 30 chars."""
+    sb = chargebee_sandbox
+    sb.api.post("/item_families", data={"id": "fam", "name": "Fam"})
+    made = sb.api.post(
+        "/items", data={"id": "i", "name": "X", "type": "plan", "item_family_id": "fam", "unit": "u" * 30}
+    )
+    assert made.status_code == 200 and made.json()["item"]["unit"] == "u" * 30
+    refused = sb.api.post("/items/i", data={"unit": "u" * 31})
+    assert refused.status_code == 400 and refused.json()["param"] == "unit"
+
+
+def test_items_list_deleted_ones_by_status_not_include_deleted(chargebee_sandbox: CbSandbox) -> None:
+    """Item.ListParams has no include_deleted: the sandbox refuses it as an unsupported
+    filter (400 param_not_allowed, like the transfers list); deleted items are listed when
+    the status filter lets them through (status is active, archived or deleted)."""
+    sb = chargebee_sandbox
+    sb.api.post("/item_families", data={"id": "fam", "name": "Fam"})
+    for rid, status in (("a", "active"), ("b", "archived"), ("d", "active")):
+        sb.api.post("/items", data={"id": rid, "name": rid.upper(), "type": "plan", "item_family_id": "fam"})
+        if status != "active":
+            sb.api.post(f"/items/{rid}", data={"status": status}).raise_for_status()
+    sb.api.post("/items/d/delete").raise_for_status()
+
+    def ids(params: dict[str, Any]) -> dict[str, str]:
+        resp = sb.api.get("/items", params={"limit": 100, **params})
+        assert resp.status_code == 200, resp.text
+        return {e["item"]["id"]: e["item"]["status"] for e in resp.json()["list"]}
+
+    for value in ("true", "false"):
+        refused = sb.api.get("/items", params={"include_deleted": value})
+        assert refused.status_code == 400
+        body = refused.json()
+        assert (body["api_error_code"], body["param"], body["http_status_code"]) == (
+            "param_not_allowed",
+            "include_deleted",
+            400,
+        )
+        assert body["type"] == "invalid_request" and body["message"]
+    assert ids({}) == {"a": "active", "b": "archived"}
+    every = {"a": "active", "b": "archived", "d": "deleted"}
+    assert ids({"status[in]": '["active","archived","deleted"]'}) == every
+    assert ids({"status[in]": "['active', 'archived', 'deleted']"}) == every, "the Python SDK's str(list)"
+    assert ids({"status[is]": "deleted"}) == {"d": "deleted"}
+    assert ids({"status[is_not]": "active"}) == {"b": "archived", "d": "deleted"}
+    assert ids({"status[in]": '["active","archived"]'}) == {"a": "active", "b": "archived"}
+    deleted = sb.api.get("/items", params={"status[is]": "deleted"}).json()["list"][0]["item"]
+    assert deleted["deleted"] is True
 
 
 def test_item_update_rules(chargebee_sandbox: CbSandbox) -> None:
@@ -233,7 +284,12 @@ def test_every_list_accepts_the_hook_parameters(
         "limit": "100",
         "sort_by[asc]": sort_field,
         f"{sort_field}[after]": "0",
-        "include_deleted": "true",
+        # items have no include_deleted (Item.ListParams): their deletes are listed by status
+        **(
+            {"status[in]": '["active", "archived", "deleted"]'}
+            if resource == "items"
+            else {"include_deleted": "true"}
+        ),
     }
     resp = chargebee_sandbox.api.get(f"/{resource}", params=params)
     assert resp.status_code == 200, resp.text

@@ -151,6 +151,10 @@ class ChargebeeResource:
     :param object_key: the key wrapping each object in responses (``customer``).
     :param updated_field: the timestamp the incremental filter and sort use.
     :param include_deleted: whether the list accepts ``include_deleted``.
+    :param deleted_statuses: for a list without ``include_deleted`` whose ``status`` filter
+        takes ``deleted`` (items: ``Item.ListParams`` has no ``include_deleted``, an item's
+        status is active, archived or deleted): every status, sent as
+        ``status[in]=["active", "archived", "deleted"]`` when deleted records are wanted.
     :param sortable: whether the list accepts ``sort_by[asc]=<updated_field>``.
     :param readable: whether Chargebee documents a list and retrieve for it. Business
         entities have none (the official SDK has only ``create_transfers`` and
@@ -163,6 +167,7 @@ class ChargebeeResource:
     object_key: str
     updated_field: str = "updated_at"
     include_deleted: bool = True
+    deleted_statuses: tuple[str, ...] = ()
     sortable: bool = True
     readable: bool = True
 
@@ -171,7 +176,10 @@ RESOURCES: dict[str, ChargebeeResource] = {
     r.name: r
     for r in (
         ChargebeeResource("customers", "customer"),
-        ChargebeeResource("items", "item"),
+        # Item.ListParams: no include_deleted; status[in] lists deleted items too
+        ChargebeeResource(
+            "items", "item", include_deleted=False, deleted_statuses=("active", "archived", "deleted")
+        ),
         ChargebeeResource("item_families", "item_family"),
         ChargebeeResource("item_prices", "item_price"),
         ChargebeeResource("orders", "order"),
@@ -401,7 +409,9 @@ class ChargebeeHook(ApiHook):
             (``updated_at[after]``). ``None`` reads everything, including records that
             have no ``updated_at``.
         :param include_deleted: also list deleted records (they carry ``"deleted": true``),
-            which is how deletes are detected.
+            which is how deletes are detected: ``include_deleted=true`` where the list
+            declares it, else ``status[in]`` with every status, deleted included (items);
+            a ``status`` filter in ``filters`` replaces the latter.
         :param filters: extra list filters as Chargebee names them (``{"email[is]": "a@b.c"}``);
             list values become a JSON array (``id[in]``).
         :param limit: page size, 1..100.
@@ -419,6 +429,12 @@ class ChargebeeHook(ApiHook):
             base[f"{res.updated_field}[after]"] = str(int(updated_after))
         if res.include_deleted:
             base["include_deleted"] = "true" if include_deleted else "false"
+        elif (
+            include_deleted
+            and res.deleted_statuses
+            and not any(k.startswith("status[") for k in filters or {})
+        ):
+            base["status[in]"] = json.dumps(list(res.deleted_statuses))
         for key, value in (filters or {}).items():
             base[key] = json.dumps(list(value)) if isinstance(value, list | tuple) else _scalar(value, key)
         offset: str | None = None

@@ -82,3 +82,30 @@ def test_a_name_cleared_in_customcrm_is_held_because_chargebee_cannot_clear_it(m
     assert d.action is Action.QUARANTINE and d.held_side is Side.CUSTOMCRM
     assert d.reason and "PRD-1" in d.reason and "Name was cleared in Customcrm" in d.reason
     assert "Chargebee item name cannot be cleared" in d.reason and "fill it in again in Customcrm" in d.reason
+
+
+def test_a_unit_chargebee_takes_is_synced(mapping: Mapping) -> None:
+    """Chargebee's items API: unit, max 30 chars."""
+    d = plan.decide_new(mapping, product(mapping, Unit="u" * 30))
+    assert d.action is Action.CREATE and d.cb_write is not None and d.cb_write.changes["unit"] == "u" * 30
+
+
+def test_a_unit_longer_than_chargebee_s_30_characters_is_held_naming_record_and_field(
+    mapping: Mapping,
+) -> None:
+    """Chargebee's items API: unit, max 30 chars. A longer Unit is not sent to be refused."""
+    d = plan.decide_new(mapping, product(mapping, Unit="u" * 31))
+    assert d.action is Action.QUARANTINE and d.cb_write is None
+    assert d.held_side is Side.CUSTOMCRM and d.hold_kind == "invalid"
+    reason = d.reason or ""
+    assert "PRD-1" in reason and "Unit is 31 characters" in reason and "at most 30" in reason
+    # an edit of a linked product too
+    from crmsync.engine.plan import LinkState
+
+    base = product(mapping).values
+    state = LinkState("PRD-1", "hp-1", dict(base), dict(base), dict(base), "1", "1")
+    d = plan.decide_linked(mapping, state, product(mapping, Unit="u" * 31), None)
+    assert d.action is Action.QUARANTINE and d.held_side is Side.CUSTOMCRM and d.cb_write is None
+    assert (
+        d.reason and "PRD-1" in d.reason and "Unit is 31 characters" in d.reason and "at most 30" in d.reason
+    )

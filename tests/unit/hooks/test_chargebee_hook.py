@@ -445,3 +445,20 @@ def test_httphook_run_does_not_log_bodies(stub: Stub, make_conn: Any, output: An
         ChargebeeHook(conn_id, budget=RateBudget(0)).run("customers")
     assert MARKER not in output.text() and MARKER not in str(info.value)
     assert isinstance(info.value, ValidationError)
+
+
+def test_items_list_deleted_ones_through_the_status_filter(stub: Stub, hook: ChargebeeHook) -> None:
+    """Item.ListParams has no include_deleted: deleted items are listed by their status (issue 12)."""
+    stub.respond(lambda req: (200, {}, {"list": []}))
+    list(hook.iter_pages("items", updated_after=9))
+    assert stub.requests[0].params == {
+        "limit": "100",
+        "sort_by[asc]": "updated_at",
+        "updated_at[after]": "9",
+        "status[in]": '["active", "archived", "deleted"]',
+    }
+    list(hook.iter_pages("items", include_deleted=False))
+    assert stub.requests[1].params == {"limit": "100", "sort_by[asc]": "updated_at"}
+    # a caller's own status filter is sent as given
+    list(hook.iter_pages("items", filters={"status[is]": "archived"}))
+    assert stub.requests[2].params["status[is]"] == "archived" and "status[in]" not in stub.requests[2].params
