@@ -22,6 +22,8 @@ from crmsync.engine.canonical import (
     CHARGEBEE_META,
     CUSTOMCRM_META,
     Meta,
+    get_path,
+    set_path,
     side_record,
     to_canonical,
     to_side,
@@ -294,31 +296,14 @@ class ChargebeeWriter:
             head = path.split(".", 1)[0]
             if path in owned or head in owned:
                 continue  # the mapping's: sent above, or cleared on purpose (a clear is an edit)
-            value = _at(fresh, path)
+            value = get_path(fresh, path)
             if value is not None:
-                _put(params, path, value)
+                set_path(params, path, value)
         return params
 
 
 class _ChangedSinceRead(Exception):
     """The fresh read before an assigning write shows the record changed since extract."""
-
-
-def _at(raw: dict[str, Any], path: str) -> Any:
-    node: Any = raw
-    for part in path.split("."):
-        if not isinstance(node, dict):
-            return None
-        node = node.get(part)
-    return node
-
-
-def _put(params: dict[str, Any], path: str, value: Any) -> None:
-    head, _, sub = path.partition(".")
-    if sub:
-        params.setdefault(head, {})[sub] = value
-    else:
-        params[head] = value
 
 
 #: Fields the Customcrm server keeps (contract names): never sent back in a PUT body.
