@@ -42,7 +42,7 @@ ENV := source $(CURDIR)/scripts/env.sh
 PYTEST_FN := run_pytest() { local rc=0; $(PY) -m pytest "$$@" || rc=$$?; \
   if [ "$$rc" -eq 5 ]; then echo "make: pytest collected no test ($$*)"; rc=0; fi; return "$$rc"; }
 
-.PHONY: help install venv sandboxes stop status migrate run sync _require-flow up test pytest lint bench chaos \
+.PHONY: help install venv sandboxes stop status migrate run sync _require-flow up test unit pytest lint bench chaos \
         clean distclean constraints
 
 help: ## show this help
@@ -117,6 +117,12 @@ pytest: install ## pytest only (+ a PostgreSQL pass when CRMSYNC_PG_URL is set)
 	( export AIRFLOW_HOME="$(CURDIR)/var/test/airflow" CRMSYNC_DB=sqlite; unset CRMSYNC_PG_URL; \
 	  $(ENV); run_pytest -q $(PYTEST_ARGS) ) || status=1; \
 	exit $$status
+
+# The pure tests only (engine, mapping, hook parsing, writers with fakes): no server, no
+# database, under a minute. For the edit-run loop; `make test` runs everything.
+unit: install ## the unit tests only (-m unit, no servers, under a minute)
+	@unset AIRFLOW__DATABASE__SQL_ALCHEMY_CONN AIRFLOW_CONN_CRMSYNC_STORE CRMSYNC_TEST_DB; \
+	$(ENV); $(PY) -m pytest -q -m unit -p no:cacheprovider $(PYTEST_ARGS)
 
 # Runs every step even when one fails, and fails at the end.
 test: install ## ruff + mypy + pytest (and pytest on PostgreSQL when CRMSYNC_PG_URL is set)

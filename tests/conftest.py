@@ -12,6 +12,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,3 +38,29 @@ else:
     _db = _HOME / "airflow.db"
     os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = f"sqlite:///{_db}"
     os.environ["AIRFLOW_CONN_CRMSYNC_STORE"] = json.dumps({"conn_type": "sqlite", "host": str(_db)})
+
+
+_FOLDER_MARKERS = {
+    "unit": "unit",
+    "integration": "integration",
+    "sandbox": "integration",
+    "contract": "integration",
+    "e2e": "e2e",
+    "chaos": "chaos",
+}
+
+
+def pytest_collection_modifyitems(config: Any, items: list[Any]) -> None:
+    """Mark every test by its folder, so ``-m unit`` / ``-m "not chaos"`` select by kind
+    without each file having to say it (``make unit`` runs ``-m unit``)."""
+    import pytest
+
+    tests_dir = Path(__file__).resolve().parent
+    for item in items:
+        try:
+            folder = Path(str(item.fspath)).resolve().relative_to(tests_dir).parts[0]
+        except ValueError:
+            continue
+        marker = _FOLDER_MARKERS.get(folder)
+        if marker:
+            item.add_marker(getattr(pytest.mark, marker))
