@@ -7,13 +7,10 @@ SQLAlchemy and the sync engine are imported only when a task runs.
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 from crmsync.flows.factory import build_dags
+from crmsync.mapping.order import mappings_dir
 
-MAPPINGS = Path(
-    os.environ.get("CRMSYNC_MAPPINGS_DIR", Path(__file__).resolve().parent.parent / "include" / "mappings")
-)
+#: CRMSYNC_MAPPINGS_DIR, else include/mappings of this project
+MAPPINGS = mappings_dir()
 
 globals().update(build_dags(MAPPINGS))

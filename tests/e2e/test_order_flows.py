@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import requests
+from crmsync.flows.runner import ORDER
 from crmsync.store.schema import link
 from sqlalchemy import func, select
 
@@ -11,14 +12,7 @@ from tests.e2e.test_contact_customer import writes
 
 pytestmark = pytest.mark.e2e
 
-ALL = (
-    "customer_business_entity",
-    "contact_customer",
-    "product_item",
-    "user_order",
-    "quote_order",
-    "order_order",
-)
+ALL = ORDER  # dependency order, from the mappings' depends_on
 
 
 def links(store, flow):

@@ -17,15 +17,11 @@ from typing import Any
 
 from sqlalchemy import select
 
-#: Flows that depend on another flow's links run after it.
-ORDER = (
-    "customer_business_entity",
-    "contact_customer",
-    "product_item",
-    "user_order",
-    "quote_order",
-    "order_order",
-)
+from crmsync.mapping.order import flow_order
+
+#: The flows of the mapping folder, each after the flows whose links it references
+#: (the mappings' ``depends_on``; see crmsync.mapping.order).
+ORDER = tuple(flow_order())
 
 
 @dataclass
