@@ -67,3 +67,19 @@ def test_a_bad_mapping_is_an_import_error_naming_the_field(tmp_path: Path, monke
     assert bag.dags == {} or "contact_customer" not in bag.dags
     (err,) = bag.import_errors.values()
     assert "unknown transform 'emial'" in err and "bad.yaml" in err
+
+
+def test_a_cleared_task_retries_within_a_minute() -> None:
+    """Issue 14: exponential backoff counts earlier tries (a cleared task waited ~7 min);
+    every task's delay is capped at one minute."""
+    from datetime import timedelta
+
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=str(ROOT / "dags"))
+    assert bag.import_errors == {} and len(bag.dags) >= 6
+    for dag in bag.dags.values():
+        for task in dag.tasks:
+            assert task.retry_exponential_backoff, (dag.dag_id, task.task_id)
+            assert task.max_retry_delay is not None, (dag.dag_id, task.task_id)
+            assert task.max_retry_delay <= timedelta(minutes=1), (dag.dag_id, task.task_id)

@@ -24,6 +24,9 @@ DEFAULT_ARGS: dict[str, Any] = {
     "retries": int(os.environ.get("CRMSYNC_TASK_RETRIES", "2")),
     "retry_delay": timedelta(seconds=30),
     "retry_exponential_backoff": True,
+    # Airflow's backoff counts every earlier try, so a task cleared after two failures
+    # waited about 7 minutes; capped, a cleared task retries within a minute (issue 14).
+    "max_retry_delay": timedelta(minutes=1),
     "execution_timeout": timedelta(hours=6),
 }
 
