@@ -4,7 +4,7 @@ Options fall back to environment variables so docker-compose / CI can configure 
 server without a command line: ``CB_SANDBOX_HOST``, ``CB_SANDBOX_PORT``,
 ``CB_SANDBOX_STATE``, ``CB_SANDBOX_SEED``, ``CB_SANDBOX_API_KEY``,
 ``CB_SANDBOX_RATE_LIMIT``, ``CB_SANDBOX_BLOCK_SECONDS``, ``CB_SANDBOX_LIST_LAG``,
-``CB_SANDBOX_FAULTS`` (JSON, same shape as ``POST /_sandbox/faults``).
+``CB_SANDBOX_CUSTOMER_PURGE_SECONDS``, ``CB_SANDBOX_FAULTS`` (JSON, same shape as ``POST /_sandbox/faults``).
 """
 
 from __future__ import annotations
@@ -80,6 +80,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=_env("CB_SANDBOX_ORDER_MANAGEMENT", "current"),
         help="current (default; POST /orders refused, paid invoices get their orders) or legacy",
     )
+    parser.add_argument(
+        "--customer-purge-seconds",
+        type=float,
+        default=float(_env("CB_SANDBOX_CUSTOMER_PURGE_SECONDS", 300.0)),
+        help="seconds from a customer delete to its purge (Chargebee: 'a few minutes'; default 300)",
+    )
     parser.add_argument("--faults", default=_env("CB_SANDBOX_FAULTS", ""), help="fault JSON")
     parser.add_argument("--quiet", action="store_true", help="no access log")
     return parser.parse_args(argv)
@@ -104,6 +110,7 @@ def build(args: argparse.Namespace) -> ChargebeeSandboxServer:
         persist_interval=None if args.persist_interval is None else float(args.persist_interval),
         access_log=not args.quiet,
         order_management=args.order_management,
+        customer_purge_seconds=args.customer_purge_seconds,
     )
 
 

@@ -338,10 +338,22 @@ def customers_update_billing_info(ctx: Ctx) -> tuple[int, Body]:
 
 @route("POST", "/customers/{id}/delete")
 def customers_delete(ctx: Ctx) -> tuple[int, Body]:
+    """Chargebee's "Delete a customer": "This operation schedules the customer resource for
+    deletion, and it is permanently deleted after a few minutes." The answer is the
+    customer as it is now; the purge comes ``state.customer_purge_seconds`` later
+    (:meth:`ChargebeeState.purge_due`: then 404, gone from lists, a ``customer_deleted``
+    event).
+
+    Where the docs are silent the sandbox takes the stricter reading: until the purge
+    nothing shows the pending delete (retrieve, list and ``include_deleted`` show the
+    customer unchanged, no event), and writes are accepted as on any customer, so an
+    update made in the window succeeds and is lost at the purge; a second delete answers
+    the same way and keeps the first purge time.
+    """
     rec = _get_live(ctx, "customers", "customer")
     check_allowed(ctx.form, {"delete_payment_method"})
     apply_fields({}, ctx.form, {"delete_payment_method": Bool()}, store=False)
-    ctx.state.mark_deleted("customers", rec)
+    ctx.state.schedule_purge("customers", rec, ctx.state.customer_purge_seconds)
     return 200, _one("customers", rec)
 
 

@@ -33,7 +33,13 @@ from sandbox.chargebee.errors import ApiError
 from sandbox.chargebee.forms import parse_form, parse_query
 from sandbox.chargebee.models import SPECS, public
 from sandbox.chargebee.resources import Ctx, generate_order, match, record_payment
-from sandbox.chargebee.store import CURRENT_ORDER_MANAGEMENT, ChargebeeState, check_order_management
+from sandbox.chargebee.store import (
+    CURRENT_ORDER_MANAGEMENT,
+    DEFAULT_CUSTOMER_PURGE_SECONDS,
+    ChargebeeState,
+    check_order_management,
+    check_purge_seconds,
+)
 from sandbox.common.clock import Clock
 from sandbox.common.faults import FaultConfig, FaultDecision, FaultInjector
 from sandbox.common.httpbase import IncompleteBody, SandboxHTTPServer, SandboxRequestHandler
@@ -115,6 +121,7 @@ class ChargebeeSandboxServer(SandboxHTTPServer):
             "api_key_is_default": self.api_key == DEFAULT_API_KEY,
             "strict": self.strict,
             "order_management": self.state.order_management,
+            "customer_purge_seconds": self.state.customer_purge_seconds,
         }
 
     def stop(self) -> None:
@@ -264,6 +271,8 @@ class ChargebeeHandler(SandboxRequestHandler):
                 cutoff = srv.clock.now() - lag
                 hide = lambda r: (r.get("updated_at") or 0) > cutoff  # noqa: E731
             with state.lock:
+                if state.purge_due():  # scheduled deletes whose time has come (the site's clock)
+                    state.commit()
                 scoped = fingerprint = ""
                 if key:
                     if len(key) > MAX_IDEMPOTENCY_KEY:
@@ -329,6 +338,9 @@ class ChargebeeHandler(SandboxRequestHandler):
         state = srv.state
         parts = path.split("/")[2:]  # after "", "_sandbox"
         head = parts[0] if parts else ""
+        with state.lock:
+            if state.purge_due():  # admin reads see the site as the API does
+                state.commit()
 
         if head == "health" and method == "GET":
             return 200, {"ok": True, "service": "chargebee-sandbox"}
@@ -369,6 +381,9 @@ class ChargebeeHandler(SandboxRequestHandler):
                 if "order_management" in payload:
                     with state.lock:
                         state.order_management = check_order_management(payload["order_management"])
+                if "customer_purge_seconds" in payload:
+                    with state.lock:
+                        state.customer_purge_seconds = check_purge_seconds(payload["customer_purge_seconds"])
             return 200, srv.config_snapshot()
         if head == "clock":
             if method == "POST":
@@ -475,6 +490,7 @@ def create_server(
     access_log: bool = False,
     strict: bool = True,
     order_management: str = CURRENT_ORDER_MANAGEMENT,
+    customer_purge_seconds: float = DEFAULT_CUSTOMER_PURGE_SECONDS,
 ) -> ChargebeeSandboxServer:
     """Build (not start) a sandbox server; ``state_path=None`` keeps state in memory only.
 
@@ -484,7 +500,9 @@ def create_server(
     ``order_management``: ``current`` (the default, as every site since 2021-10-01: paid
     invoices get their orders, ``POST /orders`` is refused) or ``legacy``; it applies to
     the seed loaded, and ``POST /_sandbox/config`` changes it (a ``reset`` then reloads
-    the seed under the new setting).
+    the seed under the new setting). ``customer_purge_seconds``: how long after
+    ``POST /customers/{id}/delete`` the customer is purged (default 300; a
+    ``POST /_sandbox/config`` setting too; see ``resources.customers_delete``).
     """
     state = ChargebeeState(
         state_path,
@@ -493,6 +511,7 @@ def create_server(
         idempotency_ttl=idempotency_ttl,
         persist_interval=persist_interval,
         order_management=order_management,
+        customer_purge_seconds=customer_purge_seconds,
     )
     return ChargebeeSandboxServer(
         (host, port),

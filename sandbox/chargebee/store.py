@@ -43,6 +43,19 @@ LEGACY_ORDER_MANAGEMENT = "legacy"
 ORDER_MANAGEMENT = (CURRENT_ORDER_MANAGEMENT, LEGACY_ORDER_MANAGEMENT)
 
 
+#: Seconds between ``POST /customers/{id}/delete`` and the customer's purge. Chargebee's
+#: "Delete a customer": "This operation schedules the customer resource for deletion, and
+#: it is permanently deleted after a few minutes." A site setting (kept by ``reset``).
+DEFAULT_CUSTOMER_PURGE_SECONDS = 300.0
+
+
+def check_purge_seconds(value: object) -> float:
+    """The setting as seconds (>= 0), or ValueError."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise ValueError(f"customer_purge_seconds must be a number of seconds >= 0, not {value!r}")
+    return float(value)
+
+
 def check_order_management(value: object) -> str:
     """The setting, or ValueError naming the accepted values."""
     if value not in ORDER_MANAGEMENT:
@@ -86,7 +99,10 @@ class ChargebeeState:
         max_events: int = 50000,
         persist_interval: float | None = None,
         order_management: str = CURRENT_ORDER_MANAGEMENT,
+        customer_purge_seconds: float = DEFAULT_CUSTOMER_PURGE_SECONDS,
     ) -> None:
+        #: a site setting, not data: kept by ``reset`` (see :meth:`schedule_purge`)
+        self.customer_purge_seconds = check_purge_seconds(customer_purge_seconds)
         #: a site setting, not data: kept by ``reset`` (see :data:`ORDER_MANAGEMENT`)
         self.order_management = check_order_management(order_management)
         self.path = Path(path) if path else None
@@ -118,6 +134,9 @@ class ChargebeeState:
             "counters": {},
             "resources": {name: {} for name in SPECS},
             "idempotency": {},
+            # resource -> record id -> {"at": purge time (clock seconds)}: deletes that
+            # Chargebee schedules (customers), applied by :meth:`purge_due`
+            "purges": {},
         }
 
     def _adopt(self, loaded: dict[str, Any]) -> None:
@@ -259,6 +278,55 @@ class ChargebeeState:
     ) -> None:
         rec["deleted"] = True
         self.touch(resource, rec, event_type=SPECS[resource].deleted_event, source=source, emit=emit)
+
+    # ----------------------------------------------------------------- scheduled deletes
+    def schedule_purge(self, resource: str, rec: dict[str, Any], seconds: float) -> float:
+        """Schedule ``rec`` to be purged ``seconds`` from now; returns the purge time.
+
+        Until then the record is left exactly as it is: retrieved, listed and writable as
+        before, its versions unchanged and no event (Chargebee's docs say nothing of a
+        pending delete being visible; the stricter reading is that nothing shows it). A
+        second delete keeps the first purge time (it does not postpone the purge).
+        """
+        pending = self.data["purges"].setdefault(resource, {})
+        entry = pending.get(rec["id"])
+        if entry is None:
+            entry = pending[rec["id"]] = {"at": self.now() + float(seconds)}
+        return float(entry["at"])
+
+    def purge_pending(self, resource: str, record_id: str) -> float | None:
+        """The purge time of a record scheduled for deletion, else None."""
+        entry = self.data["purges"].get(resource, {}).get(record_id)
+        return None if entry is None else float(entry["at"])
+
+    def purge_due(self) -> int:
+        """Purge every scheduled record whose time has come (by the site's clock).
+
+        Called lazily before every API and admin call, so a test that moves the clock sees
+        the purge on its next call. A purged record is gone as if it never existed (404,
+        absent from every list, ``include_deleted`` too; its id can be used again) and one
+        ``*_deleted`` event (source ``scheduled_job``) carries its last snapshot, marked
+        ``deleted``. Returns how many were purged (the caller persists).
+        """
+        purges = self.data["purges"]
+        if not any(purges.values()):
+            return 0
+        now = self.now()
+        done = 0
+        with self.lock:
+            for resource, pending in purges.items():
+                for rid in sorted((r for r, e in pending.items() if float(e["at"]) <= now), key=str):
+                    del pending[rid]
+                    rec = self.table(resource).pop(rid, None)
+                    if rec is None or rec.get("deleted"):
+                        continue  # removed by a test's wipe, or already deleted another way
+                    rec["deleted"] = True
+                    self.stamp(rec)
+                    event = SPECS[resource].deleted_event
+                    if event:
+                        self.emit(event, resource, rec, source="scheduled_job")
+                    done += 1
+        return done
 
     # ----------------------------------------------------------------- events
     def emit(

@@ -99,15 +99,17 @@ def test_customer_lifecycle(chargebee_sandbox: CbSandbox) -> None:
     assert updated["resource_version"] > created["resource_version"]
     assert updated["billing_address"] == created["billing_address"]
 
+    # Chargebee schedules the delete and purges a few minutes later (tests/sandbox/test_customer_deletion.py)
     deleted = sb.api.post("/customers/cust-1/delete").json()["customer"]
-    assert deleted["deleted"] is True
+    assert deleted["deleted"] is False
+    sb.clock.advance(300)
     body = error_of(sb.api.get("/customers/cust-1"), 404)
     assert body["api_error_code"] == "resource_not_found"
     error_of(sb.api.post("/customers/cust-1", data={"company": "x"}), 404)
 
     assert [e["customer"]["id"] for e in sb.api.get("/customers").json()["list"]] == []
     listed = sb.api.get("/customers", params={"include_deleted": "true"}).json()["list"]
-    assert [(e["customer"]["id"], e["customer"]["deleted"]) for e in listed] == [("cust-1", True)]
+    assert listed == [], "a purged customer is gone from lists, include_deleted too"
 
 
 def test_create_without_id_generates_one(chargebee_sandbox: CbSandbox) -> None:
@@ -405,7 +407,8 @@ def test_filters(chargebee_sandbox: CbSandbox) -> None:
 def test_include_deleted(chargebee_sandbox: CbSandbox) -> None:
     sb = chargebee_sandbox
     seed_customers(sb, 3)
-    sb.api.post("/customers/c0001/delete")
+    # a record marked deleted at once (admin; the API's customer delete is scheduled and purged)
+    sb.admin.post("/records/customers/c0001/delete")
     plain = [e["customer"]["id"] for e in all_pages(sb, {})]
     assert sorted(plain) == ["c0000", "c0002"]
     with_deleted = {
@@ -420,7 +423,7 @@ def test_incremental_read_sees_edits_after_watermark(chargebee_sandbox: CbSandbo
     seed_customers(sb, 10)
     sb.clock.advance(100)
     sb.api.post("/customers/c0004", data={"last_name": "changed"})
-    sb.api.post("/customers/c0007/delete")
+    sb.admin.post("/records/customers/c0007/delete")  # marked deleted at once (admin)
     params = {"updated_at[after]": int(T0) + 50, "sort_by[asc]": "updated_at", "include_deleted": "true"}
     got = [(e["customer"]["id"], e["customer"]["deleted"]) for e in all_pages(sb, params)]
     assert got == [("c0004", False), ("c0007", True)]
@@ -721,7 +724,8 @@ def test_faults_from_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 
 def test_state_survives_restart(tmp_path: Path) -> None:
     state = tmp_path / "var" / "cb.json"
-    with serve_in_thread(state, seed={"customers": [{"id": "seeded"}]}) as (_, url):
+    # purge at once: the delete is applied on the next call (scheduled purges persist too)
+    with serve_in_thread(state, seed={"customers": [{"id": "seeded"}]}, customer_purge_seconds=0) as (_, url):
         api = httpx.Client(base_url=url + "/api/v2", auth=(CB_API_KEY, ""))
         api.post("/customers", data={"id": "made", "email": "m@example.com"})
         api.post("/customers/seeded/delete")
