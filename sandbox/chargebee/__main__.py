@@ -4,6 +4,7 @@ Options fall back to environment variables so docker-compose / CI can configure 
 server without a command line: ``CB_SANDBOX_HOST``, ``CB_SANDBOX_PORT``,
 ``CB_SANDBOX_STATE``, ``CB_SANDBOX_SEED``, ``CB_SANDBOX_API_KEY``,
 ``CB_SANDBOX_RATE_LIMIT``, ``CB_SANDBOX_BLOCK_SECONDS``, ``CB_SANDBOX_LIST_LAG``,
+``CB_SANDBOX_IDEMPOTENCY_TTL``, ``CB_SANDBOX_API_KEY_NAME``, ``CB_SANDBOX_ORDER_MANAGEMENT``,
 ``CB_SANDBOX_CUSTOMER_PURGE_SECONDS``, ``CB_SANDBOX_FAULTS`` (JSON, same shape as ``POST /_sandbox/faults``).
 """
 
@@ -22,7 +23,9 @@ from typing import Any
 
 from sandbox.chargebee.server import (
     DEFAULT_API_KEY,
+    DEFAULT_API_KEY_NAME,
     DEFAULT_HOST,
+    DEFAULT_IDEMPOTENCY_TTL,
     DEFAULT_PORT,
     DEFAULT_SEED,
     DEFAULT_STATE,
@@ -55,6 +58,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help=f"seed JSON loaded only when the state file does not exist (default: {DEFAULT_SEED} if present)",
     )
     parser.add_argument("--api-key", default=_env("CB_SANDBOX_API_KEY", DEFAULT_API_KEY))
+    parser.add_argument(
+        "--api-key-name",
+        default=_env("CB_SANDBOX_API_KEY_NAME", DEFAULT_API_KEY_NAME),
+        help=f"API key name: created_by of orders made through the API (default: {DEFAULT_API_KEY_NAME})",
+    )
+    parser.add_argument(
+        "--idempotency-ttl",
+        type=float,
+        default=float(_env("CB_SANDBOX_IDEMPOTENCY_TTL", DEFAULT_IDEMPOTENCY_TTL)),
+        help="seconds an idempotency key is remembered (default: 1800, Chargebee's documented 30 minutes)",
+    )
     parser.add_argument(
         "--rate-limit-per-minute",
         type=int,
@@ -103,6 +117,8 @@ def build(args: argparse.Namespace) -> ChargebeeSandboxServer:
         port=args.port,
         seed=seed,
         api_key=args.api_key,
+        api_key_name=args.api_key_name,
+        idempotency_ttl=args.idempotency_ttl,
         rate_limit_per_minute=args.rate_limit_per_minute,
         block_seconds=args.block_seconds,
         faults=faults,

@@ -3,8 +3,11 @@
 Every handler takes a :class:`Ctx` and returns ``(status, body)`` or raises
 :class:`~sandbox.chargebee.errors.ApiError`. Handlers run with ``state.lock`` held.
 
-Resources: customers, item_families, items, business_entities (read only),
-invoices (read + ``record_payment``), orders, events.
+Resources: customers, item_families, items, business entity transfers (business
+entities themselves have no list or retrieve, as in the official SDK: they are seen
+through events and customers' ``business_entity_id``), invoices (read +
+``record_payment``), orders, events. Only operations the official SDK declares are
+routed; any other path answers 404 ``resource_not_found``.
 """
 
 from __future__ import annotations
@@ -60,6 +63,8 @@ class Ctx:
     query: dict[str, Any] = field(default_factory=dict)
     form: dict[str, Any] = field(default_factory=dict)
     hide: Callable[[Mapping[str, Any]], bool] | None = None
+    #: the site's API key name: ``created_by`` of orders created through the API
+    api_key_name: str = "full_access_key_v1"
 
     @property
     def now(self) -> int:
@@ -76,22 +81,17 @@ class Route:
     template: str
     handler: Handler
     writes: bool
-    #: False for an endpoint the official SDK does not have (kept for lenient sandboxes
-    #: only): a strict server answers it 404 as Chargebee does
-    documented: bool = True
 
 
 ROUTES: list[Route] = []
 
 
-def route(method: str, template: str, *, documented: bool = True) -> Callable[[Handler], Handler]:
+def route(method: str, template: str) -> Callable[[Handler], Handler]:
     """Register ``handler`` for ``METHOD /api/v2<template>`` (``{id}`` = one path segment)."""
     regex = "^" + re.sub(r"\\\{(\w+)\\\}", r"(?P<\1>[^/]+)", re.escape(template)) + "$"
 
     def deco(fn: Handler) -> Handler:
-        ROUTES.append(
-            Route(method, re.compile(regex), "/api/v2" + template, fn, method == "POST", documented)
-        )
+        ROUTES.append(Route(method, re.compile(regex), "/api/v2" + template, fn, method == "POST"))
         return fn
 
     return deco
@@ -598,23 +598,9 @@ def items_delete(ctx: Ctx) -> tuple[int, Body]:
 
 
 # =============================================================================== business entities
-BE_LIST = ListSpec(
-    {"id": "string", "name": "string", "status": "enum", "updated_at": "timestamp", "created_at": "timestamp"}
-)
-
-
-# Neither is in the official SDK (it has only create_transfers / get_transfers): a strict
-# server (the default) answers them 404 like Chargebee; a lenient one keeps them for old tests.
-@route("GET", "/business_entities", documented=False)
-def business_entities_list(ctx: Ctx) -> tuple[int, Body]:
-    return 200, list_page(
-        "business_entities", ctx.state.records("business_entities"), ctx.query, BE_LIST, hide=ctx.hide
-    )
-
-
-@route("GET", "/business_entities/{id}", documented=False)
-def business_entities_retrieve(ctx: Ctx) -> tuple[int, Body]:
-    return 200, _one("business_entities", _get_live(ctx, "business_entities", "business entity"))
+# No list or retrieve: the official SDK's business_entity model has only create_transfers
+# and get_transfers, so GET /business_entities and GET /business_entities/{id} answer 404
+# resource_not_found like any undeclared operation (docs/chargebee-sandbox.md).
 
 
 #: The filters the SDK's ``GetTransfersParams`` declares (and ``limit``/``offset``).
@@ -1014,7 +1000,8 @@ def orders_create(ctx: Ctx) -> tuple[int, Body]:
     if ctx.state.order_management != LEGACY_ORDER_MANAGEMENT:
         raise manual_orders_refused()
     check_allowed(ctx.form, {"id", "invoice_id", *ORDER_COMMON})
-    order = _new_order(ctx, ctx.form, ORDER_COMMON, created_by="api")
+    # created_by is the name of the API key used (Chargebee's docs example: full_access_key_v1)
+    order = _new_order(ctx, ctx.form, ORDER_COMMON, created_by=ctx.api_key_name)
     ctx.state.insert("orders", order)
     return 200, _one("orders", order)
 

@@ -95,7 +95,7 @@ class ChargebeeState:
         *,
         seed: dict[str, Any] | None = None,
         clock: Clock | None = None,
-        idempotency_ttl: float = 86400.0,
+        idempotency_ttl: float = 1800.0,  # Chargebee's documented 30 minutes
         max_events: int = 50000,
         persist_interval: float | None = None,
         order_management: str = CURRENT_ORDER_MANAGEMENT,

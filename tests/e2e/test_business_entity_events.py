@@ -102,7 +102,6 @@ def norm(name: str) -> str:
 
 def test_a_first_run_completes_with_the_business_entity_list_answering_404(run_flow, sandboxes, store):
     """Issue 12: a real site may answer GET /business_entities 404; nothing depends on it."""
-    requests.post(f"{sandboxes.cb_url}/_sandbox/config", json={"strict": True}, timeout=10).raise_for_status()
     for path in ("business_entities", "business_entities/be_fjordlys"):
         refused = requests.get(f"{sandboxes.cb_url}/api/v2/{path}", auth=("sandbox_api_key", ""), timeout=10)
         assert refused.status_code == 404 and refused.json()["api_error_code"] == "resource_not_found"

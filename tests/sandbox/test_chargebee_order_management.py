@@ -67,7 +67,11 @@ def test_legacy_order_management_is_set_through_the_admin_endpoint(chargebee_san
         sb.admin.post("/config", json={"order_management": "legacy"}).json()["order_management"] == "legacy"
     )
     order = sb.api.post("/orders", data={"id": "crm-1", "invoice_id": "I-1"}).json()["order"]
-    assert (order["id"], order["created_by"], order["order_type"]) == ("crm-1", "api", "manual")
+    assert (order["id"], order["created_by"], order["order_type"]) == (
+        "crm-1",
+        "full_access_key_v1",
+        "manual",
+    )
     bad = sb.admin.post("/config", json={"order_management": "manual"})
     assert bad.status_code == 400 and "order_management must be one of" in bad.json()["error"]
     sb.admin.post("/config", json={"order_management": "current"})

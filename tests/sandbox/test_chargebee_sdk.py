@@ -340,7 +340,7 @@ def test_sdk_orders_create_update_cancel_delete(
     assert (order.id, order.status, order.created_by, order.reference_id) == (
         "ORD-1",
         "processing",
-        "api",
+        "full_access_key_v1",  # the API key's name, as in Chargebee's docs example
         "WMS-1",
     )
     assert order.order_type == "manual"
