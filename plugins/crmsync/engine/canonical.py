@@ -134,8 +134,10 @@ def to_canonical(mapping: FlowMapping, side: Side, raw: Mapping[str, Any]) -> Ca
     does not carry at all: it is left out, so the merge can tell "unknown" from "cleared"
     (see :func:`absence_is_unknown`). A Customcrm value outside a field's value map
     becomes a marker that validation reports ("unknown value ... expected one of ..."),
-    never a silent blank. A reference whose ``ref_absent_when`` applies is left out too:
-    the record refers to nothing by design, so it has no say over the field.
+    never a silent blank. A reference whose ``ref_absent_when`` applies is left out too
+    (an order whose created_by names no person, by :mod:`crmsync.mapping.creators` with
+    the connection's ``mapping.api_key_names``): the record refers to nothing by design,
+    so it has no say over the field.
     """
     out: CanonicalRecord = {}
     unknown_if_absent = absence_is_unknown(side)
@@ -147,7 +149,7 @@ def to_canonical(mapping: FlowMapping, side: Side, raw: Mapping[str, Any]) -> Ca
         if (
             side is Side.CHARGEBEE
             and f.ref_absent_when
-            and f.ref_absent_when.applies(get_path(raw, f.ref_absent_when.chargebee))
+            and f.ref_absent_when.applies(get_path(raw, f.ref_absent_when.chargebee), mapping.api_key_names)
         ):
             # Nothing to refer to by design: no reference, nothing to wait for, and no
             # say over the field either (unknown, not a clear: an owner set by hand in

@@ -17,6 +17,7 @@ from enum import StrEnum
 
 from crmsync.engine.canonical import UNLEARNED, CanonicalRecord, Problem, SideRecord, validate
 from crmsync.engine.merge import Conflict, Note, merge
+from crmsync.mapping.creators import names_no_person
 from crmsync.mapping.model import DeletePolicy, Side
 from crmsync.mapping.model import Mapping as FlowMapping
 from crmsync.mapping.transforms import Canonical
@@ -289,20 +290,20 @@ def _match_key_problems(mapping: FlowMapping, rec: SideRecord) -> list[Problem]:
 
 
 def _no_partner(mapping: FlowMapping, rec: SideRecord) -> str | None:
-    """Why ``rec`` has no partner by design (its match key is one of the side's
-    ``no_partner_keys``, e.g. an order created_by "system"), or None."""
-    pattern = mapping.side(rec.side).no_partner_keys
-    keys = [rec.values.get(k) for k in mapping.match.keys]
-    if pattern is None or any(not isinstance(v, str) for v in keys):
+    """Why ``rec`` has no partner by design (the side's ``no_partner`` key names no
+    person: an order created_by "system", "import" or an API key's name, by the rule of
+    :mod:`crmsync.mapping.creators` with the connection's ``api_key_names``), or None."""
+    path = mapping.side(rec.side).no_partner
+    if path is None:
         return None
-    if not all(re.fullmatch(pattern, str(v)) for v in keys):
+    keys = [k for k in mapping.match.keys if mapping.source_path(mapping.field(k), rec.side) == path]
+    value = rec.values.get(keys[0]) if keys else None
+    if not names_no_person(value, mapping.api_key_names):
         return None
-    names = ", ".join(mapping.source_path(mapping.field(k), rec.side) for k in mapping.match.keys)
-    shown = ", ".join(repr(v) for v in keys)
     other = _label(mapping, rec.side.other)
     return (
-        f"{_label(mapping, rec.side)} {rec.id}: {names} {shown} names no {other} by design "
-        "(the mapping's no_partner_keys); nothing to link"
+        f"{_label(mapping, rec.side)} {rec.id}: {path} {value!r} names no {other} by design "
+        "(Chargebee itself, an import or an API key made it: no person did); nothing to link"
     )
 
 

@@ -431,7 +431,26 @@ def update_links(mapping: FlowMapping, run_id: str, params: dict[str, Any], repo
 
 
 def _mapping(mapping_file: str) -> FlowMapping:
-    return load_mapping(Path(mapping_file))
+    return _with_connection_rules(load_mapping(Path(mapping_file)))
+
+
+def _with_connection_rules(mapping: FlowMapping) -> FlowMapping:
+    """The mapping with what its Chargebee connection says about the site's data: the
+    ``api_key_names`` whose created_by names no person (:mod:`crmsync.mapping.creators`),
+    for a flow that asks who created a record. The engine reads them from the mapping."""
+    if not mapping.reads_creators:
+        return mapping
+    from crmsync.hooks._http import ConnectionConfigError, normalise_extra, validate_settings
+    from crmsync.hooks.chargebee import ChargebeeHook, ChargebeeSettings
+
+    conn_id = mapping.connections.chargebee
+    extra = normalise_extra(ChargebeeHook.get_connection(conn_id).extra_dejson or {}, ChargebeeHook.conn_type)
+    try:
+        settings = validate_settings(ChargebeeSettings, extra, conn_id=conn_id)
+    except ConnectionConfigError as exc:
+        _fail(str(exc))
+        raise
+    return mapping.with_api_key_names(settings.api_key_names)
 
 
 def run_step(step: str, mapping_file: str, side: str | None = None, **context: Any) -> None:

@@ -57,6 +57,7 @@ from crmsync.hooks.errors import (
     ValidationError,
 )
 from crmsync.hooks.retry import RetryPolicy
+from crmsync.mapping.creators import api_key_name_problem
 from crmsync.provider import CHARGEBEE_CONN_FIELDS, CHARGEBEE_UI_BEHAVIOUR
 
 IDEMPOTENCY_HEADER = "chargebee-idempotency-key"
@@ -204,9 +205,50 @@ class ChargebeeSettings(HttpSettings):
 
     ``object_keys`` registers further resources (``{"item_prices": "item_price"}``)
     without a code change.
+
+    ``api_key_names``: names of this site's API keys that a record's ``created_by`` may
+    show and that look like a person's email address (``["billing@acme.example"]``).
+    Chargebee writes the name of the API key into ``created_by`` of what the API made;
+    the product takes any ``created_by`` without an ``@`` (``system``, ``import``,
+    ``full_access_key_v1``, ``Airflow Sync (prod)``) as no person already, so only key
+    names with an ``@`` need listing (listing others does no harm). A listed name names
+    no person: its orders link to no user (user_order) and get no owner (order_order).
+    Compared trimmed and case-insensitively. A JSON list; the connection form's single
+    text field also takes one name as plain text or a JSON list as text. See
+    :mod:`crmsync.mapping.creators`.
     """
 
     object_keys: dict[str, str] = Field(default_factory=dict)
+    api_key_names: tuple[str, ...] = Field(
+        default=(),
+        description="API key names that look like email addresses (created_by of API-made records).",
+    )
+
+    @field_validator("api_key_names", mode="before")
+    @classmethod
+    def _api_key_names(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                try:
+                    value = json.loads(text)
+                except ValueError:
+                    raise ValueError(
+                        'is text starting with "[" but no JSON list; write a list such as '
+                        '["billing@acme.example", "bot@acme.example"]'
+                    ) from None
+            else:
+                value = [value]
+        if not isinstance(value, list | tuple):
+            raise ValueError('must be a list of API key names, e.g. ["billing@acme.example"]')
+        problems = [
+            f"entry {n + 1}: {why}"
+            for n, name in enumerate(value)
+            if (why := api_key_name_problem(name)) is not None
+        ]
+        if problems:
+            raise ValueError("; ".join(problems))
+        return tuple(name.strip() for name in value)
 
     @field_validator("object_keys")
     @classmethod
@@ -263,7 +305,9 @@ class ChargebeeHook(ApiHook):
     Connection: host = site name (``acme-test``) or a full base URL; password = API key;
     extra: ``base_url``, ``rate_limit_per_minute`` (default 150, the test-site limit),
     ``rate_limit_burst``, ``max_workers``, ``timeout``, ``connect_timeout``, ``verify``,
-    ``max_attempts``, ``max_retry_wait``, ``max_total_retry_wait``, ``object_keys``.
+    ``max_attempts``, ``max_retry_wait``, ``max_total_retry_wait``, ``object_keys``,
+    ``api_key_names`` (API key names that look like email addresses: see
+    :class:`ChargebeeSettings`).
     """
 
     conn_name_attr = "chargebee_conn_id"

@@ -8,14 +8,24 @@ that writes garbage at 3 a.m.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from crmsync.mapping.capabilities import capability
+from crmsync.mapping.creators import names_no_person, normalize_api_key_names
 from crmsync.mapping.transforms import TRANSFORMS
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -70,26 +80,34 @@ class _Strict(BaseModel):
 
 
 class RefAbsent(_Strict):
-    """When a Chargebee record has, by design, no record to refer to in a ``ref`` field."""
+    """When a Chargebee record has, by design, no record to refer to in a ``ref`` field.
+
+    ``{chargebee: created_by, no_person: true}``: when the record's ``created_by`` names
+    no person (``system``, ``import`` or an API key's name), by the rule every flow shares
+    (:mod:`crmsync.mapping.creators`, with the Chargebee connection's ``api_key_names``).
+    """
 
     #: Path of the Chargebee value that tells (an order's ``created_by``).
     chargebee: str
-    #: A regular expression the whole value (trimmed, lower-cased) matches when there is
-    #: nothing to refer to ("system", "api", "import": no person made the order).
-    matches: str
+    #: The value names no person (see :mod:`crmsync.mapping.creators`).
+    no_person: Literal[True]
 
-    @field_validator("matches")
+    @model_validator(mode="before")
     @classmethod
-    def _matches(cls, v: str) -> str:
-        try:
-            re.compile(v)
-        except re.error as e:
-            raise ValueError(f"matches is no regular expression: {e}") from e
-        return v
+    def _migrated(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "matches" in data:
+            raise ValueError(
+                "ref_absent_when.matches (a regular expression) was replaced by `no_person: true`: "
+                "who names no person (system, import, any API key name, the Chargebee connection's "
+                "api_key_names) is one rule the product shares; write "
+                "`ref_absent_when: {chargebee: created_by, no_person: true}`"
+            )
+        return data
 
-    def applies(self, value: Any) -> bool:
-        """Whether the Chargebee value at :attr:`chargebee` says there is no reference."""
-        return isinstance(value, str) and re.fullmatch(self.matches, value.strip().lower()) is not None
+    def applies(self, value: Any, api_key_names: frozenset[str] = frozenset()) -> bool:
+        """Whether the Chargebee value at :attr:`chargebee` says there is no reference
+        (``api_key_names``: the Chargebee connection's, normalized)."""
+        return names_no_person(value, api_key_names)
 
 
 class FieldMap(_Strict):
@@ -219,21 +237,24 @@ class SideSpec(_Strict):
     #: partner this side makes by itself (Chargebee generates an order from its invoice),
     #: so that the hold says what to do and the pair links once the partner appears.
     create_disabled_waits: bool = False
-    #: A regular expression for match keys of this side that name no record of the
-    #: other side by design (an order's ``created_by`` "system" or "api": Chargebee or an
-    #: API key made the order, no user did). Such a record is skipped with that reason,
-    #: not held as a broken key; any other key that is blank or malformed is held.
-    no_partner_keys: str | None = None
+    #: The Chargebee path of the match key that names a record's creator
+    #: (``created_by``): a record whose creator is no person by design (``system``,
+    #: ``import``, an API key's name: see :mod:`crmsync.mapping.creators`) has no record
+    #: of the other side (no user made the order) and is skipped with that reason, not
+    #: held as a broken key; any other key that is blank or malformed is held. Chargebee
+    #: side only.
+    no_partner: str | None = None
 
-    @field_validator("no_partner_keys")
+    @model_validator(mode="before")
     @classmethod
-    def _no_partner_keys(cls, v: str | None) -> str | None:
-        if v is not None:
-            try:
-                re.compile(v)
-            except re.error as e:
-                raise ValueError(f"no_partner_keys is no regular expression: {e}") from e
-        return v
+    def _migrated(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "no_partner_keys" in data:
+            raise ValueError(
+                "no_partner_keys (a regular expression) was replaced by `no_partner: created_by`: "
+                "who names no person (system, import, any API key name, the Chargebee connection's "
+                "api_key_names) is one rule the product shares; name the match key's Chargebee path"
+            )
+        return data
 
 
 class EnsureSpec(_Strict):
@@ -375,6 +396,10 @@ class Mapping(_Strict):
     read_only_edits: ReadOnlyEdits = ReadOnlyEdits.RESTORE
     #: Said in the DAG doc and the summary: what this flow cannot do because of the API.
     limitations: list[str] = Field(default_factory=list)
+    #: The Chargebee connection's ``api_key_names`` (normalized), put on a copy of the
+    #: mapping by the task that knows the connection (:meth:`with_api_key_names`); never
+    #: read from the mapping file. Empty: only the rule's defaults apply.
+    _api_key_names: frozenset[str] = PrivateAttr(default_factory=frozenset)
 
     @field_validator("flow")
     @classmethod
@@ -435,6 +460,19 @@ class Mapping(_Strict):
                     problems.append(
                         f"chargebee.create_requires names {key!r}, which is not one of the fields"
                     )
+            if self.customcrm.no_partner is not None:
+                problems.append(
+                    "customcrm.no_partner applies only to the Chargebee side (a Chargebee record's "
+                    "created_by); remove it"
+                )
+            if self.chargebee.no_partner is not None:
+                key_paths = {self.fields[names.index(k)].chargebee for k in self.match.keys if k in names}
+                if self.chargebee.no_partner not in key_paths:
+                    problems.append(
+                        f"chargebee.no_partner {self.chargebee.no_partner!r} must be the Chargebee path "
+                        f"of a match key ({', '.join(sorted(key_paths)) or 'none'}): the key that "
+                        "names the record's creator"
+                    )
             for f in self.fields:
                 if f.ref_missing_fix is not None and not f.ref:
                     problems.append(
@@ -466,6 +504,24 @@ class Mapping(_Strict):
         return self
 
     # -- derived views, used by the engine -------------------------------------------
+
+    @property
+    def api_key_names(self) -> frozenset[str]:
+        """The Chargebee connection's ``api_key_names``, normalized (see :meth:`with_api_key_names`)."""
+        return self._api_key_names
+
+    def with_api_key_names(self, names: Iterable[str]) -> Mapping:
+        """A copy of this mapping that knows the Chargebee connection's ``api_key_names``
+        (created_by values that name no person: :mod:`crmsync.mapping.creators`)."""
+        copy = self.model_copy()
+        copy._api_key_names = normalize_api_key_names(names)
+        return copy
+
+    @property
+    def reads_creators(self) -> bool:
+        """Whether the flow asks who created a Chargebee record (``no_partner`` or a
+        field's ``ref_absent_when``), so it needs the connection's ``api_key_names``."""
+        return self.chargebee.no_partner is not None or any(f.ref_absent_when for f in self.fields)
 
     @property
     def refs(self) -> list[FieldMap]:

@@ -6,7 +6,7 @@ tests/chaos/test_hostile_input_user_order.py:
 * an Email or created_by that is no email address was matched or skipped as "no match"
   (the mapping had no ``format: email``); now held naming the field; orders Chargebee
   itself made (created_by "system", "api", "import") are skipped by the mapping's
-  ``no_partner_keys``, not held;
+  ``no_partner`` (the shared rule of crmsync.mapping.creators), not held;
 * a held user whose Email was corrected but who has no order was planned as a skip, and
   a skip never released the hold: it stayed in quarantine with the stale reason.
 """
@@ -89,7 +89,7 @@ def test_orders_chargebee_made_are_skipped_broken_created_by_is_held(repo: Repos
     d = decisions(repo, RUN1)
     assert d["USR-1"]["action"] == "link_by_match" and d["USR-1"]["cb_id"] == "ord_ok"
     for rid in ("ord_sys", "ord_api"):
-        assert d[rid]["action"] == "skip" and "no_partner_keys" in d[rid]["reason"], d[rid]
+        assert d[rid]["action"] == "skip" and "names no Customcrm user by design" in d[rid]["reason"], d[rid]
     for rid in ("ord_two_at", "ord_space"):
         assert d[rid]["action"] == "quarantine" and d[rid]["hold_kind"] == "invalid", d[rid]
         assert "created_by" in d[rid]["reason"] and "not a valid email" in d[rid]["reason"]
@@ -115,8 +115,8 @@ def test_a_corrected_user_with_no_order_leaves_quarantine(repo: Repository, m: M
         assert conn.execute(select(quarantine)).all() == []
 
 
-def test_no_partner_keys_must_be_a_regular_expression(m: Mapping) -> None:
+def test_no_partner_keys_of_old_mapping_files_say_how_to_migrate(m: Mapping) -> None:
     raw = m.model_dump(mode="json", exclude_none=True)
-    raw["chargebee"]["no_partner_keys"] = "[a-z"
-    with pytest.raises(ValidationError, match="no_partner_keys"):
+    raw["chargebee"]["no_partner_keys"] = "[a-z0-9_-]+"
+    with pytest.raises(ValidationError, match=r"no_partner_keys .* replaced by `no_partner: created_by`"):
         Mapping.model_validate(raw)

@@ -100,26 +100,28 @@ def test_on_create_needs_a_create_parameter() -> None:
         parse_mapping(doc)
 
 
-def test_ref_absent_when_needs_a_ref_and_a_pattern() -> None:
+def test_ref_absent_when_needs_a_ref_and_the_shared_rule() -> None:
     doc = base()
     field = next(f for f in doc["fields"] if f["name"] == "email")
-    field["ref_absent_when"] = {"chargebee": "created_by", "matches": "api"}
+    field["ref_absent_when"] = {"chargebee": "created_by", "no_person": True}
     with pytest.raises(MappingError, match="ref_absent_when, which only applies to a field with `ref:`"):
         parse_mapping(doc)
     doc = yaml.safe_load((ROOT / "include/mappings/order_order.yaml").read_text())
     owner = next(f for f in doc["fields"] if f["name"] == "owner_id")
-    owner["ref_absent_when"]["matches"] = "[a-z"
-    with pytest.raises(MappingError, match="matches is no regular expression"):
+    # the pattern of old mapping files: one rule now, said how to migrate
+    owner["ref_absent_when"] = {"chargebee": "created_by", "matches": "[a-z0-9_-]+"}
+    with pytest.raises(MappingError, match="replaced by `no_person: true`"):
         parse_mapping(doc)
 
 
 def test_order_owner_is_absent_exactly_for_the_orders_user_order_never_links() -> None:
     """order_order must not wait for an owner link that user_order will never make: the
-    two mappings name the same Chargebee value and the same pattern."""
+    two mappings name the same Chargebee value and the same rule."""
     orders = load_mapping(ROOT / "include/mappings/order_order.yaml")
     users = load_mapping(ROOT / "include/mappings/user_order.yaml")
     absent = orders.field("owner_id").ref_absent_when
     assert orders.field("owner_id").ref == users.flow and absent is not None
     (key,) = users.match.keys
     assert absent.chargebee == users.field(key).chargebee
-    assert absent.matches == users.chargebee.no_partner_keys
+    # both ask the product's one rule (crmsync.mapping.creators), not patterns of their own
+    assert absent.no_person and users.chargebee.no_partner == absent.chargebee
