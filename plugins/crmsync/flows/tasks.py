@@ -131,11 +131,119 @@ def _pages(
             return set(repo.get_links_by_cb_id(list(ids)))
 
         yield from iter_known(hook, resource, mapping.chargebee.change_events, linked)
+    elif side is Side.CHARGEBEE and mapping.chargebee.delete_events:
+        # the list, then the delete events of the same window (a purged record is in no list)
+        yield from _with_delete_signals(mapping, hook, repo, since)
     elif side is Side.CHARGEBEE:
         yield from hook.iter_pages(resource, updated_after=None if since is None else int(since))
     else:
         when = None if since is None else datetime.fromtimestamp(since, UTC)
         yield from hook.iter_pages(resource, updated_since=when)
+
+
+#: Audit reasons (``engine.plan._decide_delete``) of an ``unlink`` whose Chargebee record
+#: was the one deleted; an audited ``delete`` (policy propagate) always names a deleted
+#: Chargebee record (deleted by a person, or by the sync itself).
+_CHARGEBEE_DELETED_REASONS = ("was deleted in Chargebee", "deleted on both sides")
+
+
+def _with_delete_signals(
+    mapping: FlowMapping, hook: Any, repo: Any, since: float | None
+) -> Iterator[list[dict[str, Any]]]:
+    """Chargebee pages for a resource whose deletes are scheduled and purged (customers).
+
+    Chargebee answers ``POST /customers/{id}/delete`` by scheduling the purge ("permanently
+    deleted after a few minutes"); until then nothing shows the delete and afterwards the
+    customer is in no list, ``include_deleted`` included. So deletes are read from the
+    mapping's ``delete_events`` (``customer_deleted``) since the same point as the list,
+    after it: a record seen alive in a list page and deleted by an event ends staged
+    deleted (a record staged twice keeps the later one). A list record with
+    ``"deleted": true`` (where a list still shows one) is a delete as before.
+
+    No resurrection: a record listed alive that is not linked and whose delete was already
+    handled (an audited ``delete``, or an ``unlink`` whose Chargebee side was the deleted
+    one: a customer the sync deleted, or one a person deleted whose event arrived before
+    every list dropped it) is staged as the tombstone it is, so it is neither linked by
+    match nor re-created in Customcrm nor written to while it waits for its purge (the
+    engine says nothing more of a delete it already handled). Its id is not synced again.
+
+    A delete event older than the record now linked under its id (a customer re-created
+    with the same id after the purge) is about the record before it and is dropped.
+    On a first run or a full resync (``since`` None) the whole event history is read and
+    only events about linked records are kept.
+    """
+    from crmsync.hooks.chargebee_events import iter_changed_since
+
+    resource = mapping.chargebee.resource
+    for page in hook.iter_pages(resource, updated_after=None if since is None else int(since)):
+        yield _tombstone_handled_deletes(repo, page)
+    for page in iter_changed_since(
+        hook, resource, mapping.chargebee.delete_events, None if since is None else int(since)
+    ):
+        links = repo.get_links_by_cb_id([str(r["id"]) for r in page])
+        kept = [
+            r
+            for r in page
+            if (since is not None or str(r["id"]) in links)
+            and not _older_than_link(r, links.get(str(r["id"])))
+        ]
+        if kept:
+            yield kept
+
+
+def _older_than_link(rec: dict[str, Any], link_row: Any) -> bool:
+    if link_row is None:
+        return False
+    try:
+        return int(rec.get("resource_version") or 0) < int(link_row["cb_version"] or 0)
+    except (TypeError, ValueError):
+        return False
+
+
+def _tombstone_handled_deletes(repo: Any, page: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``page`` with each unlinked live record whose Chargebee delete was handled marked deleted."""
+    alive = [str(r["id"]) for r in page if not r.get("deleted")]
+    dead = _deleted_in_chargebee(repo, alive)
+    if not dead:
+        return page
+    dead -= set(repo.get_links_by_cb_id(sorted(dead)))
+    if dead:
+        log.info(
+            "extract chargebee: %d records listed alive were deleted already (waiting for their purge): %s",
+            len(dead),
+            ", ".join(sorted(dead)[:10]),
+        )
+    return [{**r, "deleted": True} if str(r["id"]) in dead else r for r in page]
+
+
+def _deleted_in_chargebee(repo: Any, ids: Sequence[str]) -> set[str]:
+    """Those of ``ids`` whose Chargebee record the audit says was deleted (see
+    :data:`_CHARGEBEE_DELETED_REASONS`)."""
+    if not ids:
+        return set()
+    from sqlalchemy import select
+
+    from crmsync.store.schema import audit
+
+    out: set[str] = set()
+    unique = sorted(set(ids))
+    with repo.engine.connect() as conn:
+        for i in range(0, len(unique), 500):
+            rows = conn.execute(
+                select(audit.c.cb_id, audit.c.kind, audit.c.detail).where(
+                    audit.c.flow == repo.flow,
+                    audit.c.kind.in_(("unlink", "delete")),
+                    audit.c.cb_id.in_(unique[i : i + 500]),
+                )
+            )
+            for cb_id, kind, detail in rows:
+                try:
+                    reason = str((json.loads(detail or "{}") or {}).get("reason") or "")
+                except ValueError:
+                    reason = ""
+                if kind == "delete" or any(text in reason for text in _CHARGEBEE_DELETED_REASONS):
+                    out.add(str(cb_id))
+    return out
 
 
 def _prefetched(pages: Iterator[list[dict[str, Any]]]) -> Iterator[list[dict[str, Any]]]:

@@ -109,6 +109,25 @@ class ChargebeeWriter:
         #: counted in ``rereads`` too, which the upsert task logs
         self.fresh_reads = 0
 
+    def _gone(self, rid: str) -> str:
+        """Why a write to a linked record that answers 404 was not made, and what follows.
+
+        Chargebee deletes some records late (a customer is purged minutes after the delete
+        request) and a 404 says only that the record is gone, not how: the write is
+        dropped as stale (the base stays, nothing is held) and the flow's delete policy
+        applies when the next run reads the delete (its event or a deleted record), as
+        for any other delete. A 404 alone is never taken as the delete itself.
+        """
+        events = self.mapping.chargebee.delete_events or [
+            e for e in self.mapping.chargebee.change_events if e.endswith("_deleted")
+        ]
+        signal = f"its {' / '.join(events)} event" if events else "the deleted record"
+        return (
+            f"{self.label} {rid} answered 404 (not found): it was deleted in Chargebee since it was "
+            f"read, so it was not written; the next run reads {signal} and applies the delete policy "
+            f"on_chargebee_delete: {self.mapping.delete.on_chargebee_delete.value}"
+        )
+
     def _result(self, raw: dict[str, Any]) -> dict[str, Any]:
         result = result_of(self.mapping, Side.CHARGEBEE, raw, CHARGEBEE_META)
         if self.refs is not None and self.refs.active:
@@ -195,7 +214,7 @@ class ChargebeeWriter:
             self.rereads += 1
             current = self.hook.retrieve(self.resource, rid)
             if current is None:
-                return Outcome("stale", error=f"{self.label} {rid} was deleted since it was read")
+                return Outcome("stale", error=self._gone(rid))
             if str(current.get("resource_version")) != if_version:
                 return Outcome(
                     "stale", error=f"{self.label} {rid} changed since it was read; synced next run"
@@ -204,7 +223,7 @@ class ChargebeeWriter:
         try:
             raw = self._write_fields(rid, changes, merged, fresh=current, if_version=if_version)
         except NotFound:
-            return Outcome("stale", error=f"{self.label} {rid} was deleted since it was read")
+            return Outcome("stale", error=self._gone(rid))
         except _ChangedSinceRead as stale:
             return Outcome("stale", error=str(stale))
         return Outcome("done", self._result(raw) if raw else None)
@@ -250,7 +269,7 @@ class ChargebeeWriter:
             self.rereads += 1
             fresh = self.hook.retrieve(self.resource, rid)
             if fresh is None:
-                raise _ChangedSinceRead(f"{self.label} {rid} was deleted since it was read")
+                raise _ChangedSinceRead(self._gone(rid))
             if if_version and str(fresh.get("resource_version")) != if_version:
                 now = to_canonical(self.mapping, Side.CHARGEBEE, fresh)
                 if all(now.get(k) == v for k, v in changes.items()):

@@ -20,6 +20,7 @@ from pydantic import (
     Field,
     PrivateAttr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -287,6 +288,12 @@ class ChargebeeSpec(SideSpec):
     #: first run and ``full_resync`` still list the resource; an event type ending in
     #: ``_deleted`` marks its record deleted.
     change_events: list[str] = Field(default_factory=list)
+    #: Event types that say a record of the resource was deleted (``customer_deleted``),
+    #: read through ``GET /events`` since the watermark next to the list: where Chargebee
+    #: purges a deleted record (customers, "permanently deleted after a few minutes") the
+    #: list never shows it deleted, and the event is the signal. Each must be
+    #: ``<object>_deleted`` for the mapping's resource.
+    delete_events: list[str] = Field(default_factory=list)
 
     @field_validator("change_events")
     @classmethod
@@ -295,6 +302,19 @@ class ChargebeeSpec(SideSpec):
         if bad:
             raise ValueError(
                 f"change_events must be Chargebee event types such as 'business_entity_updated' (bad: {bad})"
+            )
+        return v
+
+    @field_validator("delete_events")
+    @classmethod
+    def _delete_events(cls, v: list[str], info: ValidationInfo) -> list[str]:
+        resource = str(info.data.get("resource") or "")
+        obj = resource[:-3] + "y" if resource.endswith("ies") else resource.removesuffix("s")
+        bad = [e for e in v if not _NAME.match(e) or e != f"{obj}_deleted"]
+        if bad:
+            raise ValueError(
+                f"delete_events must be the Chargebee event that deletes a {obj or 'record'} "
+                f"('{obj}_deleted'), not {bad}"
             )
         return v
 
