@@ -12,9 +12,11 @@ cd "$ROOT"
 source "$ROOT/scripts/env.sh"
 if [ -x "$ROOT/.venv/bin/airflow" ]; then export PATH="$ROOT/.venv/bin:$PATH"; fi
 
-# New DAGs start unpaused ([core] dags_are_paused_at_creation); ones already known are
-# unpaused below once the API answers.
-export AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION="${AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION:-False}"
+# DAGs start paused and are unpaused below only once the API server answers: tasks call
+# its Execution API, and unpaused at creation their first tries failed with "Connection
+# refused" (shown as try 2 in the UI).
+export AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION="${AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION:-True}"
+MAPPINGS_DIR="${CRMSYNC_MAPPINGS_DIR:-$ROOT/include/mappings}"
 API_PORT="${AIRFLOW__API__PORT:-8080}"
 # Tasks call the api-server's Execution API; its default URL assumes port 8080.
 export AIRFLOW__CORE__EXECUTION_API_SERVER_URL="${AIRFLOW__CORE__EXECUTION_API_SERVER_URL:-http://localhost:$API_PORT/execution/}"
@@ -74,13 +76,27 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-# Once the API answers: unpause the DAGs and say where to log in.
+unpaused_count() { # how many DAGs the metadata DB knows unpaused
+  airflow dags list --columns dag_id,is_paused -o json 2>/dev/null |
+    python -c '
+import json, sys
+# stdout also carries warnings (graphviz): the list is the line that starts with "["
+rows = next((json.loads(ln) for ln in sys.stdin if ln.startswith("[")), [])
+print(sum(1 for d in rows if str(d.get("is_paused")).lower() == "false"))' 2>/dev/null || echo 0
+}
+
+# Once the API answers: unpause the DAGs (as the dag-processor registers them) and say
+# where to log in.
 (
+  want=$(find "$MAPPINGS_DIR" -maxdepth 1 -name '*.yaml' | wc -l)
   for _ in $(seq 1 300); do
     if curl -fsS -o /dev/null --max-time 2 "http://127.0.0.1:$API_PORT/api/v2/monitor/health" 2>/dev/null &&
       [ -f "$PASSWORDS_FILE" ]; then
-      sleep 5 # give the dag-processor a moment to register the DAGs
-      airflow dags unpause --treat-dag-id-as-regex --yes '.*' >/dev/null 2>&1 || true
+      for _ in $(seq 1 60); do
+        airflow dags unpause --treat-dag-id-as-regex --yes '.*' >/dev/null 2>&1 || true
+        [ "$(unpaused_count)" -ge "$want" ] && break
+        sleep 2
+      done
       cat <<EOF
 
 ================================================================================
@@ -89,7 +105,7 @@ trap 'exit 143' TERM
  password:        in $PASSWORDS_FILE
                   (cat it, or see "Login with username" above)
  sandboxes:       Chargebee http://127.0.0.1:$SANDBOX_CHARGEBEE_PORT/api/v2   Customcrm http://127.0.0.1:$SANDBOX_CUSTOMCRM_PORT
- DAGs:            unpaused (AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION=False)
+ DAGs:            $(unpaused_count) of $want unpaused, once the API answered
  stop:            Ctrl-C
 ================================================================================
 
