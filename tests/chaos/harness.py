@@ -21,7 +21,12 @@ mapping file and DESIGN.md §4), never from the engine's code:
 * a new record is linked to the one record on the other side with the same
   normalised email, else created there with its non-blank values;
 * ``unlink`` on a delete on either side: the link ends, the survivor keeps its values,
-  and nothing is re-created on the side that deleted.
+  and nothing is re-created on the side that deleted. Chargebee only schedules a
+  customer delete and purges the customer minutes later; the harness moves the
+  Chargebee clock past the purge after a round's edits, before its run, so a round's
+  deletes have happened when the run reads (the pending window itself is checked in
+  ``tests/e2e/test_customer_deletion.py``). From then on Chargebee's clock is ahead of
+  Customcrm's, which the model's conflict rule takes as each system reports it.
 
 A run is a *sync point* for a person when it finished and reported no failed, stale
 or held write for the person's records (read from the run's plan rows: the engine's
@@ -190,7 +195,16 @@ class Api:
         return dict(rec)
 
     def cb_delete(self, rid: str) -> None:
+        """Chargebee only schedules a customer delete; :meth:`purge_cb` makes it happen."""
         self.sb.cb("POST", f"customers/{rid}/delete")
+
+    def purge_cb(self) -> None:
+        """Move the Chargebee clock past the purge of every customer delete made so far:
+        Chargebee purges a deleted customer "after a few minutes" (the sandbox's
+        ``customer_purge_seconds``) and publishes ``customer_deleted`` then."""
+        base = f"{self.sb.cb_url}/_sandbox"
+        seconds = float(requests.get(f"{base}/config", timeout=10).json()["customer_purge_seconds"])
+        requests.post(f"{base}/clock", json={"advance": seconds + 1}, timeout=10).raise_for_status()
 
     # faults and counters
     def set_faults(self, settings: dict[str, Any] | None) -> None:
@@ -514,6 +528,8 @@ class World:
         self._dup_seen: set[str] = set()
         self._twins_seen: set[tuple[str, tuple[str, ...]]] = set()
         self.history: list[str] = []  # every edit made, for failure messages
+        #: Chargebee customer deletes this round (scheduled; purged before the run)
+        self.cb_deletes = 0
 
     # -- setup ------------------------------------------------------------------------------
     def adopt_baseline(self) -> None:
@@ -589,6 +605,7 @@ class World:
 
     def edit_round(self) -> None:
         self.round += 1
+        self.cb_deletes = 0
         kinds, weights = zip(*WEIGHTS.items(), strict=True)
         for _ in range(self.cfg.edits_per_round):
             kind = self.rng.choices(kinds, weights)[0]
@@ -669,6 +686,7 @@ class World:
             assert s is not None and s.id is not None
             self.history.append(f"round {self.round}: {p.pid} {p.status} {side} {s.id} delete")
             (self.api.crm_delete if side == CRM else self.api.cb_delete)(s.id)
+            self.cb_deletes += side == CB
             s.deleted = True
             p.dirty = True
             return True
@@ -684,6 +702,7 @@ class World:
             assert s is not None and s.id is not None
             self.history.append(f"round {self.round}: {p.pid} new {side} {s.id} delete")
             (self.api.crm_delete if side == CRM else self.api.cb_delete)(s.id)
+            self.cb_deletes += side == CB
             s.deleted = True
             return True
         if kind == "survivor_edit":
@@ -1045,6 +1064,8 @@ def run_chaos(
     rng = random.Random(cfg.seed * 7919)
     for i in range(1, cfg.rounds + 1):
         world.edit_round()
+        if world.cb_deletes:
+            api.purge_cb()  # the round's Chargebee deletes have happened when the run reads
         kill = i in cfg.kill_rounds
         faults = {"seed": cfg.seed * 1000 + i, **cfg.faults}
         if kill:

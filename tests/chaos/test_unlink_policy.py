@@ -24,10 +24,17 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+import requests
 from crmsync.store.schema import audit, link, quarantine
 from sqlalchemy import func, select
 
 from tests.e2e.test_contact_customer import writes
+
+
+def _purge(sandboxes: Any) -> None:
+    """Move the Chargebee clock past the purge of the customers deleted so far."""
+    requests.post(f"{sandboxes.cb_url}/_sandbox/clock", json={"advance": 301}, timeout=10).raise_for_status()
+
 
 pytestmark = pytest.mark.e2e
 
@@ -63,6 +70,7 @@ def test_after_an_unlink_idle_runs_write_nothing_and_link_nothing(run_flow, sand
     cb_id = f"crm-{contact['Id']}"
     assert _links_of(store, cb_id=cb_id) == 1
     sandboxes.cb("POST", f"customers/{cb_id}/delete")
+    _purge(sandboxes)  # Chargebee purges a deleted customer minutes later (customer_deleted)
     assert run_flow().ok  # unlink: the contact stays, the link ends
     assert _links_of(store, crm_id=contact["Id"]) == 0
     before = writes(sandboxes)
@@ -83,6 +91,7 @@ def test_editing_the_survivor_after_an_unlink_does_not_quarantine_it(run_flow, s
     )
     assert run_flow().ok
     sandboxes.cb("POST", f"customers/crm-{contact['Id']}/delete")
+    _purge(sandboxes)  # Chargebee purges a deleted customer minutes later (customer_deleted)
     assert run_flow().ok  # unlink
     sandboxes.crm("PATCH", f"contacts/{contact['Id']}", json={"Phone": "+47 400 33 444"})
     r = run_flow()
