@@ -217,3 +217,53 @@ def test_a_write_to_a_linked_customer_that_answers_404_says_why(run_flow, sandbo
     assert cb_id in reason, reason
     assert "answered 404" in reason and "customer_deleted" in reason and "unlink" in reason, reason
     assert not _held(store, crm_id, cb_id)
+
+
+def test_restore_re_creates_a_purged_customer_under_its_id_once(dags, sandboxes, store, tmp_path):
+    """Policy restore: the purge frees the id, the customer is made again under it, and the
+    old customer_deleted event (re-read while inside the extract's window) is about the
+    record before it: no loop of deletes and restores."""
+    import yaml
+    from crmsync.flows.factory import build_dag
+    from crmsync.flows.runner import run_flow as _run
+
+    doc = yaml.safe_load((ROOT / "include/mappings/contact_customer.yaml").read_text())
+    doc["delete"] = {"on_customcrm_delete": "unlink", "on_chargebee_delete": "restore"}
+    path = tmp_path / "contact_customer.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    dag = build_dag(path)
+    contact = sandboxes.crm(
+        "POST", "contacts", json={"FirstName": "Rita", "Email": "rita.restore@example.com"}
+    )
+    assert _run(dag).ok
+    cb_id = f"crm-{contact['Id']}"
+    assert _linked(store, cb_id) is not None
+    sandboxes.cb("POST", f"customers/{cb_id}/delete")
+    _advance(sandboxes)
+    r = _run(dag)
+    assert r.ok and r.summary["created"]["chargebee"] == 1, r.summary
+    restored = sandboxes.cb("GET", f"customers/{cb_id}")["customer"]
+    assert restored["email"] == "rita.restore@example.com" and restored["first_name"] == "Rita"
+    assert _linked(store, cb_id) == (contact["Id"],)
+    for _ in range(2):
+        before = writes(sandboxes)
+        again = _run(dag)
+        assert again.ok and again.summary["unlinked"] == 0, again.summary
+        assert again.summary["created"] == {"customcrm": 0, "chargebee": 0}, again.summary
+        assert writes(sandboxes) == before
+        assert _linked(store, cb_id) == (contact["Id"],)
+
+
+def test_delete_events_must_be_the_resources_delete_event(tmp_path):
+    import yaml
+    from crmsync.mapping.model import MappingError, load_mapping
+
+    doc = yaml.safe_load((ROOT / "include/mappings/contact_customer.yaml").read_text())
+    assert load_mapping(ROOT / "include/mappings/contact_customer.yaml").chargebee.delete_events == [
+        "customer_deleted"
+    ]
+    doc["chargebee"]["delete_events"] = ["item_deleted"]
+    path = tmp_path / "contact_customer.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    with pytest.raises((MappingError, ValueError), match="customer_deleted"):
+        load_mapping(path)

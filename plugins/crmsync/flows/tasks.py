@@ -284,7 +284,12 @@ def extract(
         "everything (first run or full resync)" + (" from its whole event history" if unlistable else "")
         if since is None
         else f"changed since {datetime.fromtimestamp(since, UTC).isoformat()}"
-        + (" (from its events)" if evented else ""),
+        + (" (from its events)" if evented else "")
+        + (
+            f", then its {', '.join(mapping.chargebee.delete_events)} events"
+            if side is Side.CHARGEBEE and mapping.chargebee.delete_events
+            else ""
+        ),
     )
     # Load the connection and its rate budget here, in the task's thread, not in the fetch thread.
     getattr(hook, "settings", None)
