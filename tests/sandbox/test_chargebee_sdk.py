@@ -100,13 +100,14 @@ def test_sdk_customer_create_update_billing_info_list_delete(
     assert recent.list[0].customer.id == "sdk-1"
 
     deleted = cb.Customer.delete("sdk-1")
-    assert deleted.customer.deleted is True
+    assert deleted.customer.deleted is False, "scheduled: purged minutes later (test_customer_deletion.py)"
+    chargebee_sandbox.clock.advance(300)
     with pytest.raises(chargebee.InvalidRequestError) as err:
         cb.Customer.retrieve("sdk-1")
     assert err.value.http_status_code == 404
     assert err.value.api_error_code == "resource_not_found"
     listed = list_all(cb.Customer.list, {"limit": 100, "include_deleted": True, "id": {"is": "sdk-1"}})
-    assert [(e.customer.id, e.customer.deleted) for e in listed] == [("sdk-1", True)]
+    assert listed == [], "a purged customer is gone from lists, include_deleted too"
 
 
 def test_sdk_validation_errors(cb: Chargebee) -> None:
@@ -417,6 +418,7 @@ def test_sdk_events(cb: Chargebee, chargebee_sandbox: CbSandbox) -> None:
     chargebee_sandbox.clock.advance(10)
     cb.Customer.update("ev", {"first_name": "E"})
     cb.Customer.delete("ev")
+    chargebee_sandbox.clock.advance(300)  # the purge: customer_deleted
     cb.ItemFamily.create({"id": "f", "name": "F"})
     events = cb.Event.list({"limit": 100}).list
     assert [e.event.event_type for e in events] == [
