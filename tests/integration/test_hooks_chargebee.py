@@ -170,18 +170,27 @@ def test_filters(sandbox: Sandbox, make_hook: Callable[..., ChargebeeHook]) -> N
     assert sorted(r["id"] for r in found) == ["it_0001", "it_0004"]
 
 
-def test_deletes_are_listed_with_include_deleted(
+def test_a_customer_delete_is_scheduled_then_purged(
     sandbox: Sandbox, make_hook: Callable[..., ChargebeeHook]
 ) -> None:
+    """Chargebee schedules a customer delete and purges the customer minutes later: until
+    then nothing shows it, afterwards it is in no list (include_deleted too); its
+    customer_deleted event is the signal (tests/sandbox/test_customer_deletion.py)."""
     sandbox.insert("customers", customers(3))
     hook = make_hook()
     deleted = hook.action("customers", "it_0001", "delete")
-    assert deleted["id"] == "it_0001" and deleted.get("deleted") is True
+    assert deleted["id"] == "it_0001" and deleted.get("deleted") is False
+    assert hook.retrieve("customers", "it_0001") is not None
+    sandbox.advance(301)
     assert hook.retrieve("customers", "it_0001") is None
     everything = {r["id"]: r for p in hook.iter_pages("customers") for r in p}
-    assert everything["it_0001"]["deleted"] is True
+    assert set(everything) == {"it_0000", "it_0002"}
     live = {r["id"] for p in hook.iter_pages("customers", include_deleted=False) for r in p}
     assert live == {"it_0000", "it_0002"}
+    events = [
+        r for p in hook.iter_pages("events", filters={"event_type[in]": ["customer_deleted"]}) for r in p
+    ]
+    assert [e["content"]["customer"]["id"] for e in events] == ["it_0001"]
 
 
 def test_deleted_items_are_listed_by_their_status(
