@@ -4,8 +4,8 @@ Chargebee documents no list or retrieve of business entities (the official SDK h
 ``create_transfers`` and ``get_transfers``); ``business_entity_created/updated/deleted``
 events are the documented way to see them. The first run and ``full_resync`` read the
 whole event history, then the ids customers and transfers name; later runs read the
-events that occurred since the watermark (minus the overlap). The sandbox is strict by
-default: ``GET /business_entities`` answers 404, as a real site may."""
+events that occurred since the watermark (minus the overlap). The sandbox, like Chargebee,
+has no ``GET /business_entities``: it answers 404."""
 
 from __future__ import annotations
 
