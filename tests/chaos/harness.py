@@ -25,8 +25,8 @@ mapping file and DESIGN.md §4), never from the engine's code:
   customer delete and purges the customer minutes later; the harness moves the
   Chargebee clock past the purge after a round's edits, before its run, so a round's
   deletes have happened when the run reads (the pending window itself is checked in
-  ``tests/e2e/test_customer_deletion.py``). From then on Chargebee's clock is ahead of
-  Customcrm's, which the model's conflict rule takes as each system reports it.
+  ``tests/e2e/test_customer_deletion.py``). Customcrm's clock moves by the same amount,
+  so neither system runs ahead of the other.
 
 A run is a *sync point* for a person when it finished and reported no failed, stale
 or held write for the person's records (read from the run's plan rows: the engine's
@@ -199,12 +199,16 @@ class Api:
         self.sb.cb("POST", f"customers/{rid}/delete")
 
     def purge_cb(self) -> None:
-        """Move the Chargebee clock past the purge of every customer delete made so far:
+        """Move the clocks past the purge of every Chargebee customer delete made so far:
         Chargebee purges a deleted customer "after a few minutes" (the sandbox's
         ``customer_purge_seconds``) and publishes ``customer_deleted`` then."""
         base = f"{self.sb.cb_url}/_sandbox"
         seconds = float(requests.get(f"{base}/config", timeout=10).json()["customer_purge_seconds"])
-        requests.post(f"{base}/clock", json={"advance": seconds + 1}, timeout=10).raise_for_status()
+        # both clocks, by the same amount: neither system runs ahead of the other, so the
+        # conflict rule's ties (same updated_at on both sides) stay possible
+        for url in (self.sb.cb_url, self.sb.crm_url):
+            moved = requests.post(f"{url}/_sandbox/clock", json={"advance": seconds + 1}, timeout=10)
+            moved.raise_for_status()
 
     # faults and counters
     def set_faults(self, settings: dict[str, Any] | None) -> None:
