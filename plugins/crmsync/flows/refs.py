@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import replace
 
-from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
 from crmsync.engine.canonical import SideRecord
@@ -20,9 +19,7 @@ from crmsync.engine.plan import NEEDS_A_PERSON, LinkState
 from crmsync.mapping.model import FieldMap, Side
 from crmsync.mapping.model import Mapping as FlowMapping
 from crmsync.mapping.transforms import Canonical
-from crmsync.store.schema import link
-
-BATCH = 500
+from crmsync.store.links import LinkStore
 
 #: Key, in a link's stored base and Chargebee snapshot, of the references that Chargebee
 #: set on a record the sync created but that were not linked yet: ``{field: Chargebee id}``.
@@ -61,15 +58,9 @@ class RefResolver:
     def _load(self, flow: str, side: Side, ids: Iterable[str]) -> None:
         cache = self._cb_to_crm if side is Side.CHARGEBEE else self._crm_to_cb
         todo = sorted({i for i in ids if (flow, i) not in cache})
-        key_col = link.c.cb_id if side is Side.CHARGEBEE else link.c.crm_id
-        val_col = link.c.crm_id if side is Side.CHARGEBEE else link.c.cb_id
-        with self.engine.connect() as conn:
-            for start in range(0, len(todo), BATCH):
-                chunk = todo[start : start + BATCH]
-                for k, v in conn.execute(
-                    select(key_col, val_col).where(link.c.flow == flow, key_col.in_(chunk))
-                ):
-                    cache[(flow, k)] = v
+        if todo:
+            for k, v in LinkStore(self.engine, flow).partners(side, todo).items():
+                cache[(flow, k)] = v
         for i in todo:
             cache.setdefault((flow, i), None)
 

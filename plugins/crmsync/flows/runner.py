@@ -8,14 +8,11 @@ executed), then reads the run's summary from the link store. The scheduler path
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-from sqlalchemy import select
 
 from crmsync.mapping.order import flow_order
 
@@ -54,11 +51,9 @@ def ordered(dag_ids: list[str]) -> list[str]:
 
 def read_summary(run_id: str, flow: str, conn_id: str = "crmsync_store") -> dict[str, Any] | None:
     from crmsync.store.engine import store_engine
-    from crmsync.store.schema import run
+    from crmsync.store.runs import RunStore
 
-    with store_engine(conn_id).connect() as conn:
-        blob = conn.execute(select(run.c.summary).where(run.c.run_id == run_id, run.c.flow == flow)).scalar()
-    return None if blob is None else dict(json.loads(blob))
+    return RunStore(store_engine(conn_id), flow).read_summary(run_id)
 
 
 #: Every Param, spelled out on each run: a value must never leak from an earlier run.

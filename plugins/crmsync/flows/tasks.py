@@ -221,28 +221,14 @@ def _deleted_in_chargebee(repo: Any, ids: Sequence[str]) -> set[str]:
     :data:`_CHARGEBEE_DELETED_REASONS`)."""
     if not ids:
         return set()
-    from sqlalchemy import select
-
-    from crmsync.store.schema import audit
-
     out: set[str] = set()
-    unique = sorted(set(ids))
-    with repo.engine.connect() as conn:
-        for i in range(0, len(unique), 500):
-            rows = conn.execute(
-                select(audit.c.cb_id, audit.c.kind, audit.c.detail).where(
-                    audit.c.flow == repo.flow,
-                    audit.c.kind.in_(("unlink", "delete")),
-                    audit.c.cb_id.in_(unique[i : i + 500]),
-                )
-            )
-            for cb_id, kind, detail in rows:
-                try:
-                    reason = str((json.loads(detail or "{}") or {}).get("reason") or "")
-                except ValueError:
-                    reason = ""
-                if kind == "delete" or any(text in reason for text in _CHARGEBEE_DELETED_REASONS):
-                    out.add(str(cb_id))
+    for cb_id, kind, detail in repo.chargebee_deletes_audited(ids):
+        try:
+            reason = str((json.loads(detail or "{}") or {}).get("reason") or "")
+        except ValueError:
+            reason = ""
+        if kind == "delete" or any(text in reason for text in _CHARGEBEE_DELETED_REASONS):
+            out.add(str(cb_id))
     return out
 
 

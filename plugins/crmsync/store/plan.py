@@ -1,0 +1,257 @@
+"""The plan of one flow's run: one row per decision, with each side's write (operation,
+changes, write status, result) and whether it was turned into links yet (``applied``)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from sqlalchemy import bindparam, delete, func, insert, or_, select, update
+from sqlalchemy.engine import RowMapping
+
+from crmsync.mapping.model import Side
+from crmsync.store.codec import BATCH, FlowStore, chunks, dumps, finished
+from crmsync.store.schema import plan
+
+
+class PlanStore(FlowStore):
+    """The plan rows and write statuses of one flow's runs."""
+
+    def plan_progress(self, run_id: str) -> int:
+        """How many writes of this run's plan were already attempted or applied."""
+        with self.engine.connect() as conn:
+            return int(
+                conn.execute(
+                    select(func.count()).where(
+                        plan.c.run_id == run_id,
+                        plan.c.flow == self.flow,
+                        or_(
+                            plan.c.applied.is_(True),
+                            plan.c.crm_status.not_in(("pending",)),
+                            plan.c.cb_status.not_in(("pending",)),
+                        ),
+                    )
+                ).scalar()
+                or 0
+            )
+
+    def delete_plan(self, run_id: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(delete(plan).where(plan.c.run_id == run_id, plan.c.flow == self.flow))
+
+    def insert_plan(self, rows: list[dict[str, Any]]) -> None:
+        if rows:
+            with self.engine.begin() as conn:
+                conn.execute(insert(plan), rows)
+
+    def count_plan_writes(self, run_id: str) -> int:
+        with self.engine.connect() as conn:
+            return int(
+                conn.execute(
+                    select(func.count()).where(
+                        plan.c.run_id == run_id,
+                        plan.c.flow == self.flow,
+                        or_(plan.c.crm_op.is_not(None), plan.c.cb_op.is_not(None)),
+                    )
+                ).scalar()
+                or 0
+            )
+
+    def _plan_batches(self, run_id: str, *conditions: Any) -> Iterator[list[RowMapping]]:
+        """This run's plan rows matching ``conditions``, in id order, one short read per batch.
+
+        Keyset paging (``id > last``) with a fresh connection per batch: no long-lived
+        cursor or transaction is held while the caller makes API calls between batches.
+        """
+        last_id = 0
+        while True:
+            with self.engine.connect() as conn:
+                rows = list(
+                    conn.execute(
+                        select(plan)
+                        .where(
+                            plan.c.run_id == run_id,
+                            plan.c.flow == self.flow,
+                            plan.c.id > last_id,
+                            *conditions,
+                        )
+                        .order_by(plan.c.id)
+                        .limit(BATCH)
+                    ).mappings()
+                )
+            if not rows:
+                return
+            last_id = rows[-1]["id"]
+            yield rows
+
+    def iter_pending_writes(self, run_id: str, side: Side) -> Iterator[list[RowMapping]]:
+        """Plan rows with a write for ``side`` not done yet (pending, or in flight at a crash)."""
+        op = plan.c.crm_op if side is Side.CUSTOMCRM else plan.c.cb_op
+        status = plan.c.crm_status if side is Side.CUSTOMCRM else plan.c.cb_status
+        return self._plan_batches(run_id, op.is_not(None), status.in_(("pending", "in_flight")))
+
+    def iter_chargebee_creates(self, run_id: str) -> Iterator[list[RowMapping]]:
+        """Plan rows whose Chargebee create is done and that plan no Customcrm write: where
+        Chargebee assigned values Customcrm must take (see ``engine.assigned``)."""
+        return self._plan_batches(
+            run_id, plan.c.cb_op == "create", plan.c.cb_status == "done", plan.c.crm_op.is_(None)
+        )
+
+    def plan_customcrm_updates(self, rows: Sequence[tuple[int, str, str | None, str]]) -> None:
+        """Add a Customcrm update to plan rows: ``(plan id, changes, if_version, detail)``,
+        all JSON but the version. Only rows with no Customcrm write yet are changed, so a
+        cleared and rerun task plans nothing twice."""
+        if not rows:
+            return
+        stmt = (
+            update(plan)
+            .where(plan.c.id == bindparam("key_id"), plan.c.crm_op.is_(None))
+            .values(
+                crm_op="update",
+                crm_changes=bindparam("new_changes"),
+                crm_if_version=bindparam("new_version"),
+                crm_status="pending",
+                detail=bindparam("new_detail"),
+            )
+        )
+        with self.engine.begin() as conn:
+            conn.execute(
+                stmt,
+                [
+                    {"key_id": pid, "new_changes": changes, "new_version": version, "new_detail": detail}
+                    for pid, changes, version, detail in rows
+                ],
+            )
+
+    def mark_write(
+        self, plan_id: int, side: Side, status: str, *, result: Any = None, error: str | None = None
+    ) -> None:
+        prefix = "crm" if side is Side.CUSTOMCRM else "cb"
+        values: dict[str, Any] = {f"{prefix}_status": status, f"{prefix}_error": error}
+        if result is not None:
+            values[f"{prefix}_result"] = dumps(result)
+        with self.engine.begin() as conn:
+            conn.execute(update(plan).where(plan.c.id == plan_id).values(**values))
+
+    def mark_write_results(self, side: Side, results: Sequence[tuple[int, str, Any, str | None]]) -> None:
+        """Record many writes' ``(plan id, status, result, error)`` in one transaction.
+
+        Same effect as :meth:`mark_write` for each (a ``None`` result keeps the stored one).
+        """
+        prefix = "crm" if side is Side.CUSTOMCRM else "cb"
+        with_result: list[dict[str, Any]] = []
+        without: list[dict[str, Any]] = []
+        for plan_id, status, result, error in results:
+            params = {"key_id": plan_id, "new_status": status, "new_error": error}
+            if result is None:
+                without.append(params)
+            else:
+                with_result.append({**params, "new_result": dumps(result)})
+        values: dict[str, Any] = {
+            f"{prefix}_status": bindparam("new_status"),
+            f"{prefix}_error": bindparam("new_error"),
+        }
+        stmt = update(plan).where(plan.c.id == bindparam("key_id"))
+        with self.engine.begin() as conn:
+            if with_result:
+                result_col: dict[str, Any] = {f"{prefix}_result": bindparam("new_result")}
+                conn.execute(stmt.values({**values, **result_col}), with_result)
+            if without:
+                conn.execute(stmt.values(values), without)
+
+    def mark_writes(self, plan_ids: Sequence[int], side: Side, status: str) -> None:
+        """Set the write status of many plan rows in one transaction (the write-ahead mark)."""
+        column = plan.c.crm_status if side is Side.CUSTOMCRM else plan.c.cb_status
+        with self.engine.begin() as conn:
+            for chunk in chunks(list(plan_ids)):
+                conn.execute(update(plan).where(plan.c.id.in_(chunk)).values({column: status}))
+
+    def iter_unapplied(self, run_id: str) -> Iterator[list[RowMapping]]:
+        """Finished plan rows not yet turned into links."""
+        return self._plan_batches(
+            run_id, plan.c.applied.is_(False), finished(plan.c.crm_status), finished(plan.c.cb_status)
+        )
+
+    def count_unfinished_writes(self, run_id: str) -> int:
+        with self.engine.connect() as conn:
+            return int(
+                conn.execute(
+                    select(func.count()).where(
+                        plan.c.run_id == run_id,
+                        plan.c.flow == self.flow,
+                        or_(~finished(plan.c.crm_status), ~finished(plan.c.cb_status)),
+                    )
+                ).scalar()
+                or 0
+            )
+
+    def plan_counts(self, run_id: str) -> list[RowMapping]:
+        with self.engine.connect() as conn:
+            return list(
+                conn.execute(
+                    select(
+                        plan.c.action,
+                        plan.c.crm_op,
+                        plan.c.crm_status,
+                        plan.c.cb_op,
+                        plan.c.cb_status,
+                        func.count().label("n"),
+                    )
+                    .where(plan.c.run_id == run_id, plan.c.flow == self.flow)
+                    .group_by(plan.c.action, plan.c.crm_op, plan.c.crm_status, plan.c.cb_op, plan.c.cb_status)
+                ).mappings()
+            )
+
+    def plan_problems(self, run_id: str, limit: int = 50) -> list[RowMapping]:
+        """Rows a person should look at: held records and failed writes."""
+        with self.engine.connect() as conn:
+            return list(
+                conn.execute(
+                    select(
+                        plan.c.action,
+                        plan.c.crm_id,
+                        plan.c.cb_id,
+                        plan.c.reason,
+                        plan.c.held_side,
+                        plan.c.hold_kind,
+                        plan.c.crm_status,
+                        plan.c.crm_error,
+                        plan.c.cb_status,
+                        plan.c.cb_error,
+                    )
+                    .where(
+                        plan.c.run_id == run_id,
+                        plan.c.flow == self.flow,
+                        or_(
+                            plan.c.action.in_(("quarantine", "wait")),
+                            plan.c.held_side.is_not(None),
+                            plan.c.crm_status.in_(("rejected", "failed", "stale")),
+                            plan.c.cb_status.in_(("rejected", "failed", "stale")),
+                        ),
+                    )
+                    .order_by(plan.c.id)
+                    .limit(limit)
+                ).mappings()
+            )
+
+    def plan_skips(self, run_id: str, limit: int = 20) -> list[str]:
+        """Why records were skipped (no partner and the flow does not create one), first few."""
+        with self.engine.connect() as conn:
+            return [
+                reason or ""
+                for (reason,) in conn.execute(
+                    select(plan.c.reason)
+                    .where(plan.c.run_id == run_id, plan.c.flow == self.flow, plan.c.action == "skip")
+                    .order_by(plan.c.id)
+                    .limit(limit)
+                )
+            ]
+
+    def plan_details(self, run_id: str) -> Iterator[str]:
+        with self.engine.connect() as conn:
+            for (detail,) in conn.execution_options(yield_per=BATCH).execute(
+                select(plan.c.detail).where(
+                    plan.c.run_id == run_id, plan.c.flow == self.flow, plan.c.detail.is_not(None)
+                )
+            ):
+                yield detail
