@@ -281,15 +281,6 @@ def match_key(mapping: FlowMapping, values: Mapping[str, Canonical], rule: int =
 MATCH_KEY_MAX = 512
 
 
-@dataclass
-class Validation:
-    problems: list[Problem] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return not self.problems
-
-
 def validate(
     mapping: FlowMapping,
     values: Mapping[str, Canonical],

@@ -525,11 +525,6 @@ class CustomcrmHook(ApiHook):
         value = record.get("Version")
         return value if isinstance(value, int | str) else None
 
-    @staticmethod
-    def is_deleted(record: Mapping[str, Any]) -> bool:
-        """Whether a record is a tombstone."""
-        return bool(record.get("Deleted"))
-
     def test_connection(self) -> tuple[bool, str]:
         """Check the base URL and token with one cheap list call (the UI's Test button)."""
         try:
