@@ -155,22 +155,12 @@ def run_one(
         def log(s: str) -> None:
             say(f"  {flow} seed {seed} {time.monotonic() - t0:6.1f}s {s}")
 
-        mapping_file = None
-        if flow == "order_order":
-            # As tests/chaos/test_chaos_flows.py: order_order's creates exist only on a site
-            # with legacy order management (issue 12), so the chaos model (which creates
-            # Chargebee orders from Customcrm orders) runs it in that mode, set explicitly.
-            from crmsync.flows.factory import build_dag
-
-            from tests.legacy_orders import write_legacy_order_order
-
-            api.sb.set_order_management("legacy")
-            mapping_file = write_legacy_order_order(Path(tmp) / "legacy")
-            dags = {**dags, flow: build_dag(mapping_file)}
+        # Every flow as shipped on the sandbox's defaults: order_order on current order
+        # management (issue 12), its Customcrm orders waiting for their invoices' orders.
         with quiet(log_path):
             if flow == "contact_customer":
                 return run_chaos(api, store, dags[flow], cfg, log=log)
-            return run_flow_chaos(api, store, dags, flow, cfg, log=log, mapping_file=mapping_file)
+            return run_flow_chaos(api, store, dags, flow, cfg, log=log)
 
 
 class BudgetRun:

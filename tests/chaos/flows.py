@@ -128,6 +128,7 @@ class Mapping:
     match_key: str
     one_to_many: bool
     create_id: str | None
+    create_disabled_reason: str | None = None
 
     def f(self, name: str) -> MField:
         return next(x for x in self.fields if x.name == name)
@@ -169,6 +170,7 @@ def load_mapping(flow: str, path: Path | None = None) -> Mapping:
         doc["match"]["keys"][0],
         doc.get("cardinality") == "one_to_many",
         doc["chargebee"].get("create_id"),
+        doc["chargebee"].get("create_disabled_reason"),
     )
 
 
@@ -248,6 +250,10 @@ class FlowSpec:
     cb_key_unique: bool = True  # the match key is unique among live Chargebee records
     weights: dict[str, float] = field(default_factory=dict)
     kill_step: str = "upsert"  # the task SIGKILLed in a kill round
+    create_weights: dict[str, float] = field(default_factory=dict)  # over ``create`` (default 1 each)
+    #: order_order: the chance that Chargebee generates a waiting order's invoice's order at
+    #: the start of each later round (besides the ``generate`` edits)
+    generate_each_round: float = 0.0
     faults: dict[str, Any] = field(default_factory=dict)  # over Config.faults (few requests: more faults)
 
 
@@ -261,6 +267,11 @@ class Created:
     raw: dict[str, Any]
     partner: str | None = None
     lonely: bool = False
+    #: the invoice whose order (not generated yet) this Customcrm order names: it waits,
+    #: held with the mapping's create_disabled_reason, until the model generates that order
+    waits_for: str | None = None
+    #: a Customcrm field the hold of a lonely record must name (e.g. an empty InvoiceId)
+    held_for: str | None = None
 
 
 def _admin_upsert(api: Api, resource: str, rec: dict[str, Any]) -> dict[str, Any]:
@@ -307,42 +318,103 @@ def _lonely_customer(w: FlowWorld, rng: random.Random, tag: str) -> Created | No
     return Created(CRM, dict(raw), lonely=True)
 
 
-def _paid_invoice(w: FlowWorld, rng: random.Random) -> tuple[dict[str, Any], str] | None:
-    """A paid invoice whose customer is linked to a contact (contact_customer), and the contact."""
+def _paid_invoice(
+    w: FlowWorld, rng: random.Random, avoid: set[str] | frozenset[str] = frozenset()
+) -> tuple[dict[str, Any], str] | None:
+    """A paid invoice whose customer is linked to a contact (contact_customer), and the
+    contact; not one of ``avoid``."""
     contacts = {cb: crm for crm, cb in w.links("contact_customer")}
     r = requests.get(f"{w.api.sb.cb_url}/_sandbox/records/invoices", timeout=10)
     r.raise_for_status()
-    pool = [i for i in r.json()["records"] if i.get("status") == "paid" and i["customer_id"] in contacts]
+    pool = [
+        i
+        for i in r.json()["records"]
+        if i.get("status") == "paid" and i["customer_id"] in contacts and i["id"] not in avoid
+    ]
     if not pool:
         return None
     inv = rng.choice(sorted(pool, key=lambda i: str(i["id"])))
     return inv, contacts[inv["customer_id"]]
 
 
-def _crm_order(w: FlowWorld, rng: random.Random, tag: str) -> Created | None:
-    """A Customcrm order naming a paid invoice: the sync creates the Chargebee order."""
+#: what an invoice of a model-made order keeps from the paid invoice it copies
+INVOICE_COPY = (
+    "customer_id",
+    "date",
+    "paid_at",
+    "currency_code",
+    "sub_total",
+    "tax",
+    "total",
+    "amount_paid",
+    "line_items",
+    "shipping_address",
+    "billing_address",
+)
+
+
+def _new_paid_invoice(w: FlowWorld, rng: random.Random, tag: str) -> tuple[str, str] | None:
+    """A paid invoice of a linked customer that has no order yet (Chargebee generates it a
+    while after the payment on a site with current order management; the model does it
+    at a later round), made as a person would in Chargebee's UI (the sandbox's admin
+    endpoint, a copy of one of the seed's paid invoices). Returns (invoice id, contact)."""
     got = _paid_invoice(w, rng)
     if got is None:
         return None
-    inv, contact = got
+    src, contact = got
+    inv = {k: src[k] for k in INVOICE_COPY if k in src}
+    inv.update({"id": f"INV-CHAOS-{tag}".upper(), "status": "paid", "amount_due": 0, "linked_orders": []})
+    made = _admin_upsert(w.api, "invoices", inv)
+    return str(made["id"]), contact
+
+
+def _crm_order(w: FlowWorld, rng: random.Random, tag: str) -> Created | None:
+    """A Customcrm order naming a paid invoice whose order Chargebee has not generated yet:
+    it waits (the sync never creates Chargebee orders on a site with current order
+    management) until the model generates the invoice's order, then links to it."""
+    got = _new_paid_invoice(w, rng, tag)
+    if got is None:
+        return None
+    invoice, contact = got
     body = {
         "Number": f"SO-CHAOS-{tag}".upper(),
         "ContactId": contact,
-        "InvoiceId": inv["id"],
+        "InvoiceId": invoice,
         "Status": "processing",
         "FulfillmentStatus": rng.choice(["Picking", None]),
         "TrackingId": rng.choice([f"TRK{tag}".upper(), None]),
         "Carrier": rng.choice(["Bring", "DHL", None]),
         "Note": rng.choice([f"Made in Customcrm {tag}", None]),
     }
-    return Created(CRM, dict(w.api.sb.crm("POST", "orders", json=body)))
+    return Created(CRM, dict(w.api.sb.crm("POST", "orders", json=body)), waits_for=invoice)
 
 
-def _generated_order(w: FlowWorld, invoice_id: str, **fields: Any) -> dict[str, Any]:
+def _crm_order_without_invoice(w: FlowWorld, rng: random.Random, tag: str) -> Created | None:
+    """A Customcrm order naming no invoice: no Chargebee order can ever be its partner;
+    it waits, its hold naming InvoiceId, and nothing is made in Chargebee."""
+    contacts = sorted(crm for crm, _ in w.links("contact_customer"))
+    if not contacts:
+        return None
+    body = {
+        "Number": f"SO-CHAOS-{tag}".upper(),
+        "ContactId": rng.choice(contacts),
+        "Status": "processing",
+        "Note": f"No invoice yet {tag}",
+    }
+    return Created(CRM, dict(w.api.sb.crm("POST", "orders", json=body)), lonely=True, held_for="InvoiceId")
+
+
+def _generated_order(
+    w: FlowWorld, invoice_id: str, *, assign_number: bool = True, **fields: Any
+) -> dict[str, Any]:
     """An order Chargebee generates from a paid invoice (what every site with current
-    order management does; ``POST /orders`` is legacy), then ``fields`` set as a person
-    in Chargebee's UI would."""
-    r = requests.post(f"{w.api.sb.cb_url}/_sandbox/invoices/{invoice_id}/generate_order", json={}, timeout=10)
+    order management does; ``POST /orders`` is legacy), numbered or not yet, then
+    ``fields`` set as a person in Chargebee's UI would."""
+    r = requests.post(
+        f"{w.api.sb.cb_url}/_sandbox/invoices/{invoice_id}/generate_order",
+        json={"assign_number": assign_number},
+        timeout=10,
+    )
     r.raise_for_status()
     order = dict(r.json()["order"])
     return _admin_upsert(w.api, "orders", {"id": order["id"], **fields}) if fields else order
@@ -351,7 +423,7 @@ def _generated_order(w: FlowWorld, invoice_id: str, **fields: Any) -> dict[str, 
 def _cb_order(w: FlowWorld, rng: random.Random, tag: str) -> Created | None:
     """A Chargebee order generated from a paid invoice of a linked customer: the sync
     creates the Customcrm order (its contact through contact_customer's links)."""
-    got = _paid_invoice(w, rng)
+    got = _paid_invoice(w, rng, avoid=w.awaited_invoices())  # one order per invoice the CRM names
     if got is None:
         return None
     raw = _generated_order(w, got[0]["id"], fulfillment_status="Picking", note=f"Made in Chargebee {tag}")
@@ -469,8 +541,16 @@ SPECS: dict[str, FlowSpec] = {
         blankable=("note", "tracking_id"),
         deletes=(CRM,),
         prereq=("contact_customer", "user_order"),
-        create={"crm_order": _crm_order, "cb_order": _cb_order},
-        weights={"delete": 0.4},
+        create={
+            "crm_order": _crm_order,
+            "cb_order": _cb_order,
+            "crm_order_no_invoice": _crm_order_without_invoice,
+        },
+        # more creates (mostly orders that wait), and Chargebee generating their invoices'
+        # orders in later rounds
+        weights={"delete": 0.4, "create": 3.0, "generate": 1.5},
+        create_weights={"crm_order": 3.0, "cb_order": 1.0, "crm_order_no_invoice": 0.5},
+        generate_each_round=0.5,
     ),
     "quote_order": FlowSpec(
         "quote_order",
@@ -597,13 +677,18 @@ class Pair:
     pid: str
     crm: Rec | None
     cb: Rec | None
-    status: str  # new | linked | detached | gone | lonely (never to be created/linked)
+    #: new | linked | detached | gone | lonely (never to be created/linked) | waiting (a
+    #: Customcrm order whose invoice has no order yet: held, linked once it is generated)
+    status: str
     base: dict[str, Any] | None = None
     dirty: bool = False
     uncertain: bool = False
     seen: dict[str, set[Any]] = field(default_factory=dict)
     contested: set[str] = field(default_factory=set)
     deleted_side: str | None = None
+    invoice: str | None = None  # waiting: the invoice whose order it waits for
+    held_for: str | None = None  # waiting or lonely: a field its hold must name
+    born: int = 0  # the round it was made in
 
     def rec(self, side: str) -> Rec | None:
         return self.crm if side == CRM else self.cb
@@ -694,6 +779,13 @@ class FlowWorld:
         self._n = 0
         self._reported: set[str] = set()
         self.held_reasons: Counter[str] = Counter()
+        self.statuses: Counter[str] = Counter()  # the pairs' statuses at the end
+
+    def awaited_invoices(self) -> set[str]:
+        """Invoices a Customcrm order of the model waits or waited for: their one order is
+        the model's to generate (a second order of an invoice a Customcrm order names is
+        held as ambiguous, the mapping's limitation, not what this experiment is about)."""
+        return {p.invoice for p in self.pairs.values() if p.invoice}
 
     def links(self, flow: str) -> list[tuple[str, str]]:
         from crmsync.store.schema import link
@@ -802,9 +894,17 @@ class FlowWorld:
             "delete": 1.0,
             "create": 1.5 if self.spec.create else 0.0,
             "survivor_edit": 0.5,
+            "generate": 0.0,  # order_order: Chargebee generates a waiting order's invoice's order
             **self.spec.weights,
         }
         kinds = [k for k, w in weights.items() if w > 0]
+        if self.spec.generate_each_round:
+            # Chargebee generating orders in its own time: each order a waiting Customcrm
+            # order's invoice lacks appears at the start of a later round with this chance
+            for p in list(self.pairs.values()):
+                lucky = p.status == "waiting" and self.rng.random() < self.spec.generate_each_round
+                if lucky and self._generate(p):
+                    self.report.edits["generate"] += 1
         for _ in range(self.cfg.edits_per_round):
             kind = self.rng.choices(kinds, [weights[k] for k in kinds])[0]
             try:
@@ -821,7 +921,8 @@ class FlowWorld:
         self._n += 1
         tag = f"{self.cfg.seed}r{self.round}x{self._n}"
         if kind == "create":
-            how = rng.choice(sorted(spec.create))
+            names = sorted(spec.create)
+            how = rng.choices(names, [spec.create_weights.get(n, 1.0) for n in names])[0]
             made = spec.create[how](self, rng, tag)
             if made is None:
                 return False
@@ -834,12 +935,21 @@ class FlowWorld:
                 )
             crm, cb = (rec, partner) if made.side == CRM else (partner, rec)
             pid = self._pid()
-            p = Pair(pid, crm, cb, "lonely" if made.lonely else "new", dirty=True)
+            status = "lonely" if made.lonely else "waiting" if made.waits_for else "new"
+            p = Pair(pid, crm, cb, status, dirty=True, invoice=made.waits_for, born=self.round)
+            p.held_for = made.held_for or ("InvoiceId" if made.waits_for else None)
             self.pairs[pid] = p
             self.history.append(
-                f"round {self.round}: {pid} create {how} {rec.id} (partner {made.partner}) {rec.values}"
+                f"round {self.round}: {pid} create {how} {rec.id} (partner {made.partner}"
+                f"{', waits for ' + made.waits_for if made.waits_for else ''}) {rec.values}"
             )
             return True
+        if kind == "generate":
+            # Chargebee generates the order of a waiting order's invoice, a round or more
+            # after the Customcrm order was made (sometimes without a number yet): the
+            # Customcrm order must link to it, by invoice, merged as if nothing were agreed
+            pool = [p for p in self.pairs.values() if p.status == "waiting"]
+            return bool(pool) and self._generate(rng.choice(pool))
         if kind in ("edit", "blank", "conflict"):
             pool = self._pairs("linked")
             if self.m.one_to_many:  # one edit per user, whatever the number of its orders
@@ -903,6 +1013,22 @@ class FlowWorld:
             return True
         raise ValueError(kind)
 
+    def _generate(self, p: Pair) -> bool:
+        """Chargebee generates the order of ``p``'s invoice (order_order), sometimes without
+        a number yet; only a round after the Customcrm order was made (it has waited)."""
+        if p.status != "waiting" or p.born >= self.round or p.crm is None or p.crm.deleted:
+            return False
+        assert p.invoice is not None
+        numbered = self.rng.random() < 0.6
+        raw = _generated_order(self, p.invoice, assign_number=numbered)
+        p.cb = self._rec(CB, raw["id"], raw)
+        p.status, p.dirty = "new", True
+        self.history.append(
+            f"round {self.round}: {p.pid} generate {raw['id']} of {p.invoice} "
+            f"({'numbered' if numbered else 'no number'}) {p.cb.values}"
+        )
+        return True
+
     # -- model transitions at a run --------------------------------------------------------------
     def settle(self, out: RunOutcome) -> None:
         self.report.runs += 1
@@ -911,7 +1037,7 @@ class FlowWorld:
         self.expected_conflicts = []
         unlinks: list[Pair] = []
         for p in self.pairs.values():
-            if p.status in ("gone", "lonely", "detached"):
+            if p.status in ("gone", "lonely", "detached", "waiting"):
                 p.dirty = False
                 continue
             if not (p.dirty or p.status == "new"):
@@ -1144,6 +1270,7 @@ class FlowWorld:
         for side, rid, reason, _kind in held:
             if not (reason or "").strip():
                 self.fail("quarantine", f"{rnd}: {side} {rid} is held with no reason")
+        self._check_waiting(out, rnd, cb, held, linked_ids)
         # 6. a side the sync may not create on gets no record from a lonely or new one
         for p in self.pairs.values():
             if p.status != "lonely":
@@ -1158,6 +1285,70 @@ class FlowWorld:
                     "duplicate",
                     f"{rnd}: {p.pid} made {other} records {twins} (the flow never creates there)",
                     once=f"tw {p.pid}",
+                )
+
+    def _check_waiting(
+        self,
+        out: RunOutcome,
+        rnd: str,
+        cb: dict[str, Any],
+        held: list[Any],
+        linked_ids: set[str],
+    ) -> None:
+        """Records that must wait for a person (order_order: a Customcrm order whose invoice
+        has no order yet, or that names no invoice): never linked, nothing made for them
+        in Chargebee, and, after a run that finished, held as ``waiting`` with a reason
+        naming the record and the field to fill (``held_for``) and, for an order whose
+        invoice has no order yet, the mapping's ``create_disabled_reason`` (what to do in
+        Chargebee). A pair linked since must no longer be held."""
+        holds = {(str(side), str(rid)): (kind, reason or "") for side, rid, reason, kind in held}
+        why = " ".join(str(self.m.create_disabled_reason or "").split())
+        for p in self.pairs.values():
+            if p.crm is None or p.crm.id is None:
+                continue
+            if p.status == "linked" and not p.dirty and not p.uncertain and out.finished:
+                hold = holds.get((CRM, p.crm.id))
+                if hold is not None and hold[0] == "waiting" and p.held_for and p.held_for in hold[1]:
+                    self.fail(
+                        "quarantine",
+                        f"{rnd}: {p.pid} {p.crm.id} is linked but still held: {hold[1][:200]}",
+                        once=f"stale hold {p.pid}",
+                    )
+            if p.status not in ("waiting", "lonely") or p.held_for is None or p.crm.deleted:
+                continue
+            if p.crm.id in linked_ids:
+                self.fail("link", f"{rnd}: {p.pid} {p.crm.id} waits for its order yet is linked")
+            if p.invoice is not None:
+                made = sorted(i for i, x in cb.items() if x.get("invoice_id") == p.invoice)
+                if made:
+                    self.fail(
+                        "duplicate",
+                        f"{rnd}: {p.pid} {p.crm.id}: Chargebee orders {made} of {p.invoice} exist, "
+                        "not generated by Chargebee (the flow never creates orders there)",
+                        once=f"made {p.pid}",
+                    )
+            if not out.finished:
+                continue
+            hold = holds.get((CRM, p.crm.id))
+            if hold is None:
+                self.fail(
+                    "quarantine", f"{rnd}: {p.pid} {p.crm.id} waits but is not held", once=f"nh {p.pid}"
+                )
+                continue
+            kind, reason = hold
+            flat = " ".join(reason.split())
+            wrong = []
+            if kind != "waiting":
+                wrong.append(f"kind {kind!r}, not 'waiting'")
+            if p.crm.id not in reason or p.held_for not in reason:
+                wrong.append(f"does not name {p.crm.id} and {p.held_for}")
+            if p.invoice is not None and why and why not in flat:
+                wrong.append("lacks the mapping's create_disabled_reason")
+            if wrong:
+                self.fail(
+                    "quarantine",
+                    f"{rnd}: {p.pid} {p.crm.id} held: {'; '.join(wrong)}: {reason[:300]!r}",
+                    once=f"hr {p.pid}",
                 )
 
     def _check_pair(self, p: Pair, crm: dict[str, Any], cb: dict[str, Any], rnd: str) -> None:
@@ -1399,6 +1590,18 @@ def run_flow_chaos(
     by_sync = api.writes(CB) - cb_writes_before - world.fa.cb_writes
     if flow in READ_ONLY_CB and by_sync:
         world.fail("read_only", f"the sync wrote {by_sync} times to Chargebee's API")
+    if not world.m.can_create[CB]:
+        # a flow that never creates in Chargebee (order_order on current order management)
+        # must not even try: POST /<resource> reaches no site that refuses it
+        by_endpoint = api.sb.stats(CB)["by_endpoint"]
+        creates = (f"POST /{spec.cb_resource}", f"POST /api/v2/{spec.cb_resource}")
+        tried = {k: v for k, v in by_endpoint.items() if k in creates}
+        if tried:
+            world.fail("duplicate", f"the sync sent POST /{spec.cb_resource}: {tried}")
     report.seen_429 = api.status_count("429")
-    log(f"{flow} done: edits {dict(report.edits)}; held at the end: {dict(world.held_reasons)}")
+    world.statuses = Counter(p.status for p in world.pairs.values())
+    log(
+        f"{flow} done: edits {dict(report.edits)}; pairs by status {dict(world.statuses)}; "
+        f"held at the end: {dict(world.held_reasons)}"
+    )
     return report

@@ -16,17 +16,28 @@ true/false where text belongs, a shipping country that is no two-letter code, a 
 document number with no invoice (nothing to match it by), a date that is no date, a
 customer that does not exist.
 Bad Customcrm orders: an unknown status (only Chargebee's API says no), over-long text,
-control characters, wrong types, a bad country, a date that is no date, an InvoiceId
-naming no Chargebee invoice, and, what Chargebee cannot
-do (the mapping's limitations), an order without InvoiceId: it waits with that reason.
+control characters, wrong types, a bad country, a date that is no date, and, what
+Chargebee cannot do (the mapping's limitations), an order without InvoiceId and an order
+whose InvoiceId names no Chargebee invoice: both wait, the first saying InvoiceId is
+empty, the second with the mapping's create_disabled_reason (create and pay the invoice
+in Chargebee, put its id in InvoiceId; the API has no way to tell "no such invoice" from
+"its order is not generated yet" without reading invoices, which the flow does not).
 Good: exotic unicode, values exactly at the limit, nulls and blanks in optional fields,
 lower/odd-case currencies and countries (normalised), numeric text totals, negative and
 huge totals, and on Customcrm garbage in the fields that flow from Chargebee only (they
 are overwritten with Chargebee's values, as the limitations say).
 
-Good Customcrm orders are created in Chargebee, which only a site with legacy order
-management allows (issue 12): these tests run order_order in legacy mode, set explicitly
-on the sandbox and the mapping (the ``run_flow`` fixture below).
+The site has current order management (the sandbox's default, issue 12): the sync never
+creates Chargebee orders. Every Customcrm order of a batch names its own invoice, and
+Chargebee generates that invoice's order (the sandbox's admin endpoint, sometimes without
+a number yet) before the Customcrm order is planted, as when a person enters in the CRM
+an order Chargebee already made: good Customcrm orders link to their invoice's generated
+order (their values, newer, win the fields both sides hold; Chargebee's number, total,
+currency, customer and invoice reach Customcrm; an order with no number yet keeps the
+CRM's), bad ones are held for their defect and their generated order is neither linked
+nor copied into Customcrm. One test runs on a legacy site
+(``test_legacy_site_creates_good_customcrm_orders_unchanged``): the create path
+(``POST /orders`` with hostile text) exists only there.
 """
 
 from __future__ import annotations
@@ -34,15 +45,18 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import time
 import unicodedata
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
+import yaml
 from crmsync.store.schema import TABLES
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import delete
 
@@ -61,6 +75,7 @@ from tests.chaos.hostile import (
 pytestmark = pytest.mark.e2e
 
 FLOW = "order_order"
+ROOT = Path(__file__).resolve().parents[2]
 
 #: canonical name → (Customcrm field, Chargebee path, Chargebee's length limit)
 TEXT = {
@@ -108,6 +123,10 @@ class Rec:
     id: str | None = None
     #: kinds of hold that are right for this defect
     kinds: tuple[str, ...] = ("invalid", "rejected")
+    #: a Customcrm order: whether Chargebee generates its invoice's order with a number
+    numbered: bool = True
+    #: a Customcrm order: the order Chargebee generated from its invoice (its partner)
+    generated: str | None = None
 
 
 # -- canonical form, written for this test (independent of the engine) ------------------------
@@ -301,9 +320,10 @@ def bad_record(draw: Any, n: int, side: str, world: World) -> Rec:
         name = "invoice_id"
         values[name] = draw(st.sampled_from([None, "", "  "]))
         kinds = ("waiting",)
-    else:  # unknown_invoice
+    else:  # unknown_invoice: no order of it will appear; it waits for a person
         name = "invoice_id"
         values[name] = fresh_id("INV-MISSING")
+        kinds = ("waiting",)
     return Rec(side, values, defect, name, kinds=kinds)
 
 
@@ -316,6 +336,9 @@ def batches(draw: Any, world: World) -> list[Rec]:
             recs.append(Rec(side, draw(good_values(next(counter), side, world))))
         for _ in range(draw(st.integers(4, 7))):
             recs.append(draw(bad_record(next(counter), side, world)))
+    for r in recs:
+        if r.side == CRM:
+            r.numbered = draw(st.booleans())
     return recs
 
 
@@ -418,8 +441,36 @@ def own_invoices(sb: Any, recs: list[Rec]) -> None:
         ).raise_for_status()
 
 
-def plant(sb: Any, recs: list[Rec]) -> None:
+def generate_order(sb: Any, invoice: str, *, numbered: bool = True) -> str:
+    """The order Chargebee generates from ``invoice`` (current order management), numbered
+    or not yet; returns its id."""
+    out = requests.post(
+        f"{sb.cb_url}/_sandbox/invoices/{invoice}/generate_order",
+        json={"assign_number": numbered},
+        timeout=30,
+    )
+    out.raise_for_status()
+    return str(out.json()["order"]["id"])
+
+
+def generate_orders(sb: Any, recs: list[Rec]) -> None:
+    """Chargebee generates the order of every invoice a Customcrm order of the batch names
+    (its own copy); then a second passes, so that the Customcrm orders planted next are
+    newer (newest_wins: their values win the fields both sides hold)."""
+    made = False
+    for r in recs:
+        inv = r.values.get("invoice_id")
+        if r.side == CRM and isinstance(inv, str) and inv.startswith("hostile_inv"):
+            r.generated = generate_order(sb, inv, numbered=r.numbered)
+            made = True
+    if made:
+        time.sleep(1.1)
+
+
+def plant(sb: Any, recs: list[Rec], *, generate: bool = True) -> None:
     own_invoices(sb, recs)
+    if generate:
+        generate_orders(sb, recs)
     crm = [r for r in recs if r.side == CRM]
     for r, rid in zip(crm, hostile.plant(sb, CRM, "orders", [_crm_body(r.values) for r in crm]), strict=True):
         r.id = rid
@@ -456,7 +507,12 @@ def fixable(r: Rec, world: World) -> bool:
 def fix(sb: Any, r: Rec, world: World) -> None:
     assert r.field and r.id
     if r.field == "invoice_id":
-        value: Any = world.invoices[0]
+        # the person creates and pays the invoice in Chargebee, Chargebee generates its
+        # order, and the person puts the invoice's id in the Customcrm order
+        r.values["invoice_id"] = world.invoices[0]
+        own_invoices(sb, [r])
+        generate_orders(sb, [r])
+        value: Any = r.values["invoice_id"]
     elif r.field == "number":
         value = f"FIXED-{r.id}"
     else:
@@ -497,9 +553,21 @@ def field_names(name: str) -> list[str]:
 FROM_CHARGEBEE = {"number", "invoice_id", "contact_id", "total", "currency"}
 
 
+#: the mapping's reason for a Customcrm order whose invoice has no order yet (what to do
+#: in Chargebee), read from the shipped file
+DISABLED_REASON = " ".join(
+    str(
+        yaml.safe_load((ROOT / "include" / "mappings" / f"{FLOW}.yaml").read_text())["chargebee"][
+            "create_disabled_reason"
+        ]
+    ).split()
+)
+
+
 def check_batch(sb: Any, store: Any, recs: list[Rec], run: Any, lagging: set[str]) -> list[str]:
     """What is wrong after a run; ``lagging``: Customcrm orders created in Chargebee by this
-    run (their FROM_CHARGEBEE fields, and the ones Chargebee filled in, arrive next run)."""
+    run (legacy order management: their FROM_CHARGEBEE fields, and the ones Chargebee
+    filled in, arrive next run)."""
     problems: list[str] = []
     if not run.ok:
         problems.append(f"run failed: {run.failed_tasks}")
@@ -523,12 +591,40 @@ def check_batch(sb: Any, store: Any, recs: list[Rec], run: Any, lagging: set[str
             if kind not in r.kinds:
                 problems.append(f"{what}: held as {kind!r}, expected {r.kinds}: {reason!r}")
             found = reason_problems(what, reason, r.id, field_names(r.field or ""))
+            flat = " ".join(reason.split())
+            if r.defect == "unknown_invoice" and DISABLED_REASON not in flat:
+                problems.append(f"{what}: the hold lacks the mapping's create_disabled_reason: {reason!r}")
             if kind == "waiting":
                 # a record waiting for a reference or for what Chargebee cannot do: it names
-                # the record and the field and says it is retried (no action word needed)
-                found = [p for p in found if "what to do" not in p or "retried" not in reason]
+                # the record and the field and says it is retried, or what to do in
+                # Chargebee (the mapping's create_disabled_reason; no action word needed)
+                found = [
+                    p
+                    for p in found
+                    if "what to do" not in p or not ("retried" in reason or DISABLED_REASON in flat)
+                ]
             problems += found
-            if linked:
+            if r.generated is not None:
+                # its invoice's order exists: matching may pair them (the invoice identifies
+                # the order; the bad value is held, never written), never with anything
+                # else, and the order is not copied into Customcrm as a second order of it
+                if linked and links[r.id] != r.generated:
+                    problems.append(f"{what}: linked to {links[r.id]}, not to its invoice's {r.generated}")
+                if by_cb.get(r.generated, r.id) != r.id:
+                    problems.append(f"{what}: its invoice's order is linked to {by_cb[r.generated]}")
+                twins = sorted(
+                    i
+                    for i, x in crm_now.items()
+                    if i != r.id and not x.get("Deleted") and x.get("InvoiceId") == r.values.get("invoice_id")
+                )
+                if twins:
+                    problems.append(f"{what}: its invoice's order {r.generated} copied: {twins}")
+                if linked and (r.field in TEXT or r.field == "status"):
+                    # the refused value never reached Chargebee
+                    got = canon(r.field or "", _get(cb_now[r.generated], CB_OF[r.field or ""]))
+                    if got is not None and got == canon(r.field or "", r.values.get(r.field or "")):
+                        problems.append(f"{what}: the bad value reached Chargebee order {r.generated}")
+            elif linked:
                 problems.append(f"{what}: a bad record was linked")
             continue
         if hold is not None and hold[0] in PROBLEM_KINDS:
@@ -537,10 +633,18 @@ def check_batch(sb: Any, store: Any, recs: list[Rec], run: Any, lagging: set[str
         if other is None:
             problems.append(f"{what}: a good record was not synced ({hold})")
             continue
+        if r.generated is not None and other != r.generated:
+            problems.append(f"{what}: linked to {other}, not to its invoice's order {r.generated}")
         crm_rec, cb_rec = (crm_now[r.id], cb_now[other]) if r.side == CRM else (crm_now[other], cb_now[r.id])
         cv, kv = crm_values(crm_rec), cb_values(cb_rec, customers)
         for name in FIELDS:
             if r.id in lagging and (name in FROM_CHARGEBEE or canon(name, r.values.get(name)) is None):
+                continue
+            if name == "number" and r.generated is not None and kv[name] is None:
+                # Chargebee has not numbered the order yet: no clear, the CRM keeps its own
+                want_number = canon(name, r.values.get(name))
+                if want_number is not None and cv[name] != want_number:
+                    problems.append(f"{what}: number {cv[name]!r}, expected the CRM's {want_number!r}")
                 continue
             if cv[name] != kv[name]:
                 problems.append(f"{what}: {name} differs: customcrm={cv[name]!r} chargebee={kv[name]!r}")
@@ -555,16 +659,6 @@ def check_batch(sb: Any, store: Any, recs: list[Rec], run: Any, lagging: set[str
 # -- the tests --------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def run_flow(run_flow: Any, legacy_orders: Any) -> Any:
-    """The e2e runner, with order_order in legacy order management mode."""
-
-    def run(dag_id: str = "contact_customer", **conf: Any) -> Any:
-        return legacy_orders(**conf) if dag_id == FLOW else run_flow(dag_id, **conf)
-
-    return run
-
-
 @hostile.BATCH_SETTINGS
 @given(data=st.data())
 def test_hostile_orders_bad_held_with_reasons_good_synced_fixed_released(run_flow, sandboxes, store, data):
@@ -573,9 +667,9 @@ def test_hostile_orders_bad_held_with_reasons_good_synced_fixed_released(run_flo
     wipe(sandboxes, store)
     plant(sandboxes, recs)
     first = run_flow(FLOW)
-    created = {r.id or "" for r in recs if r.side == CRM and not r.defect}
-    problems = check_batch(sandboxes, store, recs, first, created)
+    problems = check_batch(sandboxes, store, recs, first, set())
     assert not problems, "\n".join(problems)
+    assert post_orders(sandboxes) == 0, "current order management: the sync never sends POST /orders"
 
     bad = [r for r in recs if r.defect and fixable(r, world)]
     victim = data.draw(st.sampled_from(bad), label="victim")
@@ -583,8 +677,9 @@ def test_hostile_orders_bad_held_with_reasons_good_synced_fixed_released(run_flo
     what = f"{victim.side} {victim.id} ({victim.defect} {victim.field})"
     victim.defect = None  # from now on it must behave as a good record
     second = run_flow(FLOW)
-    problems = check_batch(sandboxes, store, recs, second, {victim.id or ""} if victim.side == CRM else set())
+    problems = check_batch(sandboxes, store, recs, second, set())
     assert not problems, f"after fixing {what}:\n" + "\n".join(problems)
+    assert post_orders(sandboxes) == 0
 
 
 def test_currencies_that_are_no_iso_4217_code_are_held_and_good_ones_sync(run_flow, sandboxes, store):
@@ -607,3 +702,31 @@ def test_currencies_that_are_no_iso_4217_code_are_held_and_good_ones_sync(run_fl
     run = run_flow(FLOW)
     problems = check_batch(sandboxes, store, recs, run, set())
     assert not problems, "\n".join(problems)
+
+
+def post_orders(sb: Any) -> int:
+    """Requests the sync sent to ``POST /orders`` (legacy order management's create)."""
+    by_endpoint = sb.stats("chargebee")["by_endpoint"]
+    return sum(sum(by_endpoint.get(k, {}).values()) for k in ("POST /orders", "POST /api/v2/orders"))
+
+
+@settings(hostile.BATCH_SETTINGS, max_examples=2)
+@given(data=st.data())
+def test_legacy_site_creates_good_customcrm_orders_unchanged(run_flow, legacy_orders, sandboxes, store, data):
+    """A site with legacy order management (the mapping's ``chargebee.create:
+    legacy_order_management``, tests/legacy_orders.py): good Customcrm orders naming a paid
+    invoice with no order are created in Chargebee through ``POST /orders`` (the one path
+    that form-encodes hostile text into a create), their text unchanged, Chargebee's
+    number, total and currency back in Customcrm on the next run."""
+    world = setup_world(sandboxes, store, run_flow)
+    recs = [Rec(CRM, data.draw(good_values(n, CRM, world), label=f"order {n}")) for n in range(1, 4)]
+    wipe(sandboxes, store)
+    plant(sandboxes, recs, generate=False)
+    created = {r.id or "" for r in recs}
+    first = legacy_orders()
+    problems = check_batch(sandboxes, store, recs, first, created)
+    assert not problems, "\n".join(problems)
+    assert post_orders(sandboxes) >= len(recs)
+    second = legacy_orders()
+    problems = check_batch(sandboxes, store, recs, second, set())
+    assert not problems, "after the second run:\n" + "\n".join(problems)

@@ -335,13 +335,15 @@ def _hold_failed(row: RowMapping, hold: list[dict[str, Any]]) -> None:
         if rid is None:
             continue
         kind = "invalid" if status == "rejected" else "failed"
+        error = row[f"{prefix}_error"] or f"write to {target.value} {status}"
         # "rejected" is kept as kind "rejected": retried only when the record changes.
         hold.append(
             {
                 "side": source.value,
                 "record_id": rid,
                 "kind": "rejected" if kind == "invalid" else kind,
-                "reason": row[f"{prefix}_error"] or f"write to {target.value} {status}",
+                # the held record is named (an update's error names the record written)
+                "reason": error if rid in error else f"{source.value} record {rid}: {error}",
                 "staged": staged,
                 "content_hash": content_hash(loads(staged)["values"]) if staged else None,
             }

@@ -309,7 +309,18 @@ class ChargebeeWriter:
             if f.chargebee in covered or f.chargebee.split(".", 1)[0] in covered
         }
         whole.update(fields)
-        params = to_side(self.mapping, Side.CHARGEBEE, {k: v for k, v in whole.items() if v is not None})
+        # A blank the call assigns is left out (the call clears what it does not get); a
+        # clear of a field it does not assign (an order's tracking_id sent beside its
+        # shipping address) is sent as one, or it would be lost while marked done.
+        params = to_side(
+            self.mapping,
+            Side.CHARGEBEE,
+            {
+                k: v
+                for k, v in whole.items()
+                if v is not None or not {(p := self.mapping.field(k).chargebee), p.split(".", 1)[0]} & covered
+            },
+        )
         owned = {f.chargebee for f in self.mapping.fields}
         for path in sorted(covered):
             head = path.split(".", 1)[0]
