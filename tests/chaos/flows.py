@@ -18,6 +18,10 @@ documented policies only (read here with plain YAML, never through the package):
   restore``) or kept (``keep``);
 * ``delete: unlink`` on either side: the link ends, the survivor keeps its values,
   the deleted record stays deleted and nothing is re-created on the side that deleted;
+* records that wait for a person (order_order: a Customcrm order whose invoice has no
+  order yet, or that names none): never linked, nothing made for them on the other side,
+  held ``waiting`` with a reason naming the record, the field and (for the first) the
+  mapping's ``create_disabled_reason``; linked once their partner appears;
 * creates (where the mapping allows them): the new record is created on the other side
   with the same values, found there by ``create_id`` or the match key, and linked; what
   the created side assigns itself (a default filling a blank, the fields only it is the
@@ -46,7 +50,8 @@ lost edits                 every settled pair's fields equal the model's; create
 conflicts                  every policy conflict audited with the policy's winner (flows
                            with a two-way field: product_item, order_order, quote_order)
 deletes                    unlink audited, deleted record not live again, no re-create
-quarantine                 every held record has a reason
+quarantine                 every held record has a reason; a waiting record (order_order)
+                           is held ``waiting`` with the reason above, a linked one is not
 read-only Chargebee        customer_business_entity and user_order: zero API writes to
                            Chargebee by the sync in the whole experiment, faults and kills
                            included (people's writes through the API are subtracted)
@@ -59,11 +64,17 @@ one-way Kind (restored), blanks, deletes both sides; customer_business_entity - 
 renames, new entities and entity deletes through the Chargebee sandbox's admin endpoint
 (the public API is read-only), Customcrm renames (restored, or a conflict when both
 renamed), Customcrm customers without an entity (never created in Chargebee), Customcrm
-deletes; order_order - Customcrm orders naming a paid invoice (a Chargebee order is
-created, its number and totals flow back), Chargebee orders made from an invoice (a
+deletes; order_order (current order management, the sandbox's default: the flow never
+creates Chargebee orders) - Customcrm orders naming a new paid invoice that has no order
+yet (they wait, held with the mapping's create_disabled_reason, until the model has
+Chargebee generate that invoice's order at a random later round, numbered or not; then
+they link to it by invoice, merged as if nothing were agreed, Chargebee's number and
+totals flowing back), Customcrm orders naming no invoice (held naming InvoiceId, never
+linked), Chargebee orders generated from an invoice no Customcrm order names (a
 Customcrm order is created), two-way edits and conflicts of
 tracking/carrier/note/fulfilment/shipping city, Customcrm edits of the one-way Total
-(restored), Customcrm deletes (Chargebee deletes only imported orders); quote_order -
+(restored), Customcrm deletes (Chargebee deletes only imported orders); no POST /orders
+may reach the sandbox; quote_order -
 quotes naming an unlinked order's invoice (linked, number written to the order), notes
 both ways and conflicts, Customcrm edits of Amount/OrderNumber (restored), quote
 deletes, quotes that name nothing (never create an order); user_order - orders created
