@@ -38,10 +38,6 @@ OUTCOME_FLUSH_ROWS = 50
 OUTCOME_FLUSH_SECONDS = 1.0
 
 
-class SyncError(Exception):
-    """A run that must stop with a message for a person (circuit breaker, error budget)."""
-
-
 # -- helpers -----------------------------------------------------------------------------
 
 

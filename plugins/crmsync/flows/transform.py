@@ -209,9 +209,6 @@ class Planner:
             return planner.wait(self.mapping, source, why, other_id=d.cb_id)
         return replace(d, cb_write=replace(d.cb_write, changes=changes), notes=notes)
 
-    def wait_or(self, rec: SideRecord, why: str | None, other_id: str | None = None) -> Decision | None:
-        return planner.wait(self.mapping, rec, why, other_id=other_id) if why else None
-
 
 def build_plan(mapping: FlowMapping, run_id: str, params: dict[str, Any], repo: Any) -> dict[str, int] | None:
     """Write this run's plan; None when an already-executed plan is kept (a rerun)."""

@@ -14,7 +14,7 @@ import hashlib
 import json
 import logging
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from sqlalchemy.engine import RowMapping
 
@@ -66,10 +66,6 @@ def _generation(row: RowMapping) -> str:
     """Creates share a key across runs (a crash in one run, a rerun in the next must
     not create twice); a restore is a new generation of the record, so it gets its own."""
     return f"restore:{row['run_id']}" if row["action"] == "restore" else ""
-
-
-class _Writer(Protocol):
-    def execute(self, row: RowMapping, *, recovering: bool, reread: bool) -> Outcome: ...
 
 
 def _fail(label: str, rid: str | None, err: ApiError) -> Outcome:
