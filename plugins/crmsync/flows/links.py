@@ -24,7 +24,7 @@ from crmsync.engine.canonical import content_hash, match_key
 from crmsync.flows.refs import PENDING_REFS
 from crmsync.mapping.model import Cardinality, Side
 from crmsync.mapping.model import Mapping as FlowMapping
-from crmsync.store.repository import dumps, loads
+from crmsync.store.repository import Repository, dumps, loads
 
 OK = {None, "done"}
 
@@ -107,7 +107,7 @@ def _base_after(
     return _with_pending(base, pending)
 
 
-def apply_plan_rows(mapping: FlowMapping, repo: Any, run_id: str, rows: list[RowMapping]) -> None:
+def apply_plan_rows(mapping: FlowMapping, repo: Repository, run_id: str, rows: list[RowMapping]) -> None:
     upserts: list[dict[str, Any]] = []
     deletes: list[tuple[str, str]] = []
     hold: list[dict[str, Any]] = []

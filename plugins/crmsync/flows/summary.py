@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from crmsync.mapping.model import Mapping as FlowMapping
+
+if TYPE_CHECKING:
+    from crmsync.store.repository import Repository
 
 SIDES = ("customcrm", "chargebee")
 #: how many records a summary list names (the rest are in crmsync_plan)
@@ -25,7 +28,7 @@ def _named_note(note: dict[str, Any]) -> str:
     return f"{record}: {note['message']}"
 
 
-def build_summary(mapping: FlowMapping, repo: Any, run_id: str, *, dry_run: bool) -> dict[str, Any]:
+def build_summary(mapping: FlowMapping, repo: Repository, run_id: str, *, dry_run: bool) -> dict[str, Any]:
     staged = repo.count_staged(run_id)
     actions: Counter[str] = Counter()
     writes: dict[str, Counter[str]] = {s: Counter() for s in SIDES}

@@ -21,10 +21,18 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
+
+from sqlalchemy.engine import RowMapping
 
 from crmsync.mapping.model import Mapping as FlowMapping
 from crmsync.mapping.model import Side, load_mapping
+
+if TYPE_CHECKING:
+    from crmsync.flows.writers import Outcome
+    from crmsync.hooks.chargebee import ChargebeeHook
+    from crmsync.hooks.customcrm import CustomcrmHook
+    from crmsync.store.repository import LinkRow, Repository
 
 log = logging.getLogger("crmsync")
 
@@ -53,7 +61,7 @@ def _context_params(context: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     return str(context["run_id"]), params
 
 
-def _repo(mapping: FlowMapping) -> Any:
+def _repo(mapping: FlowMapping) -> Repository:
     from crmsync.store.engine import store_engine
     from crmsync.store.migrate import StoreNotReady, ensure_at_head
     from crmsync.store.repository import Repository
@@ -66,7 +74,7 @@ def _repo(mapping: FlowMapping) -> Any:
     return Repository(engine, mapping.flow)
 
 
-def _hook(mapping: FlowMapping, side: Side) -> Any:
+def _hook(mapping: FlowMapping, side: Side) -> ChargebeeHook | CustomcrmHook:
     if side is Side.CHARGEBEE:
         from crmsync.hooks.chargebee import ChargebeeHook
 
@@ -74,6 +82,17 @@ def _hook(mapping: FlowMapping, side: Side) -> Any:
     from crmsync.hooks.customcrm import CustomcrmHook
 
     return CustomcrmHook(customcrm_conn_id=mapping.connections.customcrm)
+
+
+def _chargebee(hook: ChargebeeHook | CustomcrmHook) -> ChargebeeHook:
+    """The hook of a task whose side is Chargebee: :func:`_hook` built it for that side, so
+    the side says which class it is (no runtime check: the task's side decides, as before)."""
+    return cast("ChargebeeHook", hook)
+
+
+def _customcrm(hook: ChargebeeHook | CustomcrmHook) -> CustomcrmHook:
+    """The hook of a task whose side is Customcrm (see :func:`_chargebee`)."""
+    return cast("CustomcrmHook", hook)
 
 
 class Progress:
@@ -104,15 +123,24 @@ class Progress:
 
 
 def _pages(
-    mapping: FlowMapping, side: Side, hook: Any, since: float | None, repo: Any
+    mapping: FlowMapping,
+    side: Side,
+    hook: ChargebeeHook | CustomcrmHook,
+    since: float | None,
+    repo: Repository,
 ) -> Iterator[list[dict[str, Any]]]:
     resource = mapping.side(side).resource
-    if side is Side.CHARGEBEE and since is not None and mapping.chargebee.change_events:
+    if side is Side.CUSTOMCRM:
+        when = None if since is None else datetime.fromtimestamp(since, UTC)
+        yield from _customcrm(hook).iter_pages(resource, updated_since=when)
+        return
+    cb = _chargebee(hook)
+    if since is not None and mapping.chargebee.change_events:
         # the resource's list cannot be filtered by updated_at: its events say what changed
         from crmsync.hooks.chargebee_events import iter_changed
 
-        yield from iter_changed(hook, resource, mapping.chargebee.change_events, int(since))
-    elif side is Side.CHARGEBEE and not hook.resource(resource).readable:
+        yield from iter_changed(cb, resource, mapping.chargebee.change_events, int(since))
+    elif not cb.resource(resource).readable:
         # no documented list at all (business entities): the whole event history, then the
         # ids other records name; one known only by its id is reported, not guessed
         from crmsync.hooks.chargebee_events import iter_known
@@ -126,15 +154,12 @@ def _pages(
         def linked(ids: Sequence[str]) -> set[str]:
             return set(repo.get_links_by_cb_id(list(ids)))
 
-        yield from iter_known(hook, resource, mapping.chargebee.change_events, linked)
-    elif side is Side.CHARGEBEE and mapping.chargebee.delete_events:
+        yield from iter_known(cb, resource, mapping.chargebee.change_events, linked)
+    elif mapping.chargebee.delete_events:
         # the list, then the delete events of the same window (a purged record is in no list)
-        yield from _with_delete_signals(mapping, hook, repo, since)
-    elif side is Side.CHARGEBEE:
-        yield from hook.iter_pages(resource, updated_after=None if since is None else int(since))
+        yield from _with_delete_signals(mapping, cb, repo, since)
     else:
-        when = None if since is None else datetime.fromtimestamp(since, UTC)
-        yield from hook.iter_pages(resource, updated_since=when)
+        yield from cb.iter_pages(resource, updated_after=None if since is None else int(since))
 
 
 #: Audit reasons (``engine.plan._decide_delete``) of an ``unlink`` whose Chargebee record
@@ -144,7 +169,7 @@ _CHARGEBEE_DELETED_REASONS = ("was deleted in Chargebee", "deleted on both sides
 
 
 def _with_delete_signals(
-    mapping: FlowMapping, hook: Any, repo: Any, since: float | None
+    mapping: FlowMapping, hook: ChargebeeHook, repo: Repository, since: float | None
 ) -> Iterator[list[dict[str, Any]]]:
     """Chargebee pages for a resource whose deletes are scheduled and purged (customers).
 
@@ -187,7 +212,7 @@ def _with_delete_signals(
             yield kept
 
 
-def _older_than_link(rec: dict[str, Any], link_row: Any) -> bool:
+def _older_than_link(rec: dict[str, Any], link_row: LinkRow | None) -> bool:
     if link_row is None:
         return False
     try:
@@ -196,7 +221,7 @@ def _older_than_link(rec: dict[str, Any], link_row: Any) -> bool:
         return False
 
 
-def _tombstone_handled_deletes(repo: Any, page: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _tombstone_handled_deletes(repo: Repository, page: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """``page`` with each unlinked live record whose Chargebee delete was handled marked deleted."""
     alive = [str(r["id"]) for r in page if not r.get("deleted")]
     dead = _deleted_in_chargebee(repo, alive)
@@ -212,7 +237,7 @@ def _tombstone_handled_deletes(repo: Any, page: list[dict[str, Any]]) -> list[di
     return [{**r, "deleted": True} if str(r["id"]) in dead else r for r in page]
 
 
-def _deleted_in_chargebee(repo: Any, ids: Sequence[str]) -> set[str]:
+def _deleted_in_chargebee(repo: Repository, ids: Sequence[str]) -> set[str]:
     """Those of ``ids`` whose Chargebee record the audit says was deleted (see
     :data:`_CHARGEBEE_DELETED_REASONS`)."""
     if not ids:
@@ -245,7 +270,12 @@ def _prefetched(pages: Iterator[list[dict[str, Any]]]) -> Iterator[list[dict[str
 
 
 def extract(
-    mapping: FlowMapping, side: Side, run_id: str, params: dict[str, Any], hook: Any, repo: Any
+    mapping: FlowMapping,
+    side: Side,
+    run_id: str,
+    params: dict[str, Any],
+    hook: ChargebeeHook | CustomcrmHook,
+    repo: Repository,
 ) -> int:
     """Stage what changed on ``side`` since its watermark (minus the overlap), page by page."""
     from crmsync.engine.canonical import CHARGEBEE_META, CUSTOMCRM_META, content_hash, match_key, side_record
@@ -258,7 +288,7 @@ def extract(
     repo.clear_staging(run_id, side)
     progress = Progress(f"extract {side.value}")
     evented = side is Side.CHARGEBEE and bool(mapping.chargebee.change_events)
-    unlistable = side is Side.CHARGEBEE and not hook.resource(mapping.chargebee.resource).readable
+    unlistable = side is Side.CHARGEBEE and not _chargebee(hook).resource(mapping.chargebee.resource).readable
     log.info(
         "extract %s %s: %s",
         side.value,
@@ -290,7 +320,7 @@ def extract(
 # -- transform ---------------------------------------------------------------------------
 
 
-def transform(mapping: FlowMapping, run_id: str, params: dict[str, Any], repo: Any) -> dict[str, int]:
+def transform(mapping: FlowMapping, run_id: str, params: dict[str, Any], repo: Repository) -> dict[str, int]:
     """Map, match, merge and decide: one plan row per record pair (see flows/transform.py)."""
     from crmsync.flows.transform import build_plan
 
@@ -302,7 +332,7 @@ def transform(mapping: FlowMapping, run_id: str, params: dict[str, Any], repo: A
     return counts or {}
 
 
-def _circuit_breaker(mapping: FlowMapping, run_id: str, params: dict[str, Any], repo: Any) -> None:
+def _circuit_breaker(mapping: FlowMapping, run_id: str, params: dict[str, Any], repo: Repository) -> None:
     """Stop before writing when a run would write far more than usual."""
     writes = repo.count_plan_writes(run_id)
     links = repo.count_links()
@@ -323,10 +353,15 @@ def _circuit_breaker(mapping: FlowMapping, run_id: str, params: dict[str, Any], 
 
 
 def upsert(
-    mapping: FlowMapping, side: Side, run_id: str, params: dict[str, Any], hook: Any, repo: Any
+    mapping: FlowMapping,
+    side: Side,
+    run_id: str,
+    params: dict[str, Any],
+    hook: ChargebeeHook | CustomcrmHook,
+    repo: Repository,
 ) -> dict[str, int]:
     """Execute this side's pending plan rows, recording each outcome as it happens."""
-    from crmsync.flows.writers import ChargebeeWriter, CustomcrmWriter, Outcome
+    from crmsync.flows.writers import ChargebeeWriter, CustomcrmWriter
 
     repo.begin_run(run_id, params)
     if params.get("dry_run"):
@@ -334,10 +369,10 @@ def upsert(
         return {}
     from crmsync.flows.refs import RefResolver
 
-    writer: Any = (
-        ChargebeeWriter(mapping, hook, run_id, RefResolver(repo.engine, mapping))
+    writer: ChargebeeWriter | CustomcrmWriter = (
+        ChargebeeWriter(mapping, _chargebee(hook), run_id, RefResolver(repo.engine, mapping))
         if side is Side.CHARGEBEE
-        else CustomcrmWriter(mapping, hook, run_id)
+        else CustomcrmWriter(mapping, _customcrm(hook), run_id)
     )
     run_row = repo.get_run(run_id)
     if run_row is None or run_row["status"] not in ("planned", "finished"):
@@ -363,7 +398,7 @@ def upsert(
     errors: list[str] = []
     progress = Progress(f"upsert {side.value}")
 
-    def run_one(row: Any) -> tuple[Any, Outcome]:
+    def run_one(row: RowMapping) -> tuple[RowMapping, Outcome]:
         return row, writer.execute(row, recovering=row[status_col] == "in_flight", reread=reread)
 
     with ThreadPoolExecutor(
@@ -405,7 +440,7 @@ def upsert(
     return dict(outcomes)
 
 
-def _plan_assigned(mapping: FlowMapping, repo: Any, run_id: str) -> None:
+def _plan_assigned(mapping: FlowMapping, repo: Repository, run_id: str) -> None:
     """Plan the Customcrm writes of values Chargebee assigned to the records this run
     created there (an order's number, totals and customer), so they land in this run and
     the next run has nothing to "revert" (see :mod:`crmsync.engine.assigned`)."""
@@ -449,14 +484,14 @@ def _plan_assigned(mapping: FlowMapping, repo: Any, run_id: str) -> None:
         )
 
 
-def _record_outcomes(repo: Any, side: Side, done: list[tuple[int, Any]]) -> None:
+def _record_outcomes(repo: Repository, side: Side, done: list[tuple[int, Outcome]]) -> None:
     """Record finished writes in one transaction (then forget them)."""
     if done:
         repo.mark_write_results(side, [(pid, o.status, o.result, o.error) for pid, o in done])
         done.clear()
 
 
-def _workers(mapping: FlowMapping, hook: Any) -> int:
+def _workers(mapping: FlowMapping, hook: ChargebeeHook | CustomcrmHook) -> int:
     """Writer threads: the mapping's ``run.max_workers`` when the file sets it, else the hook's.
 
     The Chargebee hook sizes its default to the site's rate budget (see
@@ -471,7 +506,9 @@ def _workers(mapping: FlowMapping, hook: Any) -> int:
 # -- update links -----------------------------------------------------------------------
 
 
-def update_links(mapping: FlowMapping, run_id: str, params: dict[str, Any], repo: Any) -> dict[str, Any]:
+def update_links(
+    mapping: FlowMapping, run_id: str, params: dict[str, Any], repo: Repository
+) -> dict[str, Any]:
     """Turn finished plan rows into links, hold what failed, advance watermarks, summarise.
 
     Runs even when an upsert task failed (trigger rule ``all_done``), so the writes that

@@ -26,6 +26,8 @@ from collections.abc import Iterable
 from dataclasses import asdict, replace
 from typing import Any
 
+from sqlalchemy.engine import RowMapping
+
 from crmsync.engine import plan as planner
 from crmsync.engine.canonical import SideRecord, content_hash, match_key
 from crmsync.engine.match import Outcome, decide_group
@@ -34,7 +36,7 @@ from crmsync.engine.plan import Action, Decision
 from crmsync.flows.refs import RefResolver
 from crmsync.mapping.model import Cardinality, Side
 from crmsync.mapping.model import Mapping as FlowMapping
-from crmsync.store.repository import dumps, link_state, record_from_staging, record_to_json
+from crmsync.store.repository import Repository, dumps, link_state, record_from_staging, record_to_json
 
 log = logging.getLogger("crmsync")
 BATCH = 500
@@ -90,7 +92,7 @@ def plan_row(
 class Planner:
     """Accumulates decisions and writes them to the plan table in batches."""
 
-    def __init__(self, mapping: FlowMapping, run_id: str, repo: Any) -> None:
+    def __init__(self, mapping: FlowMapping, run_id: str, repo: Repository) -> None:
         self.mapping, self.run_id, self.repo = mapping, run_id, repo
         self.refs = RefResolver(repo.engine, mapping)
         self.counts: Counter[str] = Counter()
@@ -210,7 +212,9 @@ class Planner:
         return replace(d, cb_write=replace(d.cb_write, changes=changes), notes=notes)
 
 
-def build_plan(mapping: FlowMapping, run_id: str, params: dict[str, Any], repo: Any) -> dict[str, int] | None:
+def build_plan(
+    mapping: FlowMapping, run_id: str, params: dict[str, Any], repo: Repository
+) -> dict[str, int] | None:
     """Write this run's plan; None when an already-executed plan is kept (a rerun)."""
     repo.begin_run(run_id, params)
     done = repo.plan_progress(run_id)
@@ -325,7 +329,7 @@ def _unlinked(p: Planner) -> None:
         p.repo.clear_deferred(p.run_id)
 
 
-def _match_pass(p: Planner, rule: int, rows: Iterable[Any]) -> None:
+def _match_pass(p: Planner, rule: int, rows: Iterable[RowMapping]) -> None:
     """Group records by the key of ``rule`` (rows arrive ordered by it) and decide each group."""
     groups: list[tuple[str | None, list[SideRecord]]] = []
     current: object = object()

@@ -14,7 +14,7 @@ import hashlib
 import json
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.engine import RowMapping
 
@@ -40,6 +40,11 @@ from crmsync.hooks.errors import (
 from crmsync.mapping.capabilities import Assignment, capability
 from crmsync.mapping.model import Mapping as FlowMapping
 from crmsync.mapping.model import Side
+
+if TYPE_CHECKING:
+    from crmsync.flows.refs import RefResolver
+    from crmsync.hooks.chargebee import ChargebeeHook
+    from crmsync.hooks.customcrm import CustomcrmHook
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +96,9 @@ class ChargebeeWriter:
 
     side = Side.CHARGEBEE
 
-    def __init__(self, mapping: FlowMapping, hook: Any, run_id: str, refs: Any = None) -> None:
+    def __init__(
+        self, mapping: FlowMapping, hook: ChargebeeHook, run_id: str, refs: RefResolver | None = None
+    ) -> None:
         self.mapping = mapping
         self.hook = hook
         self.run_id = run_id
@@ -341,7 +348,7 @@ class CustomcrmWriter:
 
     side = Side.CUSTOMCRM
 
-    def __init__(self, mapping: FlowMapping, hook: Any, run_id: str) -> None:
+    def __init__(self, mapping: FlowMapping, hook: CustomcrmHook, run_id: str) -> None:
         self.mapping = mapping
         self.hook = hook
         self.run_id = run_id
@@ -415,7 +422,9 @@ class CustomcrmWriter:
             current = self.hook.get(self.resource, rid)
             if current is None:
                 return Outcome("stale", error=f"{self.label} {rid} was deleted since it was read")
-            if if_version is not None and str(current.get(CUSTOMCRM_META.version)) != str(if_version):
+            if if_version is not None and str(current.get(CUSTOMCRM_META.version or "Version")) != str(
+                if_version
+            ):
                 return Outcome(
                     "stale", error=f"{self.label} {rid} changed since it was read; synced next run"
                 )

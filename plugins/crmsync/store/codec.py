@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import or_
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Engine, RowMapping
 
 from crmsync.engine.canonical import SideRecord
 from crmsync.engine.plan import LinkState
@@ -60,7 +60,7 @@ def record_from_json(blob: str | None) -> SideRecord | None:
 HINTS = "~hints"
 
 
-def record_from_staging(row: Mapping[str, Any], prefix: str = "") -> SideRecord:
+def record_from_staging(row: Mapping[str, Any] | RowMapping, prefix: str = "") -> SideRecord:
     values = json.loads(row[f"{prefix}canonical"])
     hints = values.pop(HINTS, None)
     return SideRecord(
@@ -75,7 +75,7 @@ def record_from_staging(row: Mapping[str, Any], prefix: str = "") -> SideRecord:
     )
 
 
-def link_state(row: Mapping[str, Any]) -> LinkState:
+def link_state(row: Mapping[str, Any] | RowMapping) -> LinkState:
     return LinkState(
         crm_id=row["crm_id"],
         cb_id=row["cb_id"],
