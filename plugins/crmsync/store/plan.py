@@ -9,8 +9,9 @@ from typing import Any
 from sqlalchemy import bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.engine import RowMapping
 
+from crmsync.engine.plan_text import PlanView
 from crmsync.mapping.model import Side
-from crmsync.store.codec import BATCH, FlowStore, chunks, dumps, finished
+from crmsync.store.codec import BATCH, FlowStore, chunks, dumps, finished, loads
 from crmsync.store.schema import plan
 
 
@@ -255,3 +256,38 @@ class PlanStore(FlowStore):
                 )
             ):
                 yield detail
+
+    def iter_plan_views(self, run_id: str) -> Iterator[PlanView]:
+        """This run's plan rows in plan order, decoded for :func:`crmsync.engine.plan_text.describe`
+        (``unchanged`` rows left out): the readable plan of a dry run."""
+        cols = [
+            plan.c.action, plan.c.crm_id, plan.c.cb_id, plan.c.crm_op, plan.c.cb_op,
+            plan.c.crm_changes, plan.c.cb_changes, plan.c.crm_staged, plan.c.cb_staged,
+            plan.c.reason, plan.c.match_key,
+        ]  # fmt: skip
+        query = (
+            select(*cols)
+            .where(plan.c.run_id == run_id, plan.c.flow == self.flow, plan.c.action != "unchanged")
+            .order_by(plan.c.seq)
+        )
+        with self.engine.connect() as conn:
+            for r in conn.execution_options(yield_per=BATCH).execute(query).mappings():
+                yield PlanView(
+                    action=r["action"],
+                    crm_id=r["crm_id"],
+                    cb_id=r["cb_id"],
+                    crm_op=r["crm_op"],
+                    cb_op=r["cb_op"],
+                    crm_changes=loads(r["crm_changes"]),
+                    cb_changes=loads(r["cb_changes"]),
+                    crm_before=_staged_values(r["crm_staged"]),
+                    cb_before=_staged_values(r["cb_staged"]),
+                    reason=r["reason"],
+                    match_key=r["match_key"],
+                )
+
+
+def _staged_values(blob: str | None) -> dict[str, Any] | None:
+    """The canonical values of a plan row's staged record (JSON of a SideRecord)."""
+    data = loads(blob)
+    return dict(data.get("values") or {}) if isinstance(data, dict) else None
