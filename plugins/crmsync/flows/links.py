@@ -21,18 +21,21 @@ from sqlalchemy.engine import RowMapping
 
 from crmsync.engine.assigned import ASSIGNED_ON_CREATE
 from crmsync.engine.canonical import content_hash, match_key
+from crmsync.engine.plan import Action, Op
+from crmsync.engine.status import HoldKind, WriteStatus, hold_kind_of_write
 from crmsync.flows.refs import PENDING_REFS
 from crmsync.mapping.model import Cardinality, Side
 from crmsync.mapping.model import Mapping as FlowMapping
 from crmsync.store.repository import Repository, dumps, loads
 
-OK = {None, "done"}
+#: Statuses of a side whose write, if any, landed (None: nothing to write there).
+OK = {None, WriteStatus.DONE}
 
 
 def _side_after(row: RowMapping, prefix: str, old: dict[str, Any] | None) -> dict[str, Any]:
     """Values, version and updated_at a side holds after this run."""
     result = loads(row[f"{prefix}_result"])
-    if row[f"{prefix}_status"] == "done" and result and "values" in result:
+    if row[f"{prefix}_status"] == WriteStatus.DONE and result and "values" in result:
         return {
             "values": result["values"],
             "version": result.get("version"),
@@ -54,7 +57,7 @@ def _pending_after(row: RowMapping, old: dict[str, str], values: dict[str, Any])
     run: those a create's response carried untranslated, else those carried from before;
     a reference that now reads as a value is no longer pending."""
     result = loads(row["cb_result"]) or {}
-    pending = result.get("pending_refs") if row["cb_status"] == "done" and result else None
+    pending = result.get("pending_refs") if row["cb_status"] == WriteStatus.DONE and result else None
     return {k: v for k, v in (pending or old).items() if values.get(k) is None}
 
 
@@ -85,7 +88,7 @@ def _base_after(
     base = dict(merged)
     pending: dict[str, str] = {}
     for prefix, side, values in (("crm", Side.CUSTOMCRM, crm_values), ("cb", Side.CHARGEBEE, cb_values)):
-        if row[f"{prefix}_op"] != "create" or row[f"{prefix}_status"] != "done":
+        if row[f"{prefix}_op"] != Op.CREATE or row[f"{prefix}_status"] != WriteStatus.DONE:
             continue
         sent = loads(row[f"{prefix}_changes"]) or {}
         for f in mapping.fields:
@@ -119,7 +122,7 @@ def apply_plan_rows(mapping: FlowMapping, repo: Repository, run_id: str, rows: l
     wanted = [
         row["cb_id"] or (loads(row["cb_result"]) or {}).get("id")
         for row in rows
-        if row["link_id"] is not None or row["action"] == "restore"
+        if row["link_id"] is not None or row["action"] == Action.RESTORE
     ]
     known = repo.get_links_by_cb_id([str(i) for i in wanted if i])
     for row in rows:
@@ -147,7 +150,7 @@ def apply_plan_rows(mapping: FlowMapping, repo: Repository, run_id: str, rows: l
                     }
                 )
 
-        if action in ("quarantine", "wait"):
+        if action in (Action.QUARANTINE, Action.WAIT):
             side = row["held_side"]
             staged = _held_record(row, detail)
             rid = row["crm_id"] if side == Side.CUSTOMCRM.value else row["cb_id"]
@@ -155,14 +158,14 @@ def apply_plan_rows(mapping: FlowMapping, repo: Repository, run_id: str, rows: l
                 {
                     "side": side,
                     "record_id": rid,
-                    "kind": row["hold_kind"] or "waiting",
+                    "kind": row["hold_kind"] or HoldKind.WAITING,
                     "reason": row["reason"] or "",
                     "staged": staged,
                     "content_hash": content_hash(loads(staged)["values"]) if staged else None,
                 }
             )
             continue
-        if action == "skip":
+        if action == Action.SKIP:
             # Nothing to sync is the record's current state: a hold from an earlier run
             # (e.g. a user whose invalid Email was corrected, who has no order) is over.
             release.extend(
@@ -171,7 +174,7 @@ def apply_plan_rows(mapping: FlowMapping, repo: Repository, run_id: str, rows: l
                 if rid
             )
             continue
-        if action == "unlink":
+        if action == Action.UNLINK:
             deletes.append((row["crm_id"], row["cb_id"]))
             audits.append(
                 {
@@ -183,7 +186,7 @@ def apply_plan_rows(mapping: FlowMapping, repo: Repository, run_id: str, rows: l
                 }
             )
             continue
-        if action == "delete":
+        if action == Action.DELETE:
             if row["crm_status"] in OK and row["cb_status"] in OK:
                 deletes.append((row["crm_id"], row["cb_id"]))
                 audits.append(
@@ -207,8 +210,8 @@ def apply_plan_rows(mapping: FlowMapping, repo: Repository, run_id: str, rows: l
         if not crm_id or not cb_id:
             _hold_failed(row, hold)  # a create failed: no link, the source is retried
             continue
-        old = known.get(cb_id) if row["link_id"] is not None or action == "restore" else None
-        if action == "restore":
+        old = known.get(cb_id) if row["link_id"] is not None or action == Action.RESTORE else None
+        if action == Action.RESTORE:
             old_link = repo.get_link(crm_id=row["crm_id"]) if row["crm_id"] else None
             if old_link is not None:
                 deletes.append((old_link["crm_id"], old_link["cb_id"]))
@@ -297,7 +300,7 @@ def apply_plan_rows(mapping: FlowMapping, repo: Repository, run_id: str, rows: l
                 {
                     "side": side,
                     "record_id": crm_id if side == Side.CUSTOMCRM.value else cb_id,
-                    "kind": row["hold_kind"] or "waiting",
+                    "kind": row["hold_kind"] or HoldKind.WAITING,
                     "reason": row["reason"] or "",
                     "staged": staged,
                     "content_hash": content_hash(loads(staged)["values"]) if staged else None,
@@ -326,7 +329,7 @@ def _hold_failed(row: RowMapping, hold: list[dict[str, Any]]) -> None:
     """Hold the record whose data a failed write carried (stale writes need no hold)."""
     for prefix, target in (("crm", Side.CUSTOMCRM), ("cb", Side.CHARGEBEE)):
         status = row[f"{prefix}_status"]
-        if status in OK or status == "stale":
+        if status in OK or status == WriteStatus.STALE:
             continue
         source = target.other
         src_prefix = "crm" if source is Side.CUSTOMCRM else "cb"
@@ -334,14 +337,12 @@ def _hold_failed(row: RowMapping, hold: list[dict[str, Any]]) -> None:
         rid = row[f"{src_prefix}_id"]
         if rid is None:
             continue
-        kind = "invalid" if status == "rejected" else "failed"
         error = row[f"{prefix}_error"] or f"write to {target.value} {status}"
-        # "rejected" is kept as kind "rejected": retried only when the record changes.
         hold.append(
             {
                 "side": source.value,
                 "record_id": rid,
-                "kind": "rejected" if kind == "invalid" else kind,
+                "kind": hold_kind_of_write(status),
                 # the held record is named (an update's error names the record written)
                 "reason": error if rid in error else f"{source.value} record {rid}: {error}",
                 "staged": staged,

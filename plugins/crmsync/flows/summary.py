@@ -10,6 +10,8 @@ import json
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
+from crmsync.engine.plan import Action
+from crmsync.engine.status import WRITE_FAILURES, WriteStatus
 from crmsync.mapping.model import Mapping as FlowMapping
 
 if TYPE_CHECKING:
@@ -41,7 +43,9 @@ def build_summary(mapping: FlowMapping, repo: Repository, run_id: str, *, dry_ru
                 continue
             key = {"create": "created", "update": "updated", "delete": "deleted"}[op]
             writes[side][
-                key if status == "done" else (f"planned_{key}" if status == "pending" else status)
+                key
+                if status == WriteStatus.DONE
+                else (f"planned_{key}" if status == WriteStatus.PENDING else status)
             ] += n
     conflicts = blanks = reverted = kept = cleared = 0
     problems: list[dict[str, Any]] = []
@@ -64,10 +68,10 @@ def build_summary(mapping: FlowMapping, repo: Repository, run_id: str, *, dry_ru
             if n["kind"] == "created_with_default":
                 problems.append({"kind": n["kind"], "reason": n["message"]})
     for p in repo.plan_problems(run_id):
-        if p["action"] in ("quarantine", "wait") or p["held_side"]:
+        if p["action"] in (Action.QUARANTINE, Action.WAIT) or p["held_side"]:
             problems.append({"kind": p["hold_kind"] or p["action"], "reason": p["reason"]})
         for prefix in ("crm", "cb"):
-            if p[f"{prefix}_status"] in ("rejected", "failed", "stale"):
+            if p[f"{prefix}_status"] in (*WRITE_FAILURES, WriteStatus.STALE):
                 problems.append({"kind": p[f"{prefix}_status"], "reason": p[f"{prefix}_error"]})
     return {
         "flow": mapping.flow,
@@ -77,8 +81,8 @@ def build_summary(mapping: FlowMapping, repo: Repository, run_id: str, *, dry_ru
         "created": {s: writes[s]["created"] for s in SIDES},
         "updated": {s: writes[s]["updated"] for s in SIDES},
         "deleted": {s: writes[s]["deleted"] for s in SIDES},
-        "failed": {s: writes[s]["rejected"] + writes[s]["failed"] for s in SIDES},
-        "stale": {s: writes[s]["stale"] for s in SIDES},
+        "failed": {s: sum(writes[s][f] for f in WRITE_FAILURES) for s in SIDES},
+        "stale": {s: writes[s][WriteStatus.STALE] for s in SIDES},
         "planned": {
             s: {k.removeprefix("planned_"): v for k, v in writes[s].items() if k.startswith("planned_")}
             for s in SIDES

@@ -23,12 +23,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from sqlalchemy.engine import RowMapping
-
+from crmsync.engine.status import WRITE_FAILURES, RunStatus, WriteStatus
 from crmsync.mapping.model import Mapping as FlowMapping
 from crmsync.mapping.model import Side, load_mapping
 
 if TYPE_CHECKING:
+    from sqlalchemy.engine import RowMapping
+
     from crmsync.flows.writers import Outcome
     from crmsync.hooks.chargebee import ChargebeeHook
     from crmsync.hooks.customcrm import CustomcrmHook
@@ -328,7 +329,7 @@ def transform(mapping: FlowMapping, run_id: str, params: dict[str, Any], repo: R
     counts = build_plan(mapping, run_id, params, repo)
     if counts is not None:
         _circuit_breaker(mapping, run_id, params, repo)
-    repo.set_run(run_id, status="planned")
+    repo.set_run(run_id, status=RunStatus.PLANNED)
     return counts or {}
 
 
@@ -361,6 +362,7 @@ def upsert(
     repo: Repository,
 ) -> dict[str, int]:
     """Execute this side's pending plan rows, recording each outcome as it happens."""
+    from crmsync.engine.plan import Op
     from crmsync.flows.writers import ChargebeeWriter, CustomcrmWriter
 
     repo.begin_run(run_id, params)
@@ -375,7 +377,7 @@ def upsert(
         else CustomcrmWriter(mapping, _customcrm(hook), run_id)
     )
     run_row = repo.get_run(run_id)
-    if run_row is None or run_row["status"] not in ("planned", "finished"):
+    if run_row is None or run_row["status"] not in (RunStatus.PLANNED, RunStatus.FINISHED):
         # upsert_customcrm runs after upsert_chargebee whatever its outcome (all_done), so
         # it may be started when transform failed or the circuit breaker stopped the run:
         # a plan that was not finished (or not approved) is never executed.
@@ -399,7 +401,7 @@ def upsert(
     progress = Progress(f"upsert {side.value}")
 
     def run_one(row: RowMapping) -> tuple[RowMapping, Outcome]:
-        return row, writer.execute(row, recovering=row[status_col] == "in_flight", reread=reread)
+        return row, writer.execute(row, recovering=row[status_col] == WriteStatus.IN_FLIGHT, reread=reread)
 
     with ThreadPoolExecutor(
         max_workers=_workers(mapping, hook), thread_name_prefix=f"upsert-{side.value}"
@@ -407,16 +409,20 @@ def upsert(
         for batch in repo.iter_pending_writes(run_id, side):
             # Write-ahead, one statement per batch: a crash after a remote create leaves
             # "in_flight", and the rerun looks the record up before creating anything.
-            ahead = [row["id"] for row in batch if row[op_col] == "create" and row[status_col] == "pending"]
+            ahead = [
+                row["id"]
+                for row in batch
+                if row[op_col] == Op.CREATE and row[status_col] == WriteStatus.PENDING
+            ]
             if ahead:
-                repo.mark_writes(ahead, side, "in_flight")
+                repo.mark_writes(ahead, side, WriteStatus.IN_FLIGHT)
             done: list[tuple[int, Outcome]] = []
             flushed = time.monotonic()
             try:
                 for row, outcome in pool.map(run_one, batch):
                     done.append((row["id"], outcome))
-                    outcomes[outcome.status] += 1
-                    if outcome.error and outcome.status != "stale":
+                    outcomes[outcome.status.value] += 1
+                    if outcome.error and outcome.status is not WriteStatus.STALE:
                         errors.append(outcome.error)
                     progress.add()
                     if len(done) >= OUTCOME_FLUSH_ROWS or time.monotonic() - flushed >= OUTCOME_FLUSH_SECONDS:
@@ -430,7 +436,7 @@ def upsert(
             "upsert %s: %d records re-read before writing (stale-write guard)", side.value, writer.rereads
         )
     log.info("upsert %s: %s", side.value, dict(outcomes))
-    failed = outcomes["rejected"] + outcomes["failed"]
+    failed = sum(outcomes[s.value] for s in WRITE_FAILURES)
     if failed > mapping.limits.error_budget:
         shown = "\n".join(f"  - {e}" for e in errors[:20])
         _fail(
@@ -521,11 +527,11 @@ def update_links(
     repo.begin_run(run_id, params)
     dry_run = bool(params.get("dry_run"))
     run_row = repo.get_run(run_id)
-    if run_row is not None and run_row["status"] == "finished" and run_row["summary"]:
+    if run_row is not None and run_row["status"] == RunStatus.FINISHED and run_row["summary"]:
         summary = json.loads(run_row["summary"])
         log.info("update_links: run already finished\n%s", render_summary(summary))
         return dict(summary)
-    planned = run_row is not None and run_row["status"] == "planned"
+    planned = run_row is not None and run_row["status"] == RunStatus.PLANNED
     if not dry_run:
         for batch in repo.iter_unapplied(run_id):
             apply_plan_rows(mapping, repo, run_id, batch)
@@ -554,7 +560,9 @@ def update_links(
             {Side.CUSTOMCRM: run_row["crm_next_watermark"], Side.CHARGEBEE: run_row["cb_next_watermark"]},
         )
     repo.purge_staging(run_id)
-    repo.set_run(run_id, status="finished", finished_at=datetime.now(UTC), summary=json.dumps(summary))
+    repo.set_run(
+        run_id, status=RunStatus.FINISHED, finished_at=datetime.now(UTC), summary=json.dumps(summary)
+    )
     log.info("run summary\n%s", render_summary(summary))
     return summary
 
@@ -591,7 +599,7 @@ def run_step(step: str, mapping_file: str, side: str | None = None, **context: A
     run_id, params = _context_params(context)
     repo = _repo(mapping)
     existing = repo.get_run(run_id)
-    if existing is not None and existing["status"] == "finished" and step != "update_links":
+    if existing is not None and existing["status"] == RunStatus.FINISHED and step != "update_links":
         log.info(
             "%s: run %s of %s already finished; nothing to do (trigger a new run to sync again)",
             step,

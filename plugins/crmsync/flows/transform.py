@@ -33,6 +33,7 @@ from crmsync.engine.canonical import SideRecord, content_hash, match_key
 from crmsync.engine.match import Outcome, decide_group
 from crmsync.engine.merge import Note
 from crmsync.engine.plan import Action, Decision
+from crmsync.engine.status import HoldKind, WriteStatus
 from crmsync.flows.refs import RefResolver
 from crmsync.mapping.model import Cardinality, Side
 from crmsync.mapping.model import Mapping as FlowMapping
@@ -83,7 +84,7 @@ def plan_row(
         row[f"{prefix}_op"] = write.op.value if write else None
         row[f"{prefix}_changes"] = dumps(write.changes) if write else None
         row[f"{prefix}_if_version"] = write.if_version if write else None
-        row[f"{prefix}_status"] = "pending" if write else None
+        row[f"{prefix}_status"] = WriteStatus.PENDING if write else None
         row[f"{prefix}_result"] = None
         row[f"{prefix}_error"] = None
     return row
@@ -135,7 +136,7 @@ class Planner:
             decision = replace(
                 decision,
                 held_side=Side.CHARGEBEE,
-                hold_kind="ref_pending",
+                hold_kind=HoldKind.REF_PENDING,
                 reason=planner.ref_pending_reason(self.mapping, cb.id, self.soft.pop(cb.id)),
             )
         self.seq += 1

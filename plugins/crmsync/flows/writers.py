@@ -29,6 +29,7 @@ from crmsync.engine.canonical import (
     to_side,
 )
 from crmsync.engine.plan import chargebee_create_id
+from crmsync.engine.status import WriteStatus
 from crmsync.hooks.errors import (
     ApiError,
     AuthError,
@@ -51,7 +52,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Outcome:
-    status: str  # done | stale | rejected | failed
+    status: WriteStatus  # DONE, STALE, REJECTED or FAILED
     result: dict[str, Any] | None = None
     error: str | None = None
 
@@ -77,15 +78,15 @@ def _fail(label: str, rid: str | None, err: ApiError) -> Outcome:
     if isinstance(err, AuthError):
         raise err  # a configuration problem: stop the task, do not blame the record
     status = (
-        "rejected"
+        WriteStatus.REJECTED
         if isinstance(err, ValidationError)
         or (err.status is not None and 400 <= err.status < 500 and not err.retryable)
-        else "failed"
+        else WriteStatus.FAILED
     )
     what = f"{label} {rid}" if rid else label
     fix = (
         "; correct the value named above and the record is retried when it changes"
-        if status == "rejected"
+        if status is WriteStatus.REJECTED
         else "; retried automatically next run"
     )
     return Outcome(status, error=f"{what}: {err}{fix}")
@@ -167,7 +168,7 @@ class ChargebeeWriter:
             if op == "delete":
                 with contextlib.suppress(NotFound):
                     self.hook.action(self.resource, rid, self.cap.delete_action)
-                return Outcome("done", {"id": rid, "deleted": True})
+                return Outcome(WriteStatus.DONE, {"id": rid, "deleted": True})
             raise ValueError(f"unknown op {op!r}")
         except ApiError as err:
             return _fail(self.label, rid or f"(new, for Customcrm {row['crm_id']})", err)
@@ -204,9 +205,9 @@ class ChargebeeWriter:
         now = to_canonical(self.mapping, Side.CHARGEBEE, existing)
         diff = {k: v for k, v in changes.items() if now.get(k) != v}
         if not diff:
-            return Outcome("done", self._result(existing))
+            return Outcome(WriteStatus.DONE, self._result(existing))
         raw = self._write_fields(str(existing["id"]), diff, {**now, **changes}, fresh=existing)
-        return Outcome("done", self._result(raw or existing))
+        return Outcome(WriteStatus.DONE, self._result(raw or existing))
 
     def _update(self, rid: str, row: RowMapping, changes: dict[str, Any], reread: bool) -> Outcome:
         if_version = row["cb_if_version"]
@@ -217,19 +218,19 @@ class ChargebeeWriter:
             self.rereads += 1
             current = self.hook.retrieve(self.resource, rid)
             if current is None:
-                return Outcome("stale", error=self._gone(rid))
+                return Outcome(WriteStatus.STALE, error=self._gone(rid))
             if str(current.get("resource_version")) != if_version:
                 return Outcome(
-                    "stale", error=f"{self.label} {rid} changed since it was read; synced next run"
+                    WriteStatus.STALE, error=f"{self.label} {rid} changed since it was read; synced next run"
                 )
         merged = json.loads(row["merged"] or "{}")
         try:
             raw = self._write_fields(rid, changes, merged, fresh=current, if_version=if_version)
         except NotFound:
-            return Outcome("stale", error=self._gone(rid))
+            return Outcome(WriteStatus.STALE, error=self._gone(rid))
         except _ChangedSinceRead as stale:
-            return Outcome("stale", error=str(stale))
-        return Outcome("done", self._result(raw) if raw else None)
+            return Outcome(WriteStatus.STALE, error=str(stale))
+        return Outcome(WriteStatus.DONE, self._result(raw) if raw else None)
 
     def _write_fields(
         self,
@@ -378,11 +379,11 @@ class CustomcrmWriter:
                     pass
                 except PreconditionFailed:
                     return Outcome(
-                        "stale",
+                        WriteStatus.STALE,
                         error=f"{self.label} {rid} was edited after the delete "
                         "was planned; not deleted, synced next run",
                     )
-                return Outcome("done", {"id": rid, "deleted": True})
+                return Outcome(WriteStatus.DONE, {"id": rid, "deleted": True})
             raise ValueError(f"unknown op {op!r}")
         except ApiError as err:
             return _fail(self.label, rid or f"(for Chargebee {row['cb_id']})", err)
@@ -397,12 +398,12 @@ class CustomcrmWriter:
                 diff = {k: v for k, v in changes.items() if now.get(k) != v}
                 if diff:
                     return self._update(str(existing["Id"]), diff, existing.get("Version"))
-                return Outcome("done", self._result(existing))
+                return Outcome(WriteStatus.DONE, self._result(existing))
         body = to_side(self.mapping, Side.CUSTOMCRM, changes)
         body[self.ext_field] = cb_id
         key = idempotency_key(self.mapping.flow, "crm-create", cb_id, _generation(row))
         created = self.hook.create(self.resource, body, idempotency_key=key)
-        return Outcome("done", self._result(created))
+        return Outcome(WriteStatus.DONE, self._result(created))
 
     def _replaces(self) -> bool:
         """Whether this CRM's update replaces the whole record (``update_method: PUT`` in
@@ -410,7 +411,7 @@ class CustomcrmWriter:
         api = getattr(self.hook, "api", None)
         return getattr(api, "update_method", "PATCH") == "PUT"
 
-    def _update(self, rid: str, changes: dict[str, Any], if_version: Any) -> Outcome:
+    def _update(self, rid: str, changes: dict[str, Any], if_version: str | int | None) -> Outcome:
         body = to_side(self.mapping, Side.CUSTOMCRM, changes)
         if self._replaces():
             # A PUT removes every field it is not sent: send the record as it is now with
@@ -421,12 +422,12 @@ class CustomcrmWriter:
             self.rereads += 1
             current = self.hook.get(self.resource, rid)
             if current is None:
-                return Outcome("stale", error=f"{self.label} {rid} was deleted since it was read")
+                return Outcome(WriteStatus.STALE, error=f"{self.label} {rid} was deleted since it was read")
             if if_version is not None and str(current.get(CUSTOMCRM_META.version or "Version")) != str(
                 if_version
             ):
                 return Outcome(
-                    "stale", error=f"{self.label} {rid} changed since it was read; synced next run"
+                    WriteStatus.STALE, error=f"{self.label} {rid} changed since it was read; synced next run"
                 )
             body = {k: v for k, v in current.items() if k not in _CRM_SERVER_FIELDS} | body
         try:
@@ -439,8 +440,10 @@ class CustomcrmWriter:
             if current is not None:
                 now = to_canonical(self.mapping, Side.CUSTOMCRM, current)
                 if all(now.get(k) == v for k, v in changes.items()):
-                    return Outcome("done", self._result(current))
-            return Outcome("stale", error=f"{self.label} {rid} changed since it was read; synced next run")
+                    return Outcome(WriteStatus.DONE, self._result(current))
+            return Outcome(
+                WriteStatus.STALE, error=f"{self.label} {rid} changed since it was read; synced next run"
+            )
         except NotFound:
-            return Outcome("stale", error=f"{self.label} {rid} was deleted since it was read")
-        return Outcome("done", self._result(raw))
+            return Outcome(WriteStatus.STALE, error=f"{self.label} {rid} was deleted since it was read")
+        return Outcome(WriteStatus.DONE, self._result(raw))
