@@ -11,12 +11,16 @@ from __future__ import annotations
 import os
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pendulum
 
 from crmsync.mapping.model import Mapping as FlowMapping
 from crmsync.mapping.model import load_mapping
+
+if TYPE_CHECKING:
+    from airflow.providers.standard.operators.python import PythonOperator
+    from airflow.sdk import DAG
 
 DEFAULT_ARGS: dict[str, Any] = {
     "owner": "crmsync",
@@ -104,7 +108,7 @@ def doc_md(mapping: FlowMapping) -> str:
     )
 
 
-def build_dag(mapping_file: str | Path) -> Any:
+def build_dag(mapping_file: str | Path) -> DAG:
     """One DAG for one mapping file."""
     from airflow.providers.standard.operators.python import PythonOperator
     from airflow.sdk import DAG, Param
@@ -134,7 +138,7 @@ def build_dag(mapping_file: str | Path) -> Any:
         },
     ) as dag:
 
-        def step(task_id: str, name: str, side: str | None = None, **extra: Any) -> Any:
+        def step(task_id: str, name: str, side: str | None = None, **extra: Any) -> PythonOperator:
             kwargs: dict[str, Any] = {"step": name, "mapping_file": path}
             if side:
                 kwargs["side"] = side
@@ -155,6 +159,6 @@ def build_dag(mapping_file: str | Path) -> Any:
     return dag
 
 
-def build_dags(folder: str | Path) -> dict[str, Any]:
+def build_dags(folder: str | Path) -> dict[str, DAG]:
     """Every mapping in ``folder`` → {dag_id: DAG}."""
     return {dag.dag_id: dag for dag in (build_dag(p) for p in sorted(Path(folder).glob("*.yaml")))}

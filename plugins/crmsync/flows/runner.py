@@ -12,9 +12,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from crmsync.mapping.order import flow_order
+
+if TYPE_CHECKING:
+    from airflow.sdk import DAG
 
 #: The flows of the mapping folder, each after the flows whose links it references
 #: (the mappings' ``depends_on``; see crmsync.mapping.order).
@@ -34,7 +37,7 @@ class FlowRun:
         return self.state == "success"
 
 
-def load_dags(dags_folder: str | Path) -> dict[str, Any]:
+def load_dags(dags_folder: str | Path) -> dict[str, DAG]:
     from airflow.dag_processing.dagbag import DagBag
 
     bag = DagBag(dag_folder=str(dags_folder))
@@ -113,7 +116,7 @@ def _no_secret_in_debug_log() -> Iterator[None]:
         comms.send = original
 
 
-def run_flow(dag: Any, conf: dict[str, Any] | None = None) -> FlowRun:
+def run_flow(dag: DAG, conf: dict[str, Any] | None = None) -> FlowRun:
     with _no_secret_in_debug_log():
         dr = dag.test(run_conf={**DEFAULT_CONF, **(conf or {})})
     failed = []
