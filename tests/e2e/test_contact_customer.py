@@ -235,6 +235,32 @@ def test_dry_run_plans_without_writing_and_keeps_watermarks(run_flow, sandboxes,
         assert conn.execute(select(link)).first() is None
 
 
+def test_a_dry_run_shows_the_plan_record_by_record_and_field_by_field(run_flow, sandboxes, store):
+    """Issue 14 item 2: a dry run lists what would be written (create with values, update
+    old → new in each system's field names) in its summary and task log, and writes nothing."""
+    first = run_flow(dry_run=True)
+    assert first.ok
+    plan = first.summary["plan"]
+    creates = [line for line in plan if line.startswith("create Chargebee customer for Customcrm contact ")]
+    assert len(creates) == first.summary["planned"]["chargebee"]["created"] > 0
+    assert first.summary["plan_total"] >= len(plan)
+    assert all("email='" in line for line in creates), creates[:3]
+
+    assert run_flow().ok
+    crm_id, cb_id = _linked_pair(store)
+    old = sandboxes.crm("GET", f"contacts/{crm_id}")
+    sandboxes.crm("PATCH", f"contacts/{crm_id}", json={"Phone": "+47 400 12 345", "City": ""})
+    before = writes(sandboxes)
+    r = run_flow(dry_run=True)
+    assert r.ok and writes(sandboxes) == before, "a dry run writes nothing"
+    wanted = f"update Chargebee customer {cb_id} (⇄ Customcrm contact {crm_id}): "
+    lines = [line for line in r.summary["plan"] if line.startswith(wanted)]
+    assert len(lines) == 1, r.summary["plan"]
+    assert f"phone {old['Phone']!r} → '+47 400 12 345'" in lines[0]
+    if old.get("City"):
+        assert f"billing_address.city {old['City']!r} → (blank)" in lines[0]
+
+
 def test_circuit_breaker_stops_a_run_that_would_write_too_much(dags, sandboxes, store, tmp_path):
     import yaml
     from crmsync.flows.factory import build_dag

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from crmsync.engine.plan import Action
+from crmsync.engine.plan_text import describe
 from crmsync.engine.status import WRITE_FAILURES, WriteStatus
 from crmsync.mapping.model import Mapping as FlowMapping
 
@@ -22,12 +24,22 @@ SIDES = ("customcrm", "chargebee")
 LISTED = 20
 #: how many of them the task log shows
 SHOWN = 5
+#: how many lines of a dry run's readable plan the summary keeps (the task log has them all)
+PLAN_LISTED = 200
+#: how many of those the summary's text shows
+PLAN_SHOWN = 20
 
 
 def _named_note(note: dict[str, Any]) -> str:
     """One summary line for a merge note: the pair, then what happened to which field."""
     record = note.get("record") or "(record not named)"
     return f"{record}: {note['message']}"
+
+
+def readable_plan(mapping: FlowMapping, repo: Repository, run_id: str) -> Iterator[str]:
+    """The run's plan as a person reads it, a line per write (see crmsync.engine.plan_text)."""
+    for view in repo.plan.iter_plan_views(run_id):
+        yield from describe(mapping, view)
 
 
 def build_summary(mapping: FlowMapping, repo: Repository, run_id: str, *, dry_run: bool) -> dict[str, Any]:
@@ -73,10 +85,19 @@ def build_summary(mapping: FlowMapping, repo: Repository, run_id: str, *, dry_ru
         for prefix in ("crm", "cb"):
             if p[f"{prefix}_status"] in (*WRITE_FAILURES, WriteStatus.STALE):
                 problems.append({"kind": p[f"{prefix}_status"], "reason": p[f"{prefix}_error"]})
+    plan_lines: list[str] = []
+    plan_total = 0
+    if dry_run:
+        for line in readable_plan(mapping, repo, run_id):
+            plan_total += 1
+            if len(plan_lines) < PLAN_LISTED:
+                plan_lines.append(line)
     return {
         "flow": mapping.flow,
         "run_id": run_id,
         "dry_run": dry_run,
+        # a dry run's plan, record by record and field by field (old → new)
+        **({"plan": plan_lines, "plan_total": plan_total} if dry_run else {}),
         "read": {s: staged.get(s, 0) for s in SIDES},
         "created": {s: writes[s]["created"] for s in SIDES},
         "updated": {s: writes[s]["updated"] for s in SIDES},
@@ -152,6 +173,15 @@ def render_summary(s: dict[str, Any]) -> str:
     ]
     if s.get("dry_run"):
         lines.append(f"  planned writes: {s['planned']}")
+        plan_lines = s.get("plan", [])[:PLAN_SHOWN]
+        if plan_lines:
+            lines.append("  the plan (nothing written):")
+            lines += [f"    {line}" for line in plan_lines]
+        if s.get("plan_total", 0) > len(plan_lines):
+            lines.append(
+                f"    ... {s['plan_total'] - len(plan_lines)} more (the update_links log lists all; "
+                f"the summary's JSON the first {PLAN_LISTED})"
+            )
     for note in s.get("limitations", []):
         lines.append(f"  note: {note}")
     for p in s["problems"]:

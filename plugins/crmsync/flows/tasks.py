@@ -537,6 +537,8 @@ def update_links(
             apply_plan_rows(mapping, repo, run_id, batch)
     unfinished = 0 if dry_run else repo.count_unfinished_writes(run_id)
     summary = build_summary(mapping, repo, run_id, dry_run=dry_run)
+    if dry_run and planned:
+        _log_readable_plan(mapping, repo, run_id)
     if not planned:
         _fail("transform did not finish (see its log); nothing was written, watermarks are unchanged")
     if unfinished:
@@ -565,6 +567,30 @@ def update_links(
     )
     log.info("run summary\n%s", render_summary(summary))
     return summary
+
+
+#: the most lines of a dry run's plan one task log holds
+PLAN_LOG_MAX = 5000
+
+
+def _log_readable_plan(mapping: FlowMapping, repo: Repository, run_id: str) -> None:
+    """A dry run's plan in the task log, a line per write: what to check before running it
+    for real (the summary keeps the first lines only)."""
+    from crmsync.flows.summary import readable_plan
+
+    lines: list[str] = []
+    total = 0
+    for line in readable_plan(mapping, repo, run_id):
+        total += 1
+        if len(lines) < PLAN_LOG_MAX:
+            lines.append(line)
+    more = f"\n  ... {total - len(lines)} more (crmsync_plan rows of this run)" if total > len(lines) else ""
+    log.info(
+        "dry run: the plan, %d writes and holds (nothing was written)\n%s%s",
+        total,
+        "\n".join(f"  {line}" for line in lines) or "  (nothing to do)",
+        more,
+    )
 
 
 # -- entry points for the DAG factory ------------------------------------------------------
