@@ -17,6 +17,7 @@ from enum import StrEnum
 
 from crmsync.engine.canonical import UNLEARNED, CanonicalRecord, Problem, SideRecord, validate
 from crmsync.engine.merge import Conflict, Note, merge
+from crmsync.engine.status import HoldKind
 from crmsync.mapping.creators import names_no_person
 from crmsync.mapping.model import DeletePolicy, Side
 from crmsync.mapping.model import Mapping as FlowMapping
@@ -78,7 +79,7 @@ class Decision:
     reason: str | None = None
     #: for QUARANTINE/WAIT: which side's record is held, and the kind of hold
     held_side: Side | None = None
-    hold_kind: str | None = None  # invalid | ambiguous | waiting
+    hold_kind: HoldKind | None = None  # invalid | ambiguous | waiting
 
     def write_for(self, side: Side) -> SideWrite | None:
         return self.crm_write if side is Side.CUSTOMCRM else self.cb_write
@@ -194,7 +195,9 @@ def _quarantine(
 ) -> Decision:
     reason = f"{_label(mapping, rec.side)} {rec.id}: " + "; ".join(p.message for p in problems)
     crm_id, cb_id = (rec.id, other_id) if rec.side is Side.CUSTOMCRM else (other_id, rec.id)
-    return Decision(Action.QUARANTINE, crm_id, cb_id, reason=reason, held_side=rec.side, hold_kind="invalid")
+    return Decision(
+        Action.QUARANTINE, crm_id, cb_id, reason=reason, held_side=rec.side, hold_kind=HoldKind.INVALID
+    )
 
 
 def _check(
@@ -257,7 +260,7 @@ def wait(mapping: FlowMapping, rec: SideRecord, why: str, *, other_id: str | Non
         cb_id,
         reason=f"{_label(mapping, rec.side)} {rec.id}: {why}{tail}",
         held_side=rec.side,
-        hold_kind="waiting",
+        hold_kind=HoldKind.WAITING,
     )
 
 
@@ -555,5 +558,5 @@ def ambiguous(
     reason = f"{_label(mapping, rec.side)} {rec.id}: {why} ({', '.join(candidates)}); {fix} ({keys})"
     crm_id, cb_id = (rec.id, None) if rec.side is Side.CUSTOMCRM else (None, rec.id)
     return Decision(
-        Action.QUARANTINE, crm_id, cb_id, reason=reason, held_side=rec.side, hold_kind="ambiguous"
+        Action.QUARANTINE, crm_id, cb_id, reason=reason, held_side=rec.side, hold_kind=HoldKind.AMBIGUOUS
     )
