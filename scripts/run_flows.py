@@ -3,9 +3,12 @@
 
     python scripts/run_flows.py --all            # every flow, in dependency order
     python scripts/run_flows.py --flow contact_customer [--dry-run] [--full-resync]
+    python scripts/run_flows.py --all --verbose  # with Airflow's full task logs
 
-The last line of ``--flow`` output is the run summary as one JSON object. Exits 1 if
-any DAG run failed.
+Quiet by default: one progress line per task as it runs (records done of total, writes per
+minute, seconds waited for the rate budget), then the summaries; a failed run says which
+task failed, why, and the fix. The last line of ``--flow`` output is the run summary as one
+JSON object (with ``state``, ``failed_tasks`` and ``failures``). Exits 1 if any DAG run failed.
 """
 
 from __future__ import annotations
@@ -20,6 +23,24 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def _quiet() -> None:
+    """Airflow's logs at WARNING; the crmsync progress lines (and failures) still printed."""
+    # Airflow reads its log level when first imported (below): its in-process API
+    # server's per-task INFO lines are then left out too.
+    os.environ["AIRFLOW__LOGGING__LOGGING_LEVEL"] = "WARNING"
+    logging.getLogger().setLevel(logging.WARNING)
+
+
+class _Progress(logging.Handler):
+    """Prints each crmsync progress line once, whatever Airflow does with the root logger."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            print(f"  {record.getMessage()}", flush=True)
+        except Exception:  # a broken pipe must not fail the run
+            self.handleError(record)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -30,16 +51,20 @@ def main() -> int:
     parser.add_argument("--dry-run", action="store_true")
     parser.add_argument("--full-resync", action="store_true")
     parser.add_argument("--approve-large-change", action="store_true")
-    parser.add_argument("--quiet", action="store_true", help="hide Airflow's task logs")
+    parser.add_argument("--verbose", action="store_true", help="show Airflow's full task logs")
+    parser.add_argument("--quiet", action="store_true", help="(the default; kept for old scripts)")
     args = parser.parse_args()
 
-    if args.quiet:
-        # Airflow reads its log level when first imported (below): its in-process API
-        # server's per-task INFO lines are then left out too.
-        os.environ["AIRFLOW__LOGGING__LOGGING_LEVEL"] = "WARNING"
-        logging.disable(logging.WARNING)
-    from crmsync.flows.runner import load_dags, ordered, run_flow
-    from crmsync.flows.summary import render_summary
+    if not args.verbose:
+        _quiet()
+    from crmsync.flows.runner import load_dags, ordered, run_flow, run_record
+    from crmsync.flows.summary import render_failures, render_summary
+
+    if not args.verbose:
+        progress = logging.getLogger("crmsync.progress")
+        progress.setLevel(logging.INFO)
+        progress.propagate = False
+        progress.addHandler(_Progress())
 
     dags = load_dags(os.environ.get("AIRFLOW__CORE__DAGS_FOLDER", ROOT / "dags"))
     if args.flow and args.flow not in dags:
@@ -52,21 +77,24 @@ def main() -> int:
     }
     results = []
     for dag_id in [args.flow] if args.flow else ordered(list(dags)):
-        results.append(run_flow(dags[dag_id], conf))
-    logging.disable(logging.NOTSET)
+        print(f"{dag_id}: running", flush=True)
+        r = run_flow(dags[dag_id], conf)
+        print(f"{dag_id}: {'OK' if r.ok else 'FAILED'}", flush=True)
+        results.append(r)
     print()
     print("=" * 78)
     for r in results:
         status = "OK" if r.ok else f"FAILED ({', '.join(r.failed_tasks)})"
         print(f"{r.dag_id}: {status}")
         if r.summary:
-            print(render_summary(r.summary))
+            print(render_summary({**r.summary, "failures": r.failures}))
+        elif r.failures:
+            print(render_failures(r.failures))
+        elif not r.ok:
+            print("  no task recorded why; run again with --verbose (make run ARGS=--verbose)")
         print("-" * 78)
     if args.flow:
-        r = results[0]
-        print(
-            json.dumps(r.summary or {"flow": r.dag_id, "run_id": r.run_id, "state": r.state}, sort_keys=True)
-        )
+        print(json.dumps(run_record(results[0]), sort_keys=True))
     return 0 if all(r.ok for r in results) else 1
 
 

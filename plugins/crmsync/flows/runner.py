@@ -31,6 +31,8 @@ class FlowRun:
     state: str
     summary: dict[str, Any] | None = None
     failed_tasks: list[str] = field(default_factory=list)
+    #: what failed, why and the fix, one per failed task (recorded by the task on its run row)
+    failures: list[dict[str, str]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -123,4 +125,18 @@ def run_flow(dag: DAG, conf: dict[str, Any] | None = None) -> FlowRun:
     for ti in dr.get_task_instances():
         if ti.state not in ("success", "skipped"):
             failed.append(f"{ti.task_id}={ti.state}")
-    return FlowRun(dag.dag_id, dr.run_id, str(dr.state), read_summary(dr.run_id, dag.dag_id), failed)
+    stored = read_summary(dr.run_id, dag.dag_id)
+    failures = list((stored or {}).get("failures", []))
+    # a run stopped before update_links summarised it has only its failures on the row
+    summary = stored if stored is not None and "read" in stored else None
+    return FlowRun(dag.dag_id, dr.run_id, str(dr.state), summary, failed, failures)
+
+
+def run_record(r: FlowRun) -> dict[str, Any]:
+    """The run as one JSON object: its summary (if any), its state and what failed, why, and the fix."""
+    return {
+        **(r.summary or {"flow": r.dag_id, "run_id": r.run_id}),
+        "state": r.state,
+        "failed_tasks": r.failed_tasks,
+        "failures": r.failures,
+    }

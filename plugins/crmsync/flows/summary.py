@@ -137,6 +137,10 @@ def render_summary(s: dict[str, Any]) -> str:
     def pair(d: dict[str, int]) -> str:
         return f"customcrm {d.get('customcrm', 0):>5}   chargebee {d.get('chargebee', 0):>5}"
 
+    if "read" not in s:
+        # the run stopped before update_links summarised it: only its failures are recorded
+        head = f"flow {s.get('flow', '?')}  run {s.get('run_id', '?')}  (stopped: nothing was summarised)"
+        return "\n".join([head, render_failures(s.get("failures", []))])
     lines = [
         f"flow {s['flow']}  run {s['run_id']}" + ("  (DRY RUN: nothing written)" if s.get("dry_run") else ""),
         f"  read        {pair(s['read'])}",
@@ -186,4 +190,92 @@ def render_summary(s: dict[str, Any]) -> str:
         lines.append(f"  note: {note}")
     for p in s["problems"]:
         lines.append(f"  ! [{p['kind']}] {p['reason']}")
+    if s.get("failures"):
+        lines.append(render_failures(s["failures"]))
     return "\n".join(lines)
+
+
+# -- failures and progress ---------------------------------------------------------------------
+
+
+def _host_of(base_url: str | None) -> str | None:
+    """``host[:port]`` of a base URL: never its user info, path or query."""
+    if not base_url:
+        return None
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(base_url)
+    if not parts.hostname:
+        return None
+    return parts.hostname + (f":{parts.port}" if parts.port else "")
+
+
+def failure_of(
+    task: str,
+    exc: BaseException,
+    *,
+    conn_id: str | None = None,
+    base_url: str | None = None,
+    fix: str | None = None,
+) -> dict[str, str]:
+    """What a person needs of a failed task: which task, why, and what to do.
+
+    ``conn_id`` and ``base_url`` are those of the hook the task used (a transport or
+    authentication error then names the connection and the host, never a secret: the
+    host is taken from the URL alone). ``fix`` overrides the advice for the error class.
+    """
+    from crmsync.hooks.errors import ApiError, AuthError, TransportError
+
+    cause = " ".join(str(exc).split()) or type(exc).__name__
+    host = _host_of(base_url)
+    where = (f"connection {conn_id!r}" if conn_id else "") + (f" (host {host})" if host else "")
+    clear = f"then clear {task} (and the tasks after it) in the Airflow UI, or trigger a new run"
+    if isinstance(exc, TransportError):
+        cause = f"{cause}; {where}" if where else cause
+        advice = (
+            f"check that {host or 'the host'} is up and reachable from the worker and that "
+            f"connection {conn_id or '(see the mapping)'!r} (Admin → Connections) has the right "
+            f"host / base_url; {clear}"
+        )
+    elif isinstance(exc, AuthError):
+        cause = f"{cause}; {where}" if where else cause
+        advice = f"check the API key (password) of connection {conn_id!r} in Admin → Connections; {clear}"
+    elif isinstance(exc, ApiError):
+        cause = f"{cause}; {where}" if where else cause
+        advice = f"read the API's message above; {clear}"
+    else:
+        advice = f"read the cause above (the task log of {task} has the traceback); {clear}"
+    return {"task": task, "cause": cause[:1000], "fix": fix or advice}
+
+
+def with_failure(summary: dict[str, Any] | None, failure: dict[str, str]) -> dict[str, Any]:
+    """``summary`` (or a new record) with ``failure`` in its ``failures``, one per task."""
+    out = dict(summary or {})
+    failures = [f for f in out.get("failures", []) if f.get("task") != failure["task"]]
+    out["failures"] = [*failures, failure]
+    return out
+
+
+def render_failures(failures: list[dict[str, str]]) -> str:
+    """The failures of a run, the cause and the fix of each, for the summary's text."""
+    lines = []
+    for f in failures:
+        lines.append(f"  FAILED {f['task']}: {f['cause']}")
+        lines.append(f"    fix: {f['fix']}")
+    return "\n".join(lines)
+
+
+def progress_line(
+    what: str, done: int, total: int | None, elapsed: float, waited: float | None = None
+) -> str:
+    """One progress line: records done of total, records per minute, seconds waited for
+    the rate budget (when the task writes through one), time left."""
+    elapsed = max(elapsed, 1e-6)
+    per_minute = done / elapsed * 60
+    count = f"{done}/{total}" if total is not None else f"{done}"
+    parts = [f"{what}: {count} records", f"{per_minute:.0f}/min", f"{elapsed:.0f}s"]
+    if waited is not None:
+        parts.append(f"waited {waited:.1f}s for the rate budget")
+    if total is not None and 0 < done < total:
+        parts.append(f"~{(total - done) / (done / elapsed):.0f}s left")
+    return ", ".join(parts)

@@ -36,6 +36,8 @@ if TYPE_CHECKING:
     from crmsync.store.repository import LinkRow, Repository
 
 log = logging.getLogger("crmsync")
+#: the progress lines (a child of ``crmsync``: they are in the task log; ``make run`` prints them)
+progress_log = logging.getLogger("crmsync.progress")
 
 PROGRESS_EVERY_SECONDS = 10.0
 #: Outcomes of writes are recorded in groups (one commit per group, not per record): at
@@ -50,11 +52,16 @@ OUTCOME_FLUSH_SECONDS = 1.0
 # -- helpers -----------------------------------------------------------------------------
 
 
-def _fail(message: str) -> None:
-    """Fail the task without retries: a person has to act first."""
+def _fail(message: str, fix: str | None = None) -> None:
+    """Fail the task without retries: a person has to act first.
+
+    ``fix`` (what that person does) goes with the cause into the run summary's
+    ``failures`` (see :func:`run_step`)."""
     from airflow.sdk.exceptions import AirflowFailException
 
-    raise AirflowFailException(message)
+    exc = AirflowFailException(message)
+    exc.crmsync_fix = fix  # type: ignore[attr-defined]
+    raise exc
 
 
 def _context_params(context: dict[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -97,10 +104,14 @@ def _customcrm(hook: ChargebeeHook | CustomcrmHook) -> CustomcrmHook:
 
 
 class Progress:
-    """Logs ``done/total, rate, time left`` at a steady cadence, not per record."""
+    """Logs ``done/total, records per minute, seconds waited for the rate budget, time
+    left`` at a steady cadence, not per record (see crmsync.flows.summary.progress_line)."""
 
-    def __init__(self, what: str, total: int | None = None) -> None:
+    def __init__(
+        self, what: str, total: int | None = None, waited: Callable[[], float] | None = None
+    ) -> None:
         self.what, self.total, self.done = what, total, 0
+        self.waited = waited
         self.start = self.last = time.monotonic()
 
     def add(self, n: int = 1) -> None:
@@ -110,14 +121,45 @@ class Progress:
             self.last = t
             self.log()
 
+    def line(self) -> str:
+        from crmsync.flows.summary import progress_line
+
+        waited = self.waited() if self.waited is not None else None
+        return progress_line(self.what, self.done, self.total, time.monotonic() - self.start, waited)
+
     def log(self) -> None:
-        elapsed = max(time.monotonic() - self.start, 1e-6)
-        rate = self.done / elapsed
-        if self.total:
-            left = (self.total - self.done) / rate if rate else float("inf")
-            log.info("%s: %d/%d (%.1f/s, ~%.0fs left)", self.what, self.done, self.total, rate, left)
-        else:
-            log.info("%s: %d so far (%.1f/s)", self.what, self.done, rate)
+        progress_log.info("%s", self.line())
+
+
+class _TimedBudget:
+    """A rate budget that adds up the seconds its callers waited (for the progress line)."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+        self.waited = 0.0
+
+    def acquire(self, cost: int = 1, timeout: float | None = None) -> float:
+        waited = float(self._inner.acquire(cost, timeout) or 0.0)
+        self.waited += waited
+        return waited
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+def _timed_budget(hook: Any) -> Callable[[], float] | None:
+    """Count the seconds ``hook`` waits for its rate budget; None when it has none."""
+    try:
+        inner = hook.budget  # loads the connection (its settings say the rate)
+    except AttributeError:
+        return None
+    if isinstance(inner, _TimedBudget):
+        timed = inner
+    else:
+        timed = _TimedBudget(inner)
+        hook._budget = timed
+    start = timed.waited
+    return lambda: timed.waited - start
 
 
 # -- extract ----------------------------------------------------------------------------
@@ -341,12 +383,18 @@ def _circuit_breaker(mapping: FlowMapping, run_id: str, params: dict[str, Any], 
     too_many = writes > limits.max_writes_per_run
     too_big = links > 50 and writes > limits.max_write_fraction * links
     if (too_many or too_big) and not params.get("approve_large_change"):
+        fix = (
+            "if this is expected (an initial sync, a bulk edit), trigger the DAG with the Param "
+            "approve_large_change=true (make run ARGS=--approve-large-change); if not, check the "
+            "mapping and the source data"
+        )
         _fail(
             f"circuit breaker: this run would write {writes} records "
             f"({links} linked; limits: {limits.max_writes_per_run} per run, "
             f"{limits.max_write_fraction:.0%} of the links). Nothing was written. If this is "
             "expected (an initial sync, a bulk edit), trigger the DAG with the Param "
-            "approve_large_change=true; if not, check the mapping and the source data."
+            "approve_large_change=true; if not, check the mapping and the source data.",
+            fix=fix,
         )
 
 
@@ -398,7 +446,8 @@ def upsert(
 
     outcomes: Counter[str] = Counter()
     errors: list[str] = []
-    progress = Progress(f"upsert {side.value}")
+    total = _pending_writes(repo, run_id, side)
+    progress = Progress(f"upsert {side.value}", total, _timed_budget(hook))
 
     def run_one(row: RowMapping) -> tuple[RowMapping, Outcome]:
         return row, writer.execute(row, recovering=row[status_col] == WriteStatus.IN_FLIGHT, reread=reread)
@@ -490,6 +539,17 @@ def _plan_assigned(mapping: FlowMapping, repo: Repository, run_id: str) -> None:
         )
 
 
+def _pending_writes(repo: Repository, run_id: str, side: Side) -> int:
+    """How many of this side's planned writes are not done yet (the progress line's total)."""
+    prefix = "crm" if side is Side.CUSTOMCRM else "cb"
+    return sum(
+        int(row["n"])
+        for row in repo.plan_counts(run_id)
+        if row[f"{prefix}_op"] is not None
+        and row[f"{prefix}_status"] in (WriteStatus.PENDING, WriteStatus.IN_FLIGHT)
+    )
+
+
 def _record_outcomes(repo: Repository, side: Side, done: list[tuple[int, Outcome]]) -> None:
     """Record finished writes in one transaction (then forget them)."""
     if done:
@@ -540,7 +600,21 @@ def update_links(
     if dry_run and planned:
         _log_readable_plan(mapping, repo, run_id)
     if not planned:
-        _fail("transform did not finish (see its log); nothing was written, watermarks are unchanged")
+        failures = _recorded_failures(run_row)
+        if failures:
+            first = failures[0]
+            _fail(
+                f"{first['task']} failed ({first['cause']}), so the plan was not finished: nothing was "
+                "written and the watermarks are unchanged",
+                fix=first["fix"],
+            )
+        _fail(
+            "transform did not finish (it did not run, or it was stopped before recording its plan); "
+            "nothing was written, watermarks are unchanged",
+            fix="clear transform (and the tasks after it) in the Airflow UI, or trigger a new run",
+        )
+    if _recorded_failures(run_row):
+        summary["failures"] = _recorded_failures(run_row)
     if unfinished:
         summary["unfinished_writes"] = unfinished
         repo.set_run(run_id, summary=json.dumps(summary))
@@ -554,7 +628,8 @@ def update_links(
         _fail(
             f"{unfinished} planned writes did not run because an upsert task failed; the writes that "
             "ran are linked. Fix the cause shown in the upsert task's log, then clear the failed "
-            "upsert task and this one."
+            "upsert task and this one.",
+            fix="fix the cause the failed upsert task reports above, then clear it and update_links",
         )
     if not dry_run and run_row is not None:
         repo.commit_watermarks(
@@ -567,6 +642,16 @@ def update_links(
     )
     log.info("run summary\n%s", render_summary(summary))
     return summary
+
+
+def _recorded_failures(run_row: Any) -> list[dict[str, str]]:
+    """The failures earlier tasks of the run recorded on its row (see :func:`run_step`)."""
+    if run_row is None or not run_row["summary"]:
+        return []
+    try:
+        return list(json.loads(run_row["summary"]).get("failures", []))
+    except (ValueError, AttributeError):
+        return []
 
 
 #: the most lines of a dry run's plan one task log holds
@@ -634,10 +719,64 @@ def run_step(step: str, mapping_file: str, side: str | None = None, **context: A
         )
         return
     side_ = Side(side) if side else Side.CUSTOMCRM
+    hooks: list[ChargebeeHook | CustomcrmHook] = []
+
+    def hook() -> ChargebeeHook | CustomcrmHook:
+        hooks.append(_hook(mapping, side_))
+        return hooks[-1]
+
     steps: dict[str, Callable[[], Any]] = {
-        "extract": lambda: extract(mapping, side_, run_id, params, _hook(mapping, side_), repo),
+        "extract": lambda: extract(mapping, side_, run_id, params, hook(), repo),
         "transform": lambda: transform(mapping, run_id, params, repo),
-        "upsert": lambda: upsert(mapping, side_, run_id, params, _hook(mapping, side_), repo),
+        "upsert": lambda: upsert(mapping, side_, run_id, params, hook(), repo),
         "update_links": lambda: update_links(mapping, run_id, params, repo),
     }
-    steps[step]()
+    try:
+        steps[step]()
+    except Exception as exc:
+        ti = context.get("ti")
+        task = str(getattr(ti, "task_id", None) or (f"{step}_{side}" if side else step))
+        _record_failure(mapping, repo, run_id, params, task, exc, hooks[-1] if hooks else None)
+        raise
+
+
+def _record_failure(
+    mapping: FlowMapping,
+    repo: Repository,
+    run_id: str,
+    params: dict[str, Any],
+    task: str,
+    exc: Exception,
+    hook: ChargebeeHook | CustomcrmHook | None,
+) -> None:
+    """Put the failing task, the cause and the fix on the run row's summary (``failures``),
+    where the run summary (``make run``, the JSON line) shows them. A skip is no failure;
+    recording never hides the task's own error."""
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    from crmsync.flows.summary import failure_of, with_failure
+
+    if isinstance(exc, AirflowSkipException):
+        return
+    try:
+        conn_id = base_url = None
+        if hook is not None:
+            conn_id = str(getattr(hook, "http_conn_id", "") or "") or None
+            # the base URL only once the hook loaded its connection (never a secret: host only)
+            base_url = getattr(hook, "base_url", None) if getattr(hook, "_ready", False) else None
+            if base_url is None and conn_id:
+                conn = type(hook).get_connection(conn_id)
+                host = str(getattr(conn, "host", "") or "")
+                port = getattr(conn, "port", None)
+                base_url = (host if "//" in host else f"http://{host}") + (f":{port}" if port else "")
+        failure = failure_of(
+            task, exc, conn_id=conn_id, base_url=base_url, fix=getattr(exc, "crmsync_fix", None)
+        )
+        repo.begin_run(run_id, params)
+        row = repo.get_run(run_id)
+        stored = json.loads(row["summary"]) if row is not None and row["summary"] else None
+        base = stored or {"flow": mapping.flow, "run_id": run_id}
+        repo.set_run(run_id, summary=json.dumps(with_failure(base, failure)))
+        log.error("%s failed: %s\n  fix: %s", task, failure["cause"], failure["fix"])
+    except Exception:  # the task's own error is what matters
+        log.warning("could not record the failure of %s on the run row", task, exc_info=True)
