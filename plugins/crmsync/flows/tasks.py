@@ -93,14 +93,11 @@ def _hook(mapping: FlowMapping, side: Side) -> ChargebeeHook | CustomcrmHook:
 
 
 def _chargebee(hook: ChargebeeHook | CustomcrmHook) -> ChargebeeHook:
-    """The hook of a task whose side is Chargebee: :func:`_hook` built it for that side, so
-    the side says which class it is (no runtime check: the task's side decides, as before)."""
+    """The hook of a task whose side is Chargebee, for what only Chargebee has (its events,
+    the writer's record actions); everything else goes through the
+    :class:`~crmsync.hooks.client.SyncClient` both hooks implement. :func:`_hook` built it
+    for that side, so the side says which class it is (no runtime check, as before)."""
     return cast("ChargebeeHook", hook)
-
-
-def _customcrm(hook: ChargebeeHook | CustomcrmHook) -> CustomcrmHook:
-    """The hook of a task whose side is Customcrm (see :func:`_chargebee`)."""
-    return cast("CustomcrmHook", hook)
 
 
 class Progress:
@@ -173,19 +170,14 @@ def _pages(
     repo: Repository,
 ) -> Iterator[list[dict[str, Any]]]:
     resource = mapping.side(side).resource
-    if side is Side.CUSTOMCRM:
-        when = None if since is None else datetime.fromtimestamp(since, UTC)
-        yield from _customcrm(hook).iter_pages(resource, updated_since=when)
-        return
-    cb = _chargebee(hook)
-    if since is not None and mapping.chargebee.change_events:
+    if side is Side.CHARGEBEE and since is not None and mapping.chargebee.change_events:
         # the resource's list cannot be filtered by updated_at: its events say what changed
         from crmsync.hooks.chargebee_events import iter_changed
 
-        yield from iter_changed(cb, resource, mapping.chargebee.change_events, int(since))
-    elif not cb.resource(resource).readable:
-        # no documented list at all (business entities): the whole event history, then the
-        # ids other records name; one known only by its id is reported, not guessed
+        yield from iter_changed(_chargebee(hook), resource, mapping.chargebee.change_events, int(since))
+    elif not hook.listable(resource):
+        # no documented list at all (Chargebee's business entities): the whole event history,
+        # then the ids other records name; one known only by its id is reported, not guessed
         from crmsync.hooks.chargebee_events import iter_known
 
         if not mapping.chargebee.change_events:
@@ -197,12 +189,12 @@ def _pages(
         def linked(ids: Sequence[str]) -> set[str]:
             return set(repo.get_links_by_cb_id(list(ids)))
 
-        yield from iter_known(cb, resource, mapping.chargebee.change_events, linked)
-    elif mapping.chargebee.delete_events:
+        yield from iter_known(_chargebee(hook), resource, mapping.chargebee.change_events, linked)
+    elif side is Side.CHARGEBEE and mapping.chargebee.delete_events:
         # the list, then the delete events of the same window (a purged record is in no list)
-        yield from _with_delete_signals(mapping, cb, repo, since)
+        yield from _with_delete_signals(mapping, _chargebee(hook), repo, since)
     else:
-        yield from cb.iter_pages(resource, updated_after=None if since is None else int(since))
+        yield from hook.iter_changed(resource, since)
 
 
 #: Audit reasons (``engine.plan._decide_delete``) of an ``unlink`` whose Chargebee record
@@ -239,7 +231,7 @@ def _with_delete_signals(
     from crmsync.hooks.chargebee_events import iter_changed_since
 
     resource = mapping.chargebee.resource
-    for page in hook.iter_pages(resource, updated_after=None if since is None else int(since)):
+    for page in hook.iter_changed(resource, since):
         yield _tombstone_handled_deletes(repo, page)
     for page in iter_changed_since(
         hook, resource, mapping.chargebee.delete_events, None if since is None else int(since)
@@ -331,7 +323,7 @@ def extract(
     repo.clear_staging(run_id, side)
     progress = Progress(f"extract {side.value}")
     evented = side is Side.CHARGEBEE and bool(mapping.chargebee.change_events)
-    unlistable = side is Side.CHARGEBEE and not _chargebee(hook).resource(mapping.chargebee.resource).readable
+    unlistable = side is Side.CHARGEBEE and not hook.listable(mapping.chargebee.resource)
     log.info(
         "extract %s %s: %s",
         side.value,
@@ -422,7 +414,7 @@ def upsert(
     writer: ChargebeeWriter | CustomcrmWriter = (
         ChargebeeWriter(mapping, _chargebee(hook), run_id, RefResolver(repo.engine, mapping))
         if side is Side.CHARGEBEE
-        else CustomcrmWriter(mapping, _customcrm(hook), run_id)
+        else CustomcrmWriter(mapping, hook, run_id)
     )
     run_row = repo.get_run(run_id)
     if run_row is None or run_row["status"] not in (RunStatus.PLANNED, RunStatus.FINISHED):

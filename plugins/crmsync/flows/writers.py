@@ -45,7 +45,7 @@ from crmsync.mapping.model import Side
 if TYPE_CHECKING:
     from crmsync.flows.refs import RefResolver
     from crmsync.hooks.chargebee import ChargebeeHook
-    from crmsync.hooks.customcrm import CustomcrmHook
+    from crmsync.hooks.client import SyncClient
 
 log = logging.getLogger(__name__)
 
@@ -349,7 +349,7 @@ class CustomcrmWriter:
 
     side = Side.CUSTOMCRM
 
-    def __init__(self, mapping: FlowMapping, hook: CustomcrmHook, run_id: str) -> None:
+    def __init__(self, mapping: FlowMapping, hook: SyncClient, run_id: str) -> None:
         self.mapping = mapping
         self.hook = hook
         self.run_id = run_id
@@ -391,7 +391,7 @@ class CustomcrmWriter:
     def _create(self, row: RowMapping, changes: dict[str, Any], recovering: bool) -> Outcome:
         cb_id = row["cb_id"]
         if recovering:
-            found = [r for r in self.hook.find(self.resource, external_ref=cb_id) if not r.get("Deleted")]
+            found = [r for r in self.hook.find_own(self.resource, cb_id) if not r.get("Deleted")]
             if found:
                 existing = found[0]
                 now = to_canonical(self.mapping, Side.CUSTOMCRM, existing)

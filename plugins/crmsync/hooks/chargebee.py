@@ -24,7 +24,6 @@ import math
 import re
 import uuid
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 from enum import Enum
@@ -57,6 +56,7 @@ from crmsync.hooks.errors import (
     ValidationError,
 )
 from crmsync.hooks.retry import RetryPolicy
+from crmsync.mapping.capabilities import RESOURCES, ChargebeeResource, capability
 from crmsync.mapping.creators import api_key_name_problem
 from crmsync.provider import CHARGEBEE_CONN_FIELDS, CHARGEBEE_UI_BEHAVIOUR
 
@@ -142,62 +142,8 @@ def encode_form(params: Mapping[str, Any]) -> list[tuple[str, str]]:
 
 
 # --------------------------------------------------------------------- resources
-
-
-@dataclass(frozen=True)
-class ChargebeeResource:
-    """How one list/retrieve resource behaves.
-
-    :param name: plural path segment (``customers``).
-    :param object_key: the key wrapping each object in responses (``customer``).
-    :param updated_field: the timestamp the incremental filter and sort use.
-    :param include_deleted: whether the list accepts ``include_deleted``.
-    :param deleted_statuses: for a list without ``include_deleted`` whose ``status`` filter
-        takes ``deleted`` (items: ``Item.ListParams`` has no ``include_deleted``, an item's
-        status is active, archived or deleted): every status, sent as
-        ``status[in]=["active", "archived", "deleted"]`` when deleted records are wanted.
-    :param sortable: whether the list accepts ``sort_by[asc]=<updated_field>``.
-    :param readable: whether Chargebee documents a list and retrieve for it. Business
-        entities have none (the official SDK has only ``create_transfers`` and
-        ``get_transfers``): they are known from events, customers and transfers
-        (:mod:`crmsync.hooks.chargebee_events`), and reading them directly is refused
-        here, so nothing can come to depend on an endpoint a real site may answer 404.
-    """
-
-    name: str
-    object_key: str
-    updated_field: str = "updated_at"
-    include_deleted: bool = True
-    deleted_statuses: tuple[str, ...] = ()
-    sortable: bool = True
-    readable: bool = True
-
-
-RESOURCES: dict[str, ChargebeeResource] = {
-    r.name: r
-    for r in (
-        ChargebeeResource("customers", "customer"),
-        # Item.ListParams: no include_deleted; status[in] lists deleted items too
-        ChargebeeResource(
-            "items", "item", include_deleted=False, deleted_statuses=("active", "archived", "deleted")
-        ),
-        ChargebeeResource("item_families", "item_family"),
-        ChargebeeResource("item_prices", "item_price"),
-        ChargebeeResource("orders", "order"),
-        ChargebeeResource("invoices", "invoice"),
-        ChargebeeResource("business_entities", "business_entity", readable=False),
-        # GET /business_entities/transfers: declares limit, offset and filters, no include_deleted;
-        # its sort_by is left at Chargebee's default
-        ChargebeeResource(
-            "business_entities/transfers",
-            "business_entity_transfer",
-            updated_field="created_at",
-            include_deleted=False,
-            sortable=False,
-        ),
-        ChargebeeResource("events", "event", updated_field="occurred_at", include_deleted=False),
-    )
-}
+# Which resources exist (path, object key, list filters): crmsync.mapping.capabilities.RESOURCES,
+# re-exported here for the hook's callers.
 
 
 class ChargebeeSettings(HttpSettings):
@@ -287,6 +233,11 @@ def chargebee_base_url(host: str | None, base_url: str | None) -> str:
 
 
 # ------------------------------------------------------------------------- hook
+
+
+def _no_if_match(if_match: int | str | None) -> None:
+    if if_match is not None:
+        raise ValueError("Chargebee has no conditional write (no If-Match): if_match must be None")
 
 
 #: The response time a task's default thread count is sized for (see ``ChargebeeHook._max_workers``).
@@ -519,6 +470,30 @@ class ChargebeeHook(ApiHook):
             seen.add(next_offset)
             offset = next_offset
 
+    def listable(self, resource: str) -> bool:
+        """Whether Chargebee documents a list and retrieve of ``resource``
+        (:class:`~crmsync.hooks.client.SyncClient`)."""
+        return self.resource(resource).readable
+
+    def iter_changed(
+        self, resource: str, since: float | None, *, include_deleted: bool = True
+    ) -> Iterator[list[dict[str, Any]]]:
+        """:meth:`iter_pages` with ``since`` in Unix seconds, cut to whole seconds
+        (``updated_at[after]``); the :class:`~crmsync.hooks.client.SyncClient` list."""
+        return self.iter_pages(
+            resource, updated_after=None if since is None else int(since), include_deleted=include_deleted
+        )
+
+    def get(self, resource: str, record_id: str) -> dict[str, Any] | None:
+        """:meth:`retrieve` under the :class:`~crmsync.hooks.client.SyncClient` name."""
+        return self.retrieve(resource, record_id)
+
+    def find_own(self, resource: str, ref: str) -> list[dict[str, Any]]:
+        """The record the sync created under the deterministic id ``ref``, if it exists:
+        a Chargebee record's own reference is its id, so this is one retrieve."""
+        found = self.retrieve(resource, ref)
+        return [] if found is None else [found]
+
     def retrieve(self, resource: str, record_id: str) -> dict[str, Any] | None:
         """Return one object, or ``None`` if it does not exist or is deleted (404)."""
         res = self._readable(resource)
@@ -586,12 +561,15 @@ class ChargebeeHook(ApiHook):
         params: Mapping[str, Any],
         *,
         idempotency_key: str | None = None,
+        if_match: int | str | None = None,
     ) -> dict[str, Any]:
         """Update a record (``POST /{resource}/{id}``); send only the changed fields.
 
-        Chargebee has no conditional write: there is no If-Match, the last writer wins.
+        Chargebee has no conditional write: there is no If-Match, the last writer wins,
+        so an ``if_match`` is refused (ValueError) rather than silently dropped.
         ``billing_address`` must go through :meth:`action` ``"update_billing_info"``.
         """
+        _no_if_match(if_match)
         res = self.resource(resource)
         return self._post(
             res, f"{res.name}/{{id}}", f"{res.name}/{quote_segment(record_id)}", params, idempotency_key
@@ -620,6 +598,13 @@ class ChargebeeHook(ApiHook):
             params,
             idempotency_key,
         )
+
+    def delete(self, resource: str, record_id: str, *, if_match: int | str | None = None) -> None:
+        """Delete a record through its resource's delete action (``POST /{resource}/{id}/delete``,
+        an order's ``cancel``: :attr:`~crmsync.mapping.capabilities.ResourceCapability.delete_action`).
+        A record that does not exist raises ``NotFound``; ``if_match`` is refused as in :meth:`update`."""
+        _no_if_match(if_match)
+        self.action(resource, record_id, capability(resource).delete_action)
 
     def test_connection(self) -> tuple[bool, str]:
         """Check the site and API key with one cheap list call (the UI's Test button)."""

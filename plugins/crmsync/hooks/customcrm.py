@@ -428,6 +428,23 @@ class CustomcrmHook(ApiHook):
             out.extend(page)
         return out
 
+    def listable(self, resource: str) -> bool:
+        """Every Customcrm resource has a list and a GET (:class:`~crmsync.hooks.client.SyncClient`)."""
+        return True
+
+    def iter_changed(
+        self, resource: str, since: float | None, *, include_deleted: bool = True
+    ) -> Iterator[list[dict[str, Any]]]:
+        """:meth:`iter_pages` with ``since`` in Unix seconds (an aware UTC datetime for the
+        API's ``updated_since``); the :class:`~crmsync.hooks.client.SyncClient` list."""
+        when = None if since is None else datetime.fromtimestamp(since, UTC)
+        return self.iter_pages(resource, updated_since=when, include_deleted=include_deleted)
+
+    def find_own(self, resource: str, ref: str) -> list[dict[str, Any]]:
+        """The records whose external reference is ``ref`` (the Chargebee id the sync wrote
+        into them), tombstones included: :meth:`find` ``external_ref=ref``."""
+        return self.find(resource, external_ref=ref)
+
     def get(self, resource: str, record_id: str) -> dict[str, Any] | None:
         """Return one record, or ``None`` if it does not exist (404) or is a tombstone (410)."""
         template = f"{resource}/{{id}}"

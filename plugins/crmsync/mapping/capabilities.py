@@ -94,11 +94,70 @@ LEGACY_ORDER_MANAGEMENT = "legacy_order_management"
 
 
 @dataclass(frozen=True)
+class ChargebeeResource:
+    """A Chargebee resource that exists, and how its list/retrieve behaves.
+
+    The one registry of Chargebee resources (:data:`RESOURCES`): the hook reads paths,
+    object keys and list filters from it, and :data:`CAPABILITIES` (what can be written)
+    names only resources listed here.
+
+    :param name: plural path segment (``customers``).
+    :param object_key: the key wrapping each object in responses (``customer``).
+    :param updated_field: the timestamp the incremental filter and sort use.
+    :param include_deleted: whether the list accepts ``include_deleted``.
+    :param deleted_statuses: for a list without ``include_deleted`` whose ``status`` filter
+        takes ``deleted`` (items: ``Item.ListParams`` has no ``include_deleted``, an item's
+        status is active, archived or deleted): every status, sent as
+        ``status[in]=["active", "archived", "deleted"]`` when deleted records are wanted.
+    :param sortable: whether the list accepts ``sort_by[asc]=<updated_field>``.
+    :param readable: whether Chargebee documents a list and retrieve for it. Business
+        entities have none (the official SDK has only ``create_transfers`` and
+        ``get_transfers``): they are known from events, customers and transfers
+        (:mod:`crmsync.hooks.chargebee_events`), and reading them directly is refused
+        here, so nothing can come to depend on an endpoint a real site may answer 404.
+    """
+
+    name: str
+    object_key: str
+    updated_field: str = "updated_at"
+    include_deleted: bool = True
+    deleted_statuses: tuple[str, ...] = ()
+    sortable: bool = True
+    readable: bool = True
+
+
+RESOURCES: dict[str, ChargebeeResource] = {
+    r.name: r
+    for r in (
+        ChargebeeResource("customers", "customer"),
+        # Item.ListParams: no include_deleted; status[in] lists deleted items too
+        ChargebeeResource(
+            "items", "item", include_deleted=False, deleted_statuses=("active", "archived", "deleted")
+        ),
+        ChargebeeResource("item_families", "item_family"),
+        ChargebeeResource("item_prices", "item_price"),
+        ChargebeeResource("orders", "order"),
+        ChargebeeResource("invoices", "invoice"),
+        ChargebeeResource("business_entities", "business_entity", readable=False),
+        # GET /business_entities/transfers: declares limit, offset and filters, no include_deleted;
+        # its sort_by is left at Chargebee's default
+        ChargebeeResource(
+            "business_entities/transfers",
+            "business_entity_transfer",
+            updated_field="created_at",
+            include_deleted=False,
+            sortable=False,
+        ),
+        ChargebeeResource("events", "event", updated_field="occurred_at", include_deleted=False),
+    )
+}
+
+
+@dataclass(frozen=True)
 class ResourceCapability:
     """The writes Chargebee's public API offers for one resource."""
 
     resource: str
-    object_key: str
     can_create: bool
     can_update: bool
     can_delete: bool
@@ -120,6 +179,11 @@ class ResourceCapability:
     #: order management (every site since 2021-10-01) refuse it and generate orders from
     #: invoices, so a mapping creates orders only when it says the site is legacy.
     create_needs: str | None = None
+
+    @property
+    def object_key(self) -> str:
+        """The key wrapping this resource's object in responses (from :data:`RESOURCES`)."""
+        return RESOURCES[self.resource].object_key
 
     def update_route(self, path: str) -> str | None:
         """The endpoint that writes ``path`` on an existing record, or None if none does."""
@@ -166,7 +230,6 @@ ORDER_SHIPPING_ADDRESS = Assignment(
 CAPABILITIES: dict[str, ResourceCapability] = {
     "customers": ResourceCapability(
         resource="customers",
-        object_key="customer",
         can_create=True,
         can_update=True,
         can_delete=True,
@@ -191,7 +254,6 @@ CAPABILITIES: dict[str, ResourceCapability] = {
     ),
     "items": ResourceCapability(
         resource="items",
-        object_key="item",
         can_create=True,
         can_update=True,
         can_delete=True,
@@ -238,7 +300,6 @@ CAPABILITIES: dict[str, ResourceCapability] = {
     ),
     "item_families": ResourceCapability(
         resource="item_families",
-        object_key="item_family",
         can_create=True,
         can_update=True,
         can_delete=True,
@@ -246,7 +307,6 @@ CAPABILITIES: dict[str, ResourceCapability] = {
     ),
     "orders": ResourceCapability(
         resource="orders",
-        object_key="order",
         can_create=True,
         can_update=True,
         can_delete=False,
@@ -299,7 +359,6 @@ CAPABILITIES: dict[str, ResourceCapability] = {
     ),
     "business_entities": ResourceCapability(
         resource="business_entities",
-        object_key="business_entity",
         can_create=False,
         can_update=False,
         can_delete=False,
