@@ -39,7 +39,9 @@ log = logging.getLogger("crmsync")
 #: the progress lines (a child of ``crmsync``: they are in the task log; ``make run`` prints them)
 progress_log = logging.getLogger("crmsync.progress")
 
+#: a progress line every this many seconds or records, whichever comes first (and a final one)
 PROGRESS_EVERY_SECONDS = 10.0
+PROGRESS_EVERY_RECORDS = 1000
 #: Outcomes of writes are recorded in groups (one commit per group, not per record): at
 #: most this many rows or seconds of outcomes are lost when a worker is killed. A rerun
 #: redoes them safely: a create is in flight (written ahead), so it is looked up before
@@ -109,13 +111,14 @@ class Progress:
     ) -> None:
         self.what, self.total, self.done = what, total, 0
         self.waited = waited
+        self.logged = 0
         self.start = self.last = time.monotonic()
 
     def add(self, n: int = 1) -> None:
         self.done += n
         t = time.monotonic()
-        if t - self.last >= PROGRESS_EVERY_SECONDS:
-            self.last = t
+        if t - self.last >= PROGRESS_EVERY_SECONDS or self.done - self.logged >= PROGRESS_EVERY_RECORDS:
+            self.last, self.logged = t, self.done
             self.log()
 
     def line(self) -> str:

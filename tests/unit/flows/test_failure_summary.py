@@ -82,3 +82,21 @@ def test_render_a_run_stopped_before_its_summary() -> None:
 )
 def test_progress_line(args: tuple, expected: str) -> None:
     assert progress_line(*args) == expected
+
+
+def test_progress_logs_every_n_records_and_a_final_line(caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    from crmsync.flows import tasks
+
+    caplog.set_level(logging.INFO, logger="crmsync.progress")
+    p = tasks.Progress("upsert chargebee", total=2500)
+    for _ in range(2500):
+        p.add()
+    p.log()
+    lines = [r.getMessage() for r in caplog.records if r.name == "crmsync.progress"]
+    assert [line.split(" records")[0] for line in lines] == [
+        "upsert chargebee: 1000/2500",
+        "upsert chargebee: 2000/2500",
+        "upsert chargebee: 2500/2500",
+    ]
