@@ -30,8 +30,10 @@ from crmsync.engine.status import HoldKind, WriteStatus, hold_kind_of_write
 from crmsync.mapping.model import Cardinality, Side
 from crmsync.mapping.model import Mapping as FlowMapping
 
-#: Key of a Chargebee snapshot's (and a base's) references not linked yet; the same
-#: string as ``crmsync.flows.refs.PENDING_REFS`` (a unit test checks they agree).
+#: Key, in a link's stored base and Chargebee snapshot, of the references that Chargebee
+#: set on a record the sync created but that were not linked yet: ``{field: Chargebee id}``.
+#: Not a field name (field names start with a letter); never reaches the merge.
+#: (flows/refs.py reads and writes it too, from here.)
 PENDING_REFS = "~pending_refs"
 
 #: Statuses of a side whose write, if any, landed (None: nothing to write there).

@@ -16,15 +16,11 @@ from sqlalchemy.engine import Engine
 
 from crmsync.engine.canonical import SideRecord
 from crmsync.engine.plan import NEEDS_A_PERSON, LinkState
+from crmsync.engine.settle import PENDING_REFS
 from crmsync.mapping.model import FieldMap, Side
 from crmsync.mapping.model import Mapping as FlowMapping
 from crmsync.mapping.transforms import Canonical
 from crmsync.store.links import LinkStore
-
-#: Key, in a link's stored base and Chargebee snapshot, of the references that Chargebee
-#: set on a record the sync created but that were not linked yet: ``{field: Chargebee id}``.
-#: Not a field name (field names start with a letter); never reaches the merge.
-PENDING_REFS = "~pending_refs"
 
 
 def unresolved(f: FieldMap, cb_value: str, hints: dict[str, str]) -> str:
