@@ -85,13 +85,18 @@ def _repo(mapping: FlowMapping) -> Repository:
 
 
 def _hook(mapping: FlowMapping, side: Side) -> ChargebeeHook | CustomcrmHook:
+    """The side's hook, with the rate budget every task and worker shares (the task injects
+    it: a hook never opens the link store to find its budget)."""
+    from crmsync.hooks.budget import task_budget_factory
+
+    factory = task_budget_factory()
     if side is Side.CHARGEBEE:
         from crmsync.hooks.chargebee import ChargebeeHook
 
-        return ChargebeeHook(chargebee_conn_id=mapping.connections.chargebee)
+        return ChargebeeHook(chargebee_conn_id=mapping.connections.chargebee, budget_factory=factory)
     from crmsync.hooks.customcrm import CustomcrmHook
 
-    return CustomcrmHook(customcrm_conn_id=mapping.connections.customcrm)
+    return CustomcrmHook(customcrm_conn_id=mapping.connections.customcrm, budget_factory=factory)
 
 
 def _chargebee(hook: ChargebeeHook | CustomcrmHook) -> ChargebeeHook:

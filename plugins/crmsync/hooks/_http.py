@@ -35,7 +35,7 @@ from pydantic import ValidationError as PydanticValidationError
 from requests_toolbelt.adapters.socket_options import TCPKeepAliveAdapter
 
 from crmsync import __version__
-from crmsync.hooks.budget import RateLimiter, get_budget
+from crmsync.hooks.budget import BudgetFactory, RateLimiter, get_budget
 from crmsync.hooks.errors import ApiError, InvalidResponse, RateLimited, TransportError
 from crmsync.hooks.retry import RetryPolicy, call_with_retry, classify_requests_exception, parse_retry_after
 
@@ -181,12 +181,14 @@ class ApiHook(HttpHook):
         *,
         budget: RateLimiter | None = None,
         retry_policy: RetryPolicy | None = None,
+        budget_factory: BudgetFactory | None = None,
     ) -> None:
         super().__init__(method="GET", http_conn_id=conn_id)
         #: Requests sent (every attempt, retries included), by ``"METHOD path-template"``.
         self.calls: Counter[str] = Counter()
         self._calls_lock = threading.Lock()
         self._budget_override = budget
+        self._budget_factory = budget_factory
         self._policy_override = retry_policy
         self._init_lock = threading.Lock()
         self._local = threading.local()
@@ -252,7 +254,9 @@ class ApiHook(HttpHook):
                 rate = settings.rate_limit_per_minute
                 if rate is None:
                     rate = self.default_rate_per_minute
-                self._budget = get_budget(self._budget_key(), rate, settings.rate_limit_burst)
+                self._budget = get_budget(
+                    self._budget_key(), rate, settings.rate_limit_burst, factory=self._budget_factory
+                )
             self._ready = True
 
     def _set_base_url(self, connection: Any) -> None:
@@ -269,7 +273,8 @@ class ApiHook(HttpHook):
     @property
     def budget(self) -> RateLimiter:
         """The site's rate budget, shared by every hook of the site in the process and,
-        inside an Airflow task, by every worker process (see :mod:`crmsync.hooks.budget`)."""
+        for a hook a task built with its ``budget_factory``, by every worker process
+        (see :mod:`crmsync.hooks.budget`)."""
         self._ensure_ready()
         assert self._budget is not None
         return self._budget

@@ -15,11 +15,13 @@ Hooks get their limiter from :func:`get_budget`, keyed by site, so every hook
 object, thread and flow of one site in this process shares one bucket. That is not
 enough when several processes talk to one site (six flow DAGs at once on
 LocalExecutor, Celery workers on several machines): inside an Airflow task,
-:func:`get_budget` therefore hands out a
+the task's hooks therefore get a
 :class:`~crmsync.hooks.shared_budget.SharedRateBudget`, which leases tokens from the
 link store's database (connection ``crmsync_store``) so that every task of every flow
 on every worker shares one budget per site. Outside a task (unit tests, scripts) the
 process-local budget stays the default; :func:`use_shared_budget` opts a process in.
+The task, not the hook, decides: it builds its hooks with ``budget_factory=``
+:func:`task_budget_factory` (a hook never opens the link store itself).
 """
 
 from __future__ import annotations
@@ -204,8 +206,8 @@ _task_factories: dict[str, BudgetFactory | None] = {}
 def set_budget_factory(factory: BudgetFactory | None) -> None:
     """Plug in another limiter implementation; ``None`` restores the default.
 
-    The default is the shared budget inside an Airflow task (see :func:`get_budget`)
-    and the process-local :class:`RateBudget` elsewhere. Limiters already handed out
+    The default is the process-local :class:`RateBudget`; a task's hooks get the shared
+    budget through :func:`task_budget_factory` unless one was set here. Limiters already handed out
     stay in use; call :func:`reset_budgets` to drop them.
     """
     global _factory
@@ -221,17 +223,6 @@ def _config(key: str) -> str | None:
         return None
     value = conf.get("crmsync", key, fallback=None)
     return None if value in (None, "") else str(value)
-
-
-def _in_airflow_task() -> bool:
-    """True while an Airflow task is executing in this process (``get_current_context`` works)."""
-    try:
-        from airflow.sdk import get_current_context
-
-        get_current_context()
-    except Exception:
-        return False
-    return True
 
 
 def _shared_factory(engine: Engine, settings: dict[str, Any]) -> BudgetFactory:
@@ -259,14 +250,10 @@ def _shared_factory(engine: Engine, settings: dict[str, Any]) -> BudgetFactory:
         return factory
 
 
-def _task_factory(conn_id: str = DEFAULT_STORE_CONN_ID) -> BudgetFactory | None:
-    """The shared factory for hooks built inside an Airflow task, if the store is reachable.
-
-    Every task of every flow on every worker then shares one budget per site. Off with
-    ``[crmsync] shared_rate_budget = off``; a missing or unsupported store connection
-    keeps the process-local budget, with a warning.
-    """
-    if (_config("shared_rate_budget") or "auto").strip().lower() in _OFF or not _in_airflow_task():
+def _store_factory(conn_id: str) -> BudgetFactory | None:
+    """The shared factory through the link store behind ``conn_id``, or None (with a
+    warning) when ``[crmsync] shared_rate_budget = off`` or the store is not usable."""
+    if (_config("shared_rate_budget") or "auto").strip().lower() in _OFF:
         return None
     with _shared_lock:
         if conn_id in _task_factories:
@@ -290,28 +277,44 @@ def _task_factory(conn_id: str = DEFAULT_STORE_CONN_ID) -> BudgetFactory | None:
 
 
 def budget_factory() -> BudgetFactory:
-    """The factory :func:`get_budget` uses here and now."""
+    """The process's factory: the one :func:`set_budget_factory` or :func:`use_shared_budget`
+    set, else the process-local :class:`RateBudget`. A hook uses it unless it was given one."""
     with _registry_lock:
-        explicit = _factory
+        return _factory
+
+
+def task_budget_factory(conn_id: str = DEFAULT_STORE_CONN_ID) -> BudgetFactory:
+    """The factory a task injects into the hooks it builds (``budget_factory=``).
+
+    The process's explicit factory if one was set (:func:`use_shared_budget`,
+    :func:`set_budget_factory`); else one shared through the link store behind ``conn_id``,
+    so every task of every flow on every worker shares one budget per site; off with
+    ``[crmsync] shared_rate_budget = off``, and a missing or unsupported store connection
+    keeps the process-local budget, with a warning. The task opens the store here: a hook
+    never does.
+    """
+    explicit = budget_factory()
     if explicit is not _local_factory:
         return explicit
-    return _task_factory() or _local_factory
+    return _store_factory(conn_id) or _local_factory
 
 
-def get_budget(key: str, rate_per_minute: float | None, burst: int | None = None) -> RateLimiter:
+def get_budget(
+    key: str, rate_per_minute: float | None, burst: int | None = None, *, factory: BudgetFactory | None = None
+) -> RateLimiter:
     """Return the limiter for ``key`` (e.g. ``"chargebee:acme-test.chargebee.com/api/v2"``).
 
-    Inside an Airflow task whose ``crmsync_store`` connection exists, it is a
-    :class:`~crmsync.hooks.shared_budget.SharedRateBudget`, shared with every other
-    task and worker through the link store's database; elsewhere (unit tests,
-    scripts) a process-local :class:`RateBudget`, unless :func:`use_shared_budget` or
-    :func:`set_budget_factory` said otherwise.
+    ``factory`` makes it (a task passes :func:`task_budget_factory`'s, which shares it with
+    every other task and worker through the link store's database); without one, the
+    process's :func:`budget_factory` (process-local unless :func:`use_shared_budget` or
+    :func:`set_budget_factory` said otherwise).
 
     The first caller's settings create it; later callers share it. If a later caller
     asks for a *lower* rate, the shared limiter is tightened in place (never loosened),
     because exceeding a site's limit costs far more than running slower.
     """
-    factory = budget_factory()
+    if factory is None:
+        factory = budget_factory()
     with _registry_lock:
         existing = _registry.get((factory, key))
         if existing is None:
@@ -333,7 +336,7 @@ def reset_budgets() -> None:
 def use_shared_budget(store: Engine | str = DEFAULT_STORE_CONN_ID, **settings: Any) -> None:
     """Share every hook's site budget with all other processes, inside a task or not.
 
-    Tasks do this on their own (see :func:`get_budget`); call it in other processes
+    Tasks do this on their own (see :func:`task_budget_factory`); call it in other processes
     that talk to the same sites (scripts, benchmarks, a custom worker), or to change
     the timing (tests use a 5 s window).
 
@@ -365,5 +368,6 @@ __all__ = [
     "get_budget",
     "reset_budgets",
     "set_budget_factory",
+    "task_budget_factory",
     "use_shared_budget",
 ]

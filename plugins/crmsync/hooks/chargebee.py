@@ -43,7 +43,7 @@ from crmsync.hooks._http import (
     retry_after_of,
 )
 from crmsync.hooks._ui import field_behaviour, form_widgets
-from crmsync.hooks.budget import DEFAULT_RATE_PER_MINUTE, RateLimiter
+from crmsync.hooks.budget import DEFAULT_RATE_PER_MINUTE, BudgetFactory, RateLimiter
 from crmsync.hooks.errors import (
     ApiError,
     AuthError,
@@ -252,6 +252,9 @@ class ChargebeeHook(ApiHook):
     :param chargebee_conn_id: Airflow connection id (``conn_type`` ``chargebee``).
     :param budget: override the shared per-site rate budget (tests, custom limiters).
     :param retry_policy: override the retry policy derived from the connection.
+    :param budget_factory: what makes the site's limiter (a task passes
+        :func:`~crmsync.hooks.budget.task_budget_factory`'s, shared through the link store);
+        default: the process's (:func:`~crmsync.hooks.budget.budget_factory`).
 
     Connection: host = site name (``acme-test``) or a full base URL; password = API key;
     extra: ``base_url``, ``rate_limit_per_minute`` (default 150, the test-site limit),
@@ -278,8 +281,11 @@ class ChargebeeHook(ApiHook):
         *,
         budget: RateLimiter | None = None,
         retry_policy: RetryPolicy | None = None,
+        budget_factory: BudgetFactory | None = None,
     ) -> None:
-        super().__init__(chargebee_conn_id, budget=budget, retry_policy=retry_policy)
+        super().__init__(
+            chargebee_conn_id, budget=budget, retry_policy=retry_policy, budget_factory=budget_factory
+        )
         self.chargebee_conn_id = chargebee_conn_id
 
     # ------------------------------------------------------------- UI metadata

@@ -41,7 +41,7 @@ from crmsync.hooks._http import (
     retry_after_of,
 )
 from crmsync.hooks._ui import field_behaviour, form_widgets
-from crmsync.hooks.budget import RateLimiter
+from crmsync.hooks.budget import BudgetFactory, RateLimiter
 from crmsync.hooks.errors import (
     ApiError,
     AuthError,
@@ -186,6 +186,9 @@ class CustomcrmHook(ApiHook):
     :param customcrm_conn_id: Airflow connection id (``conn_type`` ``customcrm``).
     :param budget: override the shared rate budget (tests, custom limiters).
     :param retry_policy: override the retry policy derived from the connection.
+    :param budget_factory: what makes the site's limiter (a task passes
+        :func:`~crmsync.hooks.budget.task_budget_factory`'s, shared through the link store);
+        default: the process's (:func:`~crmsync.hooks.budget.budget_factory`).
 
     Connection: host = base URL; password = API token (sent as ``Bearer``); extra: see
     :class:`CustomcrmApiSettings`.
@@ -206,8 +209,11 @@ class CustomcrmHook(ApiHook):
         *,
         budget: RateLimiter | None = None,
         retry_policy: RetryPolicy | None = None,
+        budget_factory: BudgetFactory | None = None,
     ) -> None:
-        super().__init__(customcrm_conn_id, budget=budget, retry_policy=retry_policy)
+        super().__init__(
+            customcrm_conn_id, budget=budget, retry_policy=retry_policy, budget_factory=budget_factory
+        )
         self.customcrm_conn_id = customcrm_conn_id
 
     # ------------------------------------------------------------- UI metadata

@@ -25,6 +25,7 @@ from crmsync.hooks.budget import (
     get_budget,
     reset_budgets,
     set_budget_factory,
+    task_budget_factory,
     use_shared_budget,
 )
 from crmsync.hooks.shared_budget import SharedBudgetSettings, SharedRateBudget
@@ -359,10 +360,9 @@ def store_conn(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path
     store_engine.cache_clear()
 
 
-def test_inside_a_task_the_budget_is_shared_automatically(
-    store_conn: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """No wiring needed: a hook built while a task runs shares its budget through the store."""
+def test_a_task_injects_the_shared_budget(store_conn: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The task builds its hooks with task_budget_factory(): they share through the store;
+    a hook built without it (unit tests, scripts) budgets in its process and opens no store."""
     from crmsync.hooks.chargebee import ChargebeeHook
 
     conn = {
@@ -372,19 +372,26 @@ def test_inside_a_task_the_budget_is_shared_automatically(
         "extra": {"rate_limit_per_minute": 1000},
     }
     monkeypatch.setenv("AIRFLOW_CONN_CB_SHARED_UNIT", json.dumps(conn))
-    assert not budget_mod._in_airflow_task()
     outside = ChargebeeHook("cb_shared_unit").budget
     assert isinstance(outside, RateBudget)  # unit tests, scripts: process-local
+    assert budget_mod._task_factories == {}  # and the hook opened no store
 
-    monkeypatch.setattr(budget_mod, "_in_airflow_task", lambda: True)
-    inside = ChargebeeHook("cb_shared_unit").budget
+    inside = ChargebeeHook("cb_shared_unit", budget_factory=task_budget_factory()).budget
     assert isinstance(inside, SharedRateBudget)
     assert inside.limit == 1000 and inside.site == "chargebee:127.0.0.1:9/api/v2"
     assert str(store_conn) in repr(inside.source)
-    assert ChargebeeHook("cb_shared_unit").budget is inside  # one per site and process
+    assert ChargebeeHook("cb_shared_unit", budget_factory=task_budget_factory()).budget is inside
 
     monkeypatch.setenv("AIRFLOW__CRMSYNC__SHARED_RATE_BUDGET", "off")
-    assert isinstance(ChargebeeHook("cb_shared_unit").budget, RateBudget)
+    assert task_budget_factory() is budget_mod._local_factory
+    local = ChargebeeHook("cb_shared_unit", budget_factory=task_budget_factory())
+    assert isinstance(local.budget, RateBudget)
+
+
+def test_an_explicit_process_budget_wins_in_a_task(engine: Engine, store_conn: Path) -> None:
+    use_shared_budget(engine)
+    assert task_budget_factory() is budget_factory()
+    set_budget_factory(None)
 
 
 def test_a_task_without_a_usable_store_keeps_the_local_budget(
@@ -392,12 +399,11 @@ def test_a_task_without_a_usable_store_keeps_the_local_budget(
 ) -> None:
     from crmsync.store.engine import store_engine
 
-    monkeypatch.setattr(budget_mod, "_in_airflow_task", lambda: True)
     monkeypatch.setenv("AIRFLOW_CONN_CRMSYNC_STORE", json.dumps({"conn_type": "mysql", "host": "db"}))
     store_engine.cache_clear()
     try:
         with caplog.at_level("WARNING", logger="crmsync.budget"):
-            assert isinstance(get_budget("chargebee:nostore", 150), RateBudget)
+            assert isinstance(get_budget("chargebee:nostore", 150, factory=task_budget_factory()), RateBudget)
         assert "no shared request budget" in caplog.text
     finally:
         store_engine.cache_clear()
