@@ -110,9 +110,7 @@ def describe(mapping: FlowMapping, row: PlanView) -> list[str]:
     elif action == "unlink":
         lines.insert(0, f"unlink {crm} {row['crm_id']} ⇄ {cb} {row['cb_id']}: {row['reason'] or 'deleted'}")
     elif action in ("wait", "quarantine", "skip") and not lines:
-        ids = " ⇄ ".join(
-            f"{label} {rid}" for label, rid in ((crm, row["crm_id"]), (cb, row["cb_id"])) if rid
-        )
+        ids = " ⇄ ".join(f"{label} {rid}" for label, rid in ((crm, row["crm_id"]), (cb, row["cb_id"])) if rid)
         why = f": {row['reason']}" if row["reason"] else ""
         lines.append(f"{'hold' if action == 'quarantine' else action} {ids}{why}")
     return lines

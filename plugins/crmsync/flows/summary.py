@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from crmsync.engine.plan import Action
@@ -36,13 +35,29 @@ def _named_note(note: dict[str, Any]) -> str:
     return f"{record}: {note['message']}"
 
 
-def readable_plan(mapping: FlowMapping, repo: Repository, run_id: str) -> Iterator[str]:
-    """The run's plan as a person reads it, a line per write (see crmsync.engine.plan_text)."""
-    for view in repo.plan.iter_plan_views(run_id):
-        yield from describe(mapping, view)
+def readable_plan(mapping: FlowMapping, repo: Repository, run_id: str, limit: int) -> tuple[list[str], int]:
+    """The run's plan as a person reads it, a line per write (see crmsync.engine.plan_text):
+    the first ``limit`` lines, and how many there are in all."""
+    lines: list[str] = []
+    total = 0
+    for view in repo.iter_plan_views(run_id):
+        for line in describe(mapping, view):
+            total += 1
+            if len(lines) < limit:
+                lines.append(line)
+    return lines, total
 
 
-def build_summary(mapping: FlowMapping, repo: Repository, run_id: str, *, dry_run: bool) -> dict[str, Any]:
+def build_summary(
+    mapping: FlowMapping,
+    repo: Repository,
+    run_id: str,
+    *,
+    dry_run: bool,
+    plan: tuple[list[str], int] | None = None,
+) -> dict[str, Any]:
+    """The run's summary; ``plan`` is a dry run's :func:`readable_plan` when the caller has
+    read it already (update_links logs it), else a dry run reads it here."""
     staged = repo.count_staged(run_id)
     actions: Counter[str] = Counter()
     writes: dict[str, Counter[str]] = {s: Counter() for s in SIDES}
@@ -85,19 +100,15 @@ def build_summary(mapping: FlowMapping, repo: Repository, run_id: str, *, dry_ru
         for prefix in ("crm", "cb"):
             if p[f"{prefix}_status"] in (*WRITE_FAILURES, WriteStatus.STALE):
                 problems.append({"kind": p[f"{prefix}_status"], "reason": p[f"{prefix}_error"]})
-    plan_lines: list[str] = []
-    plan_total = 0
-    if dry_run:
-        for line in readable_plan(mapping, repo, run_id):
-            plan_total += 1
-            if len(plan_lines) < PLAN_LISTED:
-                plan_lines.append(line)
+    if dry_run and plan is None:
+        plan = readable_plan(mapping, repo, run_id, PLAN_LISTED)
+    plan_lines, plan_total = plan if plan is not None else ([], 0)
     return {
         "flow": mapping.flow,
         "run_id": run_id,
         "dry_run": dry_run,
         # a dry run's plan, record by record and field by field (old → new)
-        **({"plan": plan_lines, "plan_total": plan_total} if dry_run else {}),
+        **({"plan": plan_lines[:PLAN_LISTED], "plan_total": plan_total} if dry_run else {}),
         "read": {s: staged.get(s, 0) for s in SIDES},
         "created": {s: writes[s]["created"] for s in SIDES},
         "updated": {s: writes[s]["updated"] for s in SIDES},

@@ -136,35 +136,13 @@ class Progress:
         progress_log.info("%s", self.line())
 
 
-class _TimedBudget:
-    """A rate budget that adds up the seconds its callers waited (for the progress line)."""
-
-    def __init__(self, inner: Any) -> None:
-        self._inner = inner
-        self.waited = 0.0
-
-    def acquire(self, cost: int = 1, timeout: float | None = None) -> float:
-        waited = float(self._inner.acquire(cost, timeout) or 0.0)
-        self.waited += waited
-        return waited
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
-
-
 def _timed_budget(hook: Any) -> Callable[[], float] | None:
-    """Count the seconds ``hook`` waits for its rate budget; None when it has none."""
-    try:
-        inner = hook.budget  # loads the connection (its settings say the rate)
-    except AttributeError:
+    """The seconds ``hook`` has waited for its rate budget since now (the hook counts them
+    per request); None for a hook that does not count."""
+    start = getattr(hook, "budget_waited", None)
+    if start is None:
         return None
-    if isinstance(inner, _TimedBudget):
-        timed = inner
-    else:
-        timed = _TimedBudget(inner)
-        hook._budget = timed
-    start = timed.waited
-    return lambda: timed.waited - start
+    return lambda: float(hook.budget_waited) - start
 
 
 # -- extract ----------------------------------------------------------------------------
@@ -596,9 +574,8 @@ def update_links(
         for batch in repo.iter_unapplied(run_id):
             apply_plan_rows(mapping, repo, run_id, batch)
     unfinished = 0 if dry_run else repo.count_unfinished_writes(run_id)
-    summary = build_summary(mapping, repo, run_id, dry_run=dry_run)
-    if dry_run and planned:
-        _log_readable_plan(mapping, repo, run_id)
+    plan = _log_readable_plan(mapping, repo, run_id) if dry_run and planned else None
+    summary = build_summary(mapping, repo, run_id, dry_run=dry_run, plan=plan)
     if not planned:
         failures = _recorded_failures(run_row)
         if failures:
@@ -658,17 +635,12 @@ def _recorded_failures(run_row: Any) -> list[dict[str, str]]:
 PLAN_LOG_MAX = 5000
 
 
-def _log_readable_plan(mapping: FlowMapping, repo: Repository, run_id: str) -> None:
+def _log_readable_plan(mapping: FlowMapping, repo: Repository, run_id: str) -> tuple[list[str], int]:
     """A dry run's plan in the task log, a line per write: what to check before running it
-    for real (the summary keeps the first lines only)."""
+    for real. Returned for the summary, which keeps the first lines only."""
     from crmsync.flows.summary import readable_plan
 
-    lines: list[str] = []
-    total = 0
-    for line in readable_plan(mapping, repo, run_id):
-        total += 1
-        if len(lines) < PLAN_LOG_MAX:
-            lines.append(line)
+    lines, total = readable_plan(mapping, repo, run_id, PLAN_LOG_MAX)
     more = f"\n  ... {total - len(lines)} more (crmsync_plan rows of this run)" if total > len(lines) else ""
     log.info(
         "dry run: the plan, %d writes and holds (nothing was written)\n%s%s",
@@ -676,6 +648,7 @@ def _log_readable_plan(mapping: FlowMapping, repo: Repository, run_id: str) -> N
         "\n".join(f"  {line}" for line in lines) or "  (nothing to do)",
         more,
     )
+    return lines, total
 
 
 # -- entry points for the DAG factory ------------------------------------------------------

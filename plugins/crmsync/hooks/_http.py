@@ -186,6 +186,8 @@ class ApiHook(HttpHook):
         super().__init__(method="GET", http_conn_id=conn_id)
         #: Requests sent (every attempt, retries included), by ``"METHOD path-template"``.
         self.calls: Counter[str] = Counter()
+        #: seconds this hook's requests waited for the rate budget (progress lines show it)
+        self.budget_waited = 0.0
         self._calls_lock = threading.Lock()
         self._budget_override = budget
         self._budget_factory = budget_factory
@@ -370,9 +372,10 @@ class ApiHook(HttpHook):
     def _error_from_response(self, response: requests.Response, method: str, template: str) -> ApiError:
         raise NotImplementedError
 
-    def _count(self, key: str) -> None:
+    def _count(self, key: str, waited: float = 0.0) -> None:
         with self._calls_lock:
             self.calls[key] += 1
+            self.budget_waited += waited
 
     def _send_once(
         self,
@@ -384,9 +387,9 @@ class ApiHook(HttpHook):
         data: Any,
         headers: Mapping[str, str] | None,
     ) -> requests.Response:
-        self.budget.acquire()
+        waited = float(self.budget.acquire() or 0.0)
         key = f"{method} {template}"
-        self._count(key)
+        self._count(key, waited)
         started = time.monotonic()
         try:
             session = self._session()

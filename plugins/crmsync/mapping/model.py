@@ -32,6 +32,13 @@ from crmsync.mapping.transforms import TRANSFORMS
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
+#: Why the creator regexes of older mappings were replaced (their migration errors say it).
+_ONE_CREATOR_RULE = (
+    "who names no person (system, import, any API key name, the Chargebee connection's "
+    "api_key_names) is one rule the product shares"
+)
+
+
 class MappingError(ValueError):
     """A mapping file that cannot be used, with every problem listed."""
 
@@ -99,9 +106,7 @@ class RefAbsent(_Strict):
         if isinstance(data, dict) and "matches" in data:
             raise ValueError(
                 "ref_absent_when.matches (a regular expression) was replaced by `no_person: true`: "
-                "who names no person (system, import, any API key name, the Chargebee connection's "
-                "api_key_names) is one rule the product shares; write "
-                "`ref_absent_when: {chargebee: created_by, no_person: true}`"
+                f"{_ONE_CREATOR_RULE}; write `ref_absent_when: {{chargebee: created_by, no_person: true}}`"
             )
         return data
 
@@ -252,8 +257,7 @@ class SideSpec(_Strict):
         if isinstance(data, dict) and "no_partner_keys" in data:
             raise ValueError(
                 "no_partner_keys (a regular expression) was replaced by `no_partner: created_by`: "
-                "who names no person (system, import, any API key name, the Chargebee connection's "
-                "api_key_names) is one rule the product shares; name the match key's Chargebee path"
+                f"{_ONE_CREATOR_RULE}; name the match key's Chargebee path"
             )
         return data
 

@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy.engine import Engine, RowMapping
 
 from crmsync.engine.canonical import SideRecord
+from crmsync.engine.plan_text import PlanView
 from crmsync.mapping.model import Side
 from crmsync.store.codec import (
     BATCH,
@@ -174,6 +175,9 @@ class Repository:
 
     def plan_details(self, run_id: str) -> Iterator[str]:
         return self.plan.plan_details(run_id)
+
+    def iter_plan_views(self, run_id: str) -> Iterator[PlanView]:
+        return self.plan.iter_plan_views(run_id)
 
     # -- links (LinkStore) --------------------------------------------------------
     def linked_by_match_key(self, keys: Sequence[str]) -> dict[str, tuple[str, str]]:
