@@ -307,7 +307,7 @@ def extract(
     started = time.time()
     meta = CHARGEBEE_META if side is Side.CHARGEBEE else CUSTOMCRM_META
     repo.clear_staging(run_id, side)
-    progress = Progress(f"extract {side.value}")
+    progress = Progress(f"extract {side.value}", waited=_timed_budget(hook))
     evented = side is Side.CHARGEBEE and bool(mapping.chargebee.change_events)
     unlistable = side is Side.CHARGEBEE and not hook.listable(mapping.chargebee.resource)
     log.info(
