@@ -25,7 +25,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
-from typing import Any, ClassVar, TypeVar, get_args
+from typing import Any, ClassVar, TypedDict, TypeVar, Unpack, get_args
 from urllib.parse import quote, urlsplit
 
 import requests
@@ -35,8 +35,20 @@ from pydantic import ValidationError as PydanticValidationError
 from requests_toolbelt.adapters.socket_options import TCPKeepAliveAdapter
 
 from crmsync import __version__
+from crmsync.hooks._ui import field_behaviour, form_widgets
 from crmsync.hooks.budget import BudgetFactory, RateLimiter, get_budget
-from crmsync.hooks.errors import ApiError, InvalidResponse, RateLimited, TransportError
+from crmsync.hooks.errors import (
+    ApiError,
+    AuthError,
+    Conflict,
+    InvalidResponse,
+    NotFound,
+    PreconditionFailed,
+    RateLimited,
+    ServerError,
+    TransportError,
+    ValidationError,
+)
 from crmsync.hooks.retry import RetryPolicy, call_with_retry, classify_requests_exception, parse_retry_after
 
 SettingsT = TypeVar("SettingsT", bound="HttpSettings")
@@ -161,11 +173,23 @@ def is_loopback(url: str) -> bool:
         return False
 
 
+class HookClients(TypedDict, total=False):
+    """What the task that builds a hook injects into it (each optional: a hook built
+    outside a task, e.g. in a test or a notebook, finds its own)."""
+
+    #: one rate budget to use (tests); otherwise ``budget_factory`` or the process's
+    budget: RateLimiter | None
+    #: the retry policy; otherwise one built from the connection's extra
+    retry_policy: RetryPolicy | None
+    #: builds the budget for this hook's site (the task's: shared through the link store)
+    budget_factory: BudgetFactory | None
+
+
 class ApiHook(HttpHook):
     """Common base of the two API hooks (not registered as a connection type itself).
 
-    Subclasses set ``system``/``settings_model`` and implement :meth:`_resolve_base_url`,
-    :meth:`_auth` and :meth:`_error_from_response`.
+    Subclasses set ``system``/``settings_model``/``conn_fields``/``ui_behaviour`` and
+    implement :meth:`_resolve_base_url`, :meth:`_auth` and :meth:`_error_from_response`.
     """
 
     system: ClassVar[str] = "api"
@@ -174,16 +198,16 @@ class ApiHook(HttpHook):
     default_rate_per_minute: ClassVar[int | None] = None
     #: Pause after a 429 that carries no ``Retry-After`` (``None`` = normal backoff).
     default_rate_limit_pause: ClassVar[float | None] = None
+    #: the connection form's extra fields and relabelling (provider-info format, from
+    #: :mod:`crmsync.provider`, so the form and the provider info cannot disagree)
+    conn_fields: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
+    ui_behaviour: ClassVar[Mapping[str, Any]] = {}
 
-    def __init__(
-        self,
-        conn_id: str,
-        *,
-        budget: RateLimiter | None = None,
-        retry_policy: RetryPolicy | None = None,
-        budget_factory: BudgetFactory | None = None,
-    ) -> None:
+    def __init__(self, conn_id: str, **clients: Unpack[HookClients]) -> None:
         super().__init__(method="GET", http_conn_id=conn_id)
+        budget = clients.get("budget")
+        budget_factory = clients.get("budget_factory")
+        retry_policy = clients.get("retry_policy")
         #: Requests sent (every attempt, retries included), by ``"METHOD path-template"``.
         self.calls: Counter[str] = Counter()
         #: seconds this hook's requests waited for the rate budget (progress lines show it)
@@ -199,6 +223,25 @@ class ApiHook(HttpHook):
         self._budget: RateLimiter | None = None
         self._policy: RetryPolicy | None = None
         self._auth_obj: Any = None
+
+    # ------------------------------------------------------------- UI metadata
+
+    @classmethod
+    def get_connection_form_widgets(cls) -> dict[str, Any]:
+        """Extra fields of the connection form (legacy path; Airflow 3.3 reads provider info)."""
+        return form_widgets(cls.conn_fields)
+
+    @classmethod
+    def get_ui_field_behaviour(cls) -> dict[str, Any]:
+        """Relabel host and password to what the API calls them; hide what it does not use."""
+        return field_behaviour(cls.ui_behaviour)
+
+    def _invalid(
+        self, message: str, method: str, template: str, status: int = 200, code: str = "invalid_response"
+    ) -> InvalidResponse:
+        """A 2xx response whose body is not what the API documents (never retried: the
+        same request would get the same body)."""
+        return InvalidResponse(self.system, status, code, message, None, method, template)
 
     # ------------------------------------------------------------------ config
 
@@ -486,6 +529,42 @@ def short_content_type(response: requests.Response) -> str:
 def retry_after_of(response: requests.Response, now: Callable[[], float] = time.time) -> float | None:
     """Seconds from ``Retry-After`` of ``response``, if present and parseable."""
     return parse_retry_after(response.headers.get("Retry-After"), now=now)
+
+
+#: The error class for an HTTP status that both APIs use the same way (5xx: ServerError).
+STATUS_ERRORS: Mapping[int, type[ApiError]] = {
+    400: ValidationError,
+    401: AuthError,
+    403: AuthError,
+    404: NotFound,
+    409: Conflict,
+    412: PreconditionFailed,
+    422: ValidationError,
+    429: RateLimited,
+}
+
+
+def api_error(
+    response: requests.Response,
+    args: tuple[Any, ...],
+    cls: type[ApiError] | None = None,
+    statuses: Mapping[int, type[ApiError]] | None = None,
+    **extra: Any,
+) -> ApiError:
+    """The typed error for a non-2xx ``response``: ``cls`` when the API's own error code
+    named one, else by status (``statuses`` first: an API's own uses, then
+    :data:`STATUS_ERRORS`). Rate-limit and server errors carry the ``Retry-After``; ``extra``
+    goes to a :class:`ValidationError` (its per-field ``errors``)."""
+    status = response.status_code
+    if cls is None:
+        cls = (statuses or {}).get(status) or STATUS_ERRORS.get(status)
+    if cls is None:
+        cls = ServerError if status >= 500 else ApiError
+    if cls in (RateLimited, ServerError):
+        return cls(*args, retry_after=retry_after_of(response))
+    if cls is ValidationError:
+        return ValidationError(*args, **extra)
+    return cls(*args)
 
 
 def error_body(response: requests.Response) -> dict[str, Any]:

@@ -27,7 +27,7 @@ from collections.abc import Iterator, Mapping
 from datetime import date, datetime
 from decimal import Decimal
 from enum import Enum
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Unpack
 from urllib.parse import urlsplit, urlunsplit
 
 import requests
@@ -37,25 +37,20 @@ from requests.auth import HTTPBasicAuth
 from crmsync.hooks._http import (
     ApiHook,
     ConnectionConfigError,
+    HookClients,
     HttpSettings,
+    api_error,
     error_body,
     quote_segment,
-    retry_after_of,
 )
-from crmsync.hooks._ui import field_behaviour, form_widgets
-from crmsync.hooks.budget import DEFAULT_RATE_PER_MINUTE, BudgetFactory, RateLimiter
+from crmsync.hooks.budget import DEFAULT_RATE_PER_MINUTE
 from crmsync.hooks.errors import (
     ApiError,
     AuthError,
     Conflict,
-    InvalidResponse,
     NotFound,
-    PreconditionFailed,
     RateLimited,
-    ServerError,
-    ValidationError,
 )
-from crmsync.hooks.retry import RetryPolicy
 from crmsync.mapping.capabilities import RESOURCES, ChargebeeResource, capability
 from crmsync.mapping.creators import api_key_name_problem
 from crmsync.provider import CHARGEBEE_CONN_FIELDS, CHARGEBEE_UI_BEHAVIOUR
@@ -246,6 +241,16 @@ SIZING_LATENCY_SECONDS = 0.5
 MAX_AUTO_WORKERS = 32
 
 
+#: Chargebee's ``api_error_code`` values that name an error class whatever the status.
+CHARGEBEE_ERROR_CODES: dict[str, type[ApiError]] = {
+    "api_request_limit_exceeded": RateLimited,
+    "api_authentication_failed": AuthError,
+    "api_authorization_failed": AuthError,
+    "resource_not_found": NotFound,
+    "duplicate_entry": Conflict,
+}
+
+
 class ChargebeeHook(ApiHook):
     """Read and write Chargebee records with paging, retries, rate budget and typed errors.
 
@@ -265,6 +270,8 @@ class ChargebeeHook(ApiHook):
     """
 
     conn_name_attr = "chargebee_conn_id"
+    conn_fields = CHARGEBEE_CONN_FIELDS
+    ui_behaviour = CHARGEBEE_UI_BEHAVIOUR
     default_conn_name = "chargebee_default"
     conn_type = "chargebee"
     hook_name = "Chargebee"
@@ -275,30 +282,9 @@ class ChargebeeHook(ApiHook):
     #: Chargebee blocks a site for about a minute after a breach.
     default_rate_limit_pause: ClassVar[float | None] = 60.0
 
-    def __init__(
-        self,
-        chargebee_conn_id: str = default_conn_name,
-        *,
-        budget: RateLimiter | None = None,
-        retry_policy: RetryPolicy | None = None,
-        budget_factory: BudgetFactory | None = None,
-    ) -> None:
-        super().__init__(
-            chargebee_conn_id, budget=budget, retry_policy=retry_policy, budget_factory=budget_factory
-        )
+    def __init__(self, chargebee_conn_id: str = default_conn_name, **clients: Unpack[HookClients]) -> None:
+        super().__init__(chargebee_conn_id, **clients)
         self.chargebee_conn_id = chargebee_conn_id
-
-    # ------------------------------------------------------------- UI metadata
-
-    @classmethod
-    def get_connection_form_widgets(cls) -> dict[str, Any]:
-        """Extra fields of the connection form (legacy path; Airflow 3.3 reads provider info)."""
-        return form_widgets(CHARGEBEE_CONN_FIELDS)
-
-    @classmethod
-    def get_ui_field_behaviour(cls) -> dict[str, Any]:
-        """Relabel host → Site and password → API key; hide what Chargebee does not use."""
-        return field_behaviour(CHARGEBEE_UI_BEHAVIOUR)
 
     # ------------------------------------------------------------------ config
 
@@ -353,21 +339,8 @@ class ChargebeeHook(ApiHook):
         message = body.get("message") if isinstance(body.get("message"), str) else response.reason
         param = body.get("param") if isinstance(body.get("param"), str) else None
         args: tuple[Any, ...] = ("chargebee", status, code, message, param, method, template)
-        if status == 429 or code == "api_request_limit_exceeded":
-            return RateLimited(*args, retry_after=retry_after_of(response))
-        if status in (401, 403) or code in {"api_authentication_failed", "api_authorization_failed"}:
-            return AuthError(*args)
-        if status == 404 or code == "resource_not_found":
-            return NotFound(*args)
-        if code == "duplicate_entry" or status == 409:
-            return Conflict(*args)
-        if status == 412:
-            return PreconditionFailed(*args)
-        if status >= 500:
-            return ServerError(*args, retry_after=retry_after_of(response))
-        if status in (400, 422):
-            return ValidationError(*args)
-        return ApiError(*args)
+        # Chargebee's error code decides over the status (a 400 "resource_not_found" is a NotFound).
+        return api_error(response, args, None if status == 429 else CHARGEBEE_ERROR_CODES.get(code or ""))
 
     # ------------------------------------------------------------------ reads
 
@@ -384,15 +357,7 @@ class ChargebeeHook(ApiHook):
     def _unwrap(self, body: Any, res: ChargebeeResource, method: str, template: str) -> dict[str, Any]:
         obj = body.get(res.object_key) if isinstance(body, dict) else None
         if not isinstance(obj, dict):
-            raise InvalidResponse(
-                "chargebee",
-                200,
-                "invalid_response",
-                f"response has no {res.object_key!r} object",
-                None,
-                method,
-                template,
-            )
+            raise self._invalid(f"response has no {res.object_key!r} object", method, template)
         return obj
 
     def iter_pages(
@@ -447,14 +412,8 @@ class ChargebeeHook(ApiHook):
             response = self._request("GET", template, res.name, params=params)
             body = self._json(response, "GET", template)
             if not isinstance(body, dict) or not isinstance(body.get("list"), list):
-                raise InvalidResponse(
-                    "chargebee",
-                    response.status_code,
-                    "invalid_response",
-                    "list response has no 'list'",
-                    None,
-                    "GET",
-                    template,
+                raise self._invalid(
+                    "list response has no 'list'", "GET", template, status=response.status_code
                 )
             page = [self._unwrap(entry, res, "GET", template) for entry in body["list"]]
             if page:
@@ -464,14 +423,8 @@ class ChargebeeHook(ApiHook):
                 return
             next_offset = str(next_offset)
             if next_offset in seen:
-                raise InvalidResponse(
-                    "chargebee",
-                    response.status_code,
-                    "paging_loop",
-                    "next_offset repeated",
-                    None,
-                    "GET",
-                    template,
+                raise self._invalid(
+                    "next_offset repeated", "GET", template, status=response.status_code, code="paging_loop"
                 )
             seen.add(next_offset)
             offset = next_offset
@@ -537,15 +490,7 @@ class ChargebeeHook(ApiHook):
             return dict(body[res.object_key])
         if isinstance(body, dict):
             return body
-        raise InvalidResponse(
-            "chargebee",
-            response.status_code,
-            "invalid_response",
-            "response is not an object",
-            None,
-            "POST",
-            template,
-        )
+        raise self._invalid("response is not an object", "POST", template, status=response.status_code)
 
     def create(
         self, resource: str, params: Mapping[str, Any], *, idempotency_key: str | None = None

@@ -27,7 +27,7 @@ from collections.abc import Iterator, Mapping
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from enum import Enum
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, Unpack
 
 import requests
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -35,25 +35,17 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from crmsync.hooks._http import (
     ApiHook,
     ConnectionConfigError,
+    HookClients,
     HttpSettings,
+    api_error,
     error_body,
     quote_segment,
-    retry_after_of,
 )
-from crmsync.hooks._ui import field_behaviour, form_widgets
-from crmsync.hooks.budget import BudgetFactory, RateLimiter
 from crmsync.hooks.errors import (
     ApiError,
-    AuthError,
-    Conflict,
-    InvalidResponse,
     NotFound,
     PreconditionFailed,
-    RateLimited,
-    ServerError,
-    ValidationError,
 )
-from crmsync.hooks.retry import RetryPolicy
 from crmsync.provider import CUSTOMCRM_CONN_FIELDS, CUSTOMCRM_UI_BEHAVIOUR
 
 _PATH_RE = re.compile(r"^[A-Za-z0-9_\-./~]+$")
@@ -180,6 +172,10 @@ def if_match_value(version: int | str) -> str:
     return f'"{text}"'
 
 
+#: The CRM's own uses of a status: 410 Gone is a deleted record, 428 a write without If-Match.
+CUSTOMCRM_STATUS_ERRORS: dict[int, type[ApiError]] = {410: NotFound, 428: PreconditionFailed}
+
+
 class CustomcrmHook(ApiHook):
     """Read and write Customcrm records: cursor paging, If-Match writes, typed errors.
 
@@ -195,6 +191,8 @@ class CustomcrmHook(ApiHook):
     """
 
     conn_name_attr = "customcrm_conn_id"
+    conn_fields = CUSTOMCRM_CONN_FIELDS
+    ui_behaviour = CUSTOMCRM_UI_BEHAVIOUR
     default_conn_name = "customcrm_default"
     conn_type = "customcrm"
     hook_name = "Customcrm"
@@ -203,30 +201,9 @@ class CustomcrmHook(ApiHook):
     settings_model: ClassVar[type[HttpSettings]] = CustomcrmApiSettings
     default_rate_per_minute: ClassVar[int | None] = None
 
-    def __init__(
-        self,
-        customcrm_conn_id: str = default_conn_name,
-        *,
-        budget: RateLimiter | None = None,
-        retry_policy: RetryPolicy | None = None,
-        budget_factory: BudgetFactory | None = None,
-    ) -> None:
-        super().__init__(
-            customcrm_conn_id, budget=budget, retry_policy=retry_policy, budget_factory=budget_factory
-        )
+    def __init__(self, customcrm_conn_id: str = default_conn_name, **clients: Unpack[HookClients]) -> None:
+        super().__init__(customcrm_conn_id, **clients)
         self.customcrm_conn_id = customcrm_conn_id
-
-    # ------------------------------------------------------------- UI metadata
-
-    @classmethod
-    def get_connection_form_widgets(cls) -> dict[str, Any]:
-        """Extra fields of the connection form (legacy path; Airflow 3.3 reads provider info)."""
-        return form_widgets(CUSTOMCRM_CONN_FIELDS)
-
-    @classmethod
-    def get_ui_field_behaviour(cls) -> dict[str, Any]:
-        """Relabel host → Base URL and password → API token; hide unused fields."""
-        return field_behaviour(CUSTOMCRM_UI_BEHAVIOUR)
 
     # ------------------------------------------------------------------ config
 
@@ -278,9 +255,7 @@ class CustomcrmHook(ApiHook):
 
     def _to_contract(self, record: Any, method: str, template: str) -> dict[str, Any]:
         if not isinstance(record, dict):
-            raise InvalidResponse(
-                "customcrm", 200, "invalid_response", "record is not an object", None, method, template
-            )
+            raise self._invalid("record is not an object", method, template)
         renames = self._renames()
         if not renames:
             return record
@@ -323,21 +298,7 @@ class CustomcrmHook(ApiHook):
             message = detail or title or response.reason
         param = next((f for f, _ in errors if f), None)
         args: tuple[Any, ...] = ("customcrm", status, code or title, message, param, method, template)
-        if status == 429:
-            return RateLimited(*args, retry_after=retry_after_of(response))
-        if status in (401, 403):
-            return AuthError(*args)
-        if status in (404, 410):
-            return NotFound(*args)
-        if status in (412, 428):
-            return PreconditionFailed(*args)
-        if status == 409:
-            return Conflict(*args)
-        if status in (400, 422):
-            return ValidationError(*args, errors=errors)
-        if status >= 500:
-            return ServerError(*args, retry_after=retry_after_of(response))
-        return ApiError(*args)
+        return api_error(response, args, statuses=CUSTOMCRM_STATUS_ERRORS, errors=errors)
 
     # ------------------------------------------------------------------ reads
 
@@ -360,14 +321,11 @@ class CustomcrmHook(ApiHook):
             body = self._json(response, "GET", template)
             items = body.get(api.envelope.items) if isinstance(body, dict) else None
             if not isinstance(items, list):
-                raise InvalidResponse(
-                    "customcrm",
-                    response.status_code,
-                    "invalid_response",
+                raise self._invalid(
                     f"list response has no {api.envelope.items!r} array",
-                    None,
                     "GET",
                     template,
+                    status=response.status_code,
                 )
             page = [self._to_contract(item, "GET", template) for item in items]
             if page:
@@ -377,14 +335,8 @@ class CustomcrmHook(ApiHook):
                 return
             next_cursor = str(next_cursor)
             if next_cursor in seen:
-                raise InvalidResponse(
-                    "customcrm",
-                    response.status_code,
-                    "paging_loop",
-                    "next cursor repeated",
-                    None,
-                    "GET",
-                    template,
+                raise self._invalid(
+                    "next cursor repeated", "GET", template, status=response.status_code, code="paging_loop"
                 )
             seen.add(next_cursor)
             cursor = next_cursor
