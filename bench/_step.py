@@ -36,7 +36,7 @@ def main() -> None:
         import crmsync.hooks.customcrm
         import crmsync.store.repository  # noqa: F401
         from crmsync.flows import tasks
-        from crmsync.hooks.budget import use_shared_budget
+        from crmsync.flows.budgets import use_shared_budget
 
         # Inside an Airflow task the hooks lease their rate budget from the link store, so
         # every task of every flow shares one budget per site (crmsync.hooks.budget); this

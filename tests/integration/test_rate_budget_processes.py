@@ -110,7 +110,7 @@ def _hook_worker(
     barrier: Any,
     out: Any,
 ) -> None:
-    from crmsync.hooks.budget import use_shared_budget
+    from crmsync.flows.budgets import use_shared_budget
     from crmsync.hooks.chargebee import ChargebeeHook
     from crmsync.hooks.errors import RateLimited
     from crmsync.hooks.retry import RetryPolicy

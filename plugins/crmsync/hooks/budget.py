@@ -31,10 +31,10 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
-    from sqlalchemy.engine import Engine
+    pass
 
 #: Chargebee's limit on test sites and the Starter plan (requests per minute).
 DEFAULT_RATE_PER_MINUTE = 150
@@ -182,14 +182,10 @@ class _Tightens(Protocol):
 BudgetFactory = Callable[[str, float | None, int | None], RateLimiter]
 """``factory(key, rate_per_minute, burst) -> RateLimiter``."""
 
-#: The link store's connection, where the shared budget lives.
-DEFAULT_STORE_CONN_ID = "crmsync_store"
-_OFF = frozenset({"off", "false", "0", "no", "local"})
-
 log = logging.getLogger("crmsync.budget")
 
 
-def _local_factory(key: str, rate_per_minute: float | None, burst: int | None) -> RateLimiter:
+def local_factory(key: str, rate_per_minute: float | None, burst: int | None) -> RateLimiter:
     return RateBudget(rate_per_minute, burst)
 
 
@@ -197,10 +193,7 @@ _registry_lock = threading.Lock()
 #: Limiters by (factory, key): a process that builds hooks both inside and outside a
 #: task (``dag.test()`` in a test session) never mixes a shared and a local limiter.
 _registry: dict[tuple[object, str], RateLimiter] = {}
-_factory: BudgetFactory = _local_factory
-_shared_lock = threading.Lock()  # held while connecting to a store; never inside _registry_lock
-_shared_factories: dict[object, BudgetFactory] = {}
-_task_factories: dict[str, BudgetFactory | None] = {}
+_factory: BudgetFactory = local_factory
 
 
 def set_budget_factory(factory: BudgetFactory | None) -> None:
@@ -212,68 +205,7 @@ def set_budget_factory(factory: BudgetFactory | None) -> None:
     """
     global _factory
     with _registry_lock:
-        _factory = factory or _local_factory
-
-
-def _config(key: str) -> str | None:
-    """``[crmsync] <key>`` from Airflow's config (``AIRFLOW__CRMSYNC__<KEY>`` works too)."""
-    try:
-        from airflow.configuration import conf
-    except ImportError:  # pragma: no cover - Airflow is a dependency
-        return None
-    value = conf.get("crmsync", key, fallback=None)
-    return None if value in (None, "") else str(value)
-
-
-def _shared_factory(engine: Engine, settings: dict[str, Any]) -> BudgetFactory:
-    """One shared factory per (database, settings) and process, so its limiters are reused."""
-    from crmsync.hooks.shared_budget import SharedBudgetFactory, SharedBudgetSettings
-    from crmsync.store.rate_budget import RateBudgetStore
-
-    if "margin" not in settings:
-        margin = _config("rate_limit_margin")
-        if margin is not None:
-            settings = {**settings, "margin": float(margin)}
-    options = SharedBudgetSettings(**settings)
-    identity = (engine.url.render_as_string(hide_password=True), options)
-    with _shared_lock:
-        factory = _shared_factories.get(identity)
-        if factory is None:
-            factory = SharedBudgetFactory(RateBudgetStore(engine), options, identity)
-            _shared_factories[identity] = factory
-            log.info(
-                "API request budgets are shared by every worker through %s (margin %.0f%%, window %gs)",
-                identity[0],
-                options.margin * 100,
-                options.window_seconds,
-            )
-        return factory
-
-
-def _store_factory(conn_id: str) -> BudgetFactory | None:
-    """The shared factory through the link store behind ``conn_id``, or None (with a
-    warning) when ``[crmsync] shared_rate_budget = off`` or the store is not usable."""
-    if (_config("shared_rate_budget") or "auto").strip().lower() in _OFF:
-        return None
-    with _shared_lock:
-        if conn_id in _task_factories:
-            return _task_factories[conn_id]
-    factory: BudgetFactory | None
-    try:
-        from crmsync.store.engine import store_engine
-
-        factory = _shared_factory(store_engine(conn_id), {})
-    except Exception as exc:
-        log.warning(
-            "no shared request budget (connection %r: %s); this process budgets on its own, so "
-            "concurrent tasks may together exceed an API's rate limit",
-            conn_id,
-            exc,
-        )
-        factory = None
-    with _shared_lock:
-        _task_factories[conn_id] = factory
-    return factory
+        _factory = factory or local_factory
 
 
 def budget_factory() -> BudgetFactory:
@@ -281,22 +213,6 @@ def budget_factory() -> BudgetFactory:
     set, else the process-local :class:`RateBudget`. A hook uses it unless it was given one."""
     with _registry_lock:
         return _factory
-
-
-def task_budget_factory(conn_id: str = DEFAULT_STORE_CONN_ID) -> BudgetFactory:
-    """The factory a task injects into the hooks it builds (``budget_factory=``).
-
-    The process's explicit factory if one was set (:func:`use_shared_budget`,
-    :func:`set_budget_factory`); else one shared through the link store behind ``conn_id``,
-    so every task of every flow on every worker shares one budget per site; off with
-    ``[crmsync] shared_rate_budget = off``, and a missing or unsupported store connection
-    keeps the process-local budget, with a warning. The task opens the store here: a hook
-    never does.
-    """
-    explicit = budget_factory()
-    if explicit is not _local_factory:
-        return explicit
-    return _store_factory(conn_id) or _local_factory
 
 
 def get_budget(
@@ -329,38 +245,10 @@ def reset_budgets() -> None:
     """Forget every limiter handed out (tests, or after :func:`set_budget_factory`)."""
     with _registry_lock:
         _registry.clear()
-    with _shared_lock:
-        _task_factories.clear()
-
-
-def use_shared_budget(store: Engine | str = DEFAULT_STORE_CONN_ID, **settings: Any) -> None:
-    """Share every hook's site budget with all other processes, inside a task or not.
-
-    Tasks do this on their own (see :func:`task_budget_factory`); call it in other processes
-    that talk to the same sites (scripts, benchmarks, a custom worker), or to change
-    the timing (tests use a 5 s window).
-
-    :param store: the link store's engine, or the id of its Airflow connection; the
-        budget lives in its ``crmsync_rate_budget`` table.
-    :param settings: :class:`~crmsync.hooks.shared_budget.SharedBudgetSettings` fields
-        (``window_seconds``, ``margin``, ...). ``margin`` defaults to the Airflow option
-        ``[crmsync] rate_limit_margin``, else 5 %.
-
-    Idempotent: the same store and settings give the same limiters. Undo with
-    ``set_budget_factory(None)``.
-    """
-    if isinstance(store, str):
-        from crmsync.store.engine import store_engine
-
-        engine = store_engine(store)
-    else:
-        engine = store
-    set_budget_factory(_shared_factory(engine, dict(settings)))
 
 
 __all__ = [
     "DEFAULT_RATE_PER_MINUTE",
-    "DEFAULT_STORE_CONN_ID",
     "BudgetFactory",
     "RateBudget",
     "RateLimiter",
@@ -368,6 +256,4 @@ __all__ = [
     "get_budget",
     "reset_budgets",
     "set_budget_factory",
-    "task_budget_factory",
-    "use_shared_budget",
 ]

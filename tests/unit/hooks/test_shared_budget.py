@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from crmsync.flows import budgets as budgets_mod
+from crmsync.flows.budgets import forget_task_factories, task_budget_factory, use_shared_budget
 from crmsync.hooks import budget as budget_mod
 from crmsync.hooks.budget import (
     RateBudget,
@@ -25,8 +27,6 @@ from crmsync.hooks.budget import (
     get_budget,
     reset_budgets,
     set_budget_factory,
-    task_budget_factory,
-    use_shared_budget,
 )
 from crmsync.hooks.shared_budget import SharedBudgetSettings, SharedRateBudget
 from crmsync.store import migrate
@@ -105,6 +105,7 @@ def _local_afterwards() -> Iterator[None]:
     yield
     set_budget_factory(None)
     reset_budgets()
+    forget_task_factories()
 
 
 def run_processes(
@@ -325,7 +326,7 @@ def test_settings_scale_with_the_window() -> None:
 
 
 def test_use_shared_budget_switches_the_process(engine: Engine) -> None:
-    assert budget_factory() is budget_mod._local_factory  # not in a task: process-local
+    assert budget_factory() is budget_mod.local_factory  # not in a task: process-local
     local = get_budget("chargebee:w", 150)
     use_shared_budget(engine)
     limiter = get_budget("chargebee:w", 150)
@@ -374,7 +375,7 @@ def test_a_task_injects_the_shared_budget(store_conn: Path, monkeypatch: pytest.
     monkeypatch.setenv("AIRFLOW_CONN_CB_SHARED_UNIT", json.dumps(conn))
     outside = ChargebeeHook("cb_shared_unit").budget
     assert isinstance(outside, RateBudget)  # unit tests, scripts: process-local
-    assert budget_mod._task_factories == {}  # and the hook opened no store
+    assert budgets_mod._task_factories == {}  # and the hook opened no store
 
     inside = ChargebeeHook("cb_shared_unit", budget_factory=task_budget_factory()).budget
     assert isinstance(inside, SharedRateBudget)
@@ -383,7 +384,7 @@ def test_a_task_injects_the_shared_budget(store_conn: Path, monkeypatch: pytest.
     assert ChargebeeHook("cb_shared_unit", budget_factory=task_budget_factory()).budget is inside
 
     monkeypatch.setenv("AIRFLOW__CRMSYNC__SHARED_RATE_BUDGET", "off")
-    assert task_budget_factory() is budget_mod._local_factory
+    assert task_budget_factory() is budget_mod.local_factory
     local = ChargebeeHook("cb_shared_unit", budget_factory=task_budget_factory())
     assert isinstance(local.budget, RateBudget)
 
