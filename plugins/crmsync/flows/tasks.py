@@ -87,7 +87,7 @@ def _repo(mapping: FlowMapping) -> Repository:
 def _hook(mapping: FlowMapping, side: Side) -> ChargebeeHook | CustomcrmHook:
     """The side's hook, with the rate budget every task and worker shares (the task injects
     it: a hook never opens the link store to find its budget)."""
-    from crmsync.hooks.budget import task_budget_factory
+    from crmsync.flows.budgets import task_budget_factory
 
     factory = task_budget_factory()
     if side is Side.CHARGEBEE:
