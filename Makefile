@@ -75,8 +75,10 @@ stop: ## stop the sandboxes started by make
 status: ## say whether the sandboxes answer
 	bash scripts/sandboxes.sh status || true
 
-migrate: install ## airflow db migrate (Airflow's tables and the link store's)
-	$(ENV); mkdir -p "$$AIRFLOW_HOME"; airflow db migrate
+# Then the connection step: the sandbox connections into the metadata DB when absent
+# (never overwritten; CRMSYNC_SANDBOX_CONNECTIONS=0 skips it), so the UI lists and edits them.
+migrate: install ## airflow db migrate (Airflow's tables and the link store's), then the sandbox connections when absent
+	$(ENV); mkdir -p "$$AIRFLOW_HOME"; airflow db migrate; $(PY) scripts/sandbox_connections.py
 
 run: install sandboxes migrate ## run every flow once against the sandboxes (or the connections you set)
 	$(ENV); $(PY) scripts/run_flows.py --all $(ARGS)

@@ -3,7 +3,8 @@
 # the Makefile do it (every make target sources this file).
 #
 # Every variable is set only when it is not already set, so you can point the flows at a
-# real Chargebee site, a real CRM or another database by exporting the variable first:
+# real Chargebee site, a real CRM or another database by exporting the variable first
+# (or, better, by editing the connection in Admin → Connections):
 #
 #   export AIRFLOW_CONN_CHARGEBEE_DEFAULT='{"conn_type":"chargebee","host":"acme-test","password":"<api key>"}'
 #
@@ -14,10 +15,10 @@
 #   CRMSYNC_PG_URL     SQLAlchemy URL used when CRMSYNC_DB=postgres
 #                      (default postgresql+psycopg2://crmsync:crmsync@127.0.0.1:5432/crmsync)
 #   SANDBOX_CHARGEBEE_PORT / SANDBOX_CUSTOMCRM_PORT   sandbox ports (8602 / 8601)
-#   CRMSYNC_SANDBOX_CONNECTIONS  1 (default) | 0: with 0, chargebee_default and
-#                      customcrm_default are not set here, so the ones saved in the Airflow
-#                      UI / `airflow connections add` (or a secrets backend) are used.
-#                      Environment connections always win over the UI's.
+#   CRMSYNC_SANDBOX_CONNECTIONS  1 (default) | 0: with 0, `make migrate` does not create
+#                      the sandbox connections chargebee_default / customcrm_default in the
+#                      metadata DB (use your own: UI, `airflow connections add`, a secrets
+#                      backend). It never overwrites existing ones either way.
 #
 # This file is sourced into interactive shells: it must not `set -e`, `exit`, or leave
 # helper variables behind.
@@ -57,23 +58,17 @@ if [ -z "${AIRFLOW__DATABASE__SQL_ALCHEMY_CONN:-}" ]; then
 fi
 export AIRFLOW__DATABASE__SQL_ALCHEMY_CONN
 
-# Connections, as JSON in AIRFLOW_CONN_<CONN_ID>. Defaults: the local sandboxes.
-if [ "${CRMSYNC_SANDBOX_CONNECTIONS:-1}" = 0 ]; then
-  : # connections come from the metadata DB (UI / CLI) or a secrets backend
-elif [ -z "${AIRFLOW_CONN_CHARGEBEE_DEFAULT:-}" ]; then
-  AIRFLOW_CONN_CHARGEBEE_DEFAULT='{"conn_type":"chargebee","host":"sandbox","password":"sandbox_api_key","extra":{"base_url":"http://127.0.0.1:'"$SANDBOX_CHARGEBEE_PORT"'/api/v2","rate_limit_per_minute":600}}'
-fi
-if [ -n "${AIRFLOW_CONN_CHARGEBEE_DEFAULT:-}" ]; then export AIRFLOW_CONN_CHARGEBEE_DEFAULT; fi
-
-if [ "${CRMSYNC_SANDBOX_CONNECTIONS:-1}" = 0 ]; then
-  :
-elif [ -z "${AIRFLOW_CONN_CUSTOMCRM_DEFAULT:-}" ]; then
-  AIRFLOW_CONN_CUSTOMCRM_DEFAULT='{"conn_type":"customcrm","host":"http://127.0.0.1:'"$SANDBOX_CUSTOMCRM_PORT"'","password":"sandbox_token"}'
-fi
-if [ -n "${AIRFLOW_CONN_CUSTOMCRM_DEFAULT:-}" ]; then export AIRFLOW_CONN_CUSTOMCRM_DEFAULT; fi
+# chargebee_default and customcrm_default are NOT set here: they live in the metadata DB,
+# where Admin → Connections lists and edits them. `make migrate` (so make run / sync / up)
+# creates them for the sandboxes when absent, never overwriting one (scripts/sandbox_connections.py).
+# An AIRFLOW_CONN_CHARGEBEE_DEFAULT / AIRFLOW_CONN_CUSTOMCRM_DEFAULT you export yourself is
+# kept and wins over the metadata DB (Airflow reads environment variables first).
 
 # The link store lives in the same database as Airflow's metadata, reached through its
-# own connection: derive it from the SQLAlchemy URL unless it is set explicitly.
+# own connection: derive it from the SQLAlchemy URL unless it is set explicitly. This one
+# stays an environment variable on purpose: it IS the metadata DB, so it must always match
+# AIRFLOW__DATABASE__SQL_ALCHEMY_CONN (a copy saved in the DB, or edited in the UI, would
+# drift from the URL, and a worker would then write links to another database).
 if [ -z "${AIRFLOW_CONN_CRMSYNC_STORE:-}" ]; then
   AIRFLOW_CONN_CRMSYNC_STORE="$(
     "${CRMSYNC_PYTHON:-python3}" - "${AIRFLOW__DATABASE__SQL_ALCHEMY_CONN:-}" <<'PY'

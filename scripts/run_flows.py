@@ -41,6 +41,19 @@ class _Progress(logging.Handler):
             self.handleError(record)
 
 
+def _sandbox_connections() -> None:
+    """The sandbox connections in the metadata DB when absent (never overwritten), also when
+    this script is run without ``make``; ``CRMSYNC_SANDBOX_CONNECTIONS=0`` skips it."""
+    if os.environ.get("CRMSYNC_SANDBOX_CONNECTIONS", "1") == "0":
+        return
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        from sandbox_connections import ensure
+    finally:
+        sys.path.pop(0)
+    ensure(quiet=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -66,6 +79,7 @@ def main() -> int:
         progress.propagate = False
         progress.addHandler(_Progress())
 
+    _sandbox_connections()
     dags = load_dags(os.environ.get("AIRFLOW__CORE__DAGS_FOLDER", ROOT / "dags"))
     if args.flow and args.flow not in dags:
         print(f"unknown flow {args.flow!r}; known: {', '.join(sorted(dags))}", file=sys.stderr)

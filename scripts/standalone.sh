@@ -92,6 +92,11 @@ print(sum(1 for d in rows if str(d.get("is_paused")).lower() == "false"))' 2>/de
   for _ in $(seq 1 300); do
     if curl -fsS -o /dev/null --max-time 2 "http://127.0.0.1:$API_PORT/api/v2/monitor/health" 2>/dev/null &&
       [ -f "$PASSWORDS_FILE" ]; then
+      # the sandbox connections into the metadata DB when absent (never overwritten), before
+      # any DAG is unpaused: also when this script is run without `make up`
+      if [ "${CRMSYNC_SANDBOX_CONNECTIONS:-1}" != 0 ]; then
+        python "$ROOT/scripts/sandbox_connections.py" --quiet || true
+      fi
       for _ in $(seq 1 60); do
         airflow dags unpause --treat-dag-id-as-regex --yes '.*' >/dev/null 2>&1 || true
         [ "$(unpaused_count)" -ge "$want" ] && break
