@@ -79,7 +79,10 @@ class Decision:
     reason: str | None = None
     #: for QUARANTINE/WAIT: which side's record is held, and the kind of hold
     held_side: Side | None = None
-    hold_kind: HoldKind | None = None  # invalid | ambiguous | waiting
+    hold_kind: HoldKind | None = None  # invalid | ambiguous | waiting | approval
+    #: for a DELETE or UNLINK that carries out a person's decision on a delete held under
+    #: policy ``approve``: who decided (the audit row names them)
+    decided_by: str | None = None
 
     def write_for(self, side: Side) -> SideWrite | None:
         return self.crm_write if side is Side.CUSTOMCRM else self.cb_write
@@ -444,14 +447,29 @@ def decide_match(
     )
 
 
+@dataclass(frozen=True)
+class DeleteDecision:
+    """A person's decision on a delete held under policy ``approve`` (read from the
+    quarantine by ``crmsync.store.approvals``): approve = propagate, reject = unlink."""
+
+    approve: bool
+    by: str
+
+
 def decide_linked(
-    mapping: FlowMapping, link: LinkState, crm: SideRecord | None, cb: SideRecord | None
+    mapping: FlowMapping,
+    link: LinkState,
+    crm: SideRecord | None,
+    cb: SideRecord | None,
+    approval: DeleteDecision | None = None,
 ) -> Decision:
-    """A linked pair where at least one side was staged (changed since the watermark)."""
+    """A linked pair where at least one side was staged (changed since the watermark).
+    ``approval``: the decision on this pair's delete when it is held under policy
+    ``approve`` (None: nobody decided yet, or no delete is held)."""
     crm_deleted = crm is not None and crm.deleted
     cb_deleted = cb is not None and cb.deleted
     if crm_deleted or cb_deleted:
-        return _decide_delete(mapping, link, crm, cb, crm_deleted, cb_deleted)
+        return _decide_delete(mapping, link, crm, cb, crm_deleted, cb_deleted, approval)
 
     crm_values = crm.values if crm else link.crm_snapshot
     cb_values = cb.values if cb else link.cb_snapshot
@@ -485,6 +503,23 @@ def decide_linked(
     )
 
 
+@dataclass(frozen=True)
+class _Deleted:
+    """A linked pair one side of which was deleted, as the delete reasons name it."""
+
+    link: LinkState
+    crm: SideRecord | None
+    cb: SideRecord | None
+    deleted_on: Side
+    gone: str  # "Customcrm contact 42"
+    kept: str  # "Chargebee customer crm-42"
+    where: str  # "Customcrm"
+
+    @property
+    def survivor(self) -> Side:
+        return self.deleted_on.other
+
+
 def _decide_delete(
     mapping: FlowMapping,
     link: LinkState,
@@ -492,60 +527,97 @@ def _decide_delete(
     cb: SideRecord | None,
     crm_deleted: bool,
     cb_deleted: bool,
+    approval: DeleteDecision | None = None,
 ) -> Decision:
-    pair = pair_label(mapping, link.crm_id, link.cb_id)
     if crm_deleted and cb_deleted:
+        pair = pair_label(mapping, link.crm_id, link.cb_id)
         return Decision(
             Action.UNLINK, link.crm_id, link.cb_id, reason=f"{pair}: deleted on both sides; the link is ended"
         )
     deleted_on = Side.CUSTOMCRM if crm_deleted else Side.CHARGEBEE
-    survivor = deleted_on.other
+    d = _Deleted(
+        link,
+        crm,
+        cb,
+        deleted_on,
+        gone=f"{_label(mapping, deleted_on)} {link.crm_id if crm_deleted else link.cb_id}",
+        kept=f"{_label(mapping, deleted_on.other)} {link.cb_id if crm_deleted else link.crm_id}",
+        where="Customcrm" if deleted_on is Side.CUSTOMCRM else "Chargebee",
+    )
     policy = mapping.delete.policy_for(deleted_on)
-    where = "Customcrm" if deleted_on is Side.CUSTOMCRM else "Chargebee"
-    gone = f"{_label(mapping, deleted_on)} {link.crm_id if crm_deleted else link.cb_id}"
-    kept = f"{_label(mapping, survivor)} {link.cb_id if crm_deleted else link.crm_id}"
+    if policy is DeletePolicy.APPROVE:
+        return decide_approval(mapping, d, approval)
     if policy is DeletePolicy.PROPAGATE:
-        write = SideWrite(Op.DELETE, {})
-        if survivor is Side.CUSTOMCRM:
-            write.if_version = crm.version if crm else link.crm_version
-            return Decision(
-                Action.DELETE,
-                link.crm_id,
-                link.cb_id,
-                crm_write=write,
-                reason=f"{gone} was deleted in {where}; the delete policy propagate deletes {kept}",
-            )
-        return Decision(
-            Action.DELETE,
-            link.crm_id,
-            link.cb_id,
-            cb_write=write,
-            reason=f"{gone} was deleted in {where}; the delete policy propagate deletes {kept}",
+        return _propagate(
+            d, f"{d.gone} was deleted in {d.where}; the delete policy propagate deletes {d.kept}"
         )
     if policy is DeletePolicy.RESTORE:
-        survivor_values = (
-            (cb.values if cb else link.cb_snapshot)
-            if survivor is Side.CHARGEBEE
-            else (crm.values if crm else link.crm_snapshot)
-        )
-        values: dict[str, Canonical] = {k: v for k, v in survivor_values.items() if v is not None}
-        write = SideWrite(Op.CREATE, values)
-        reason = f"{gone} was deleted in {where}; the delete policy restore re-creates it from {kept}"
-        if deleted_on is Side.CUSTOMCRM:
-            return Decision(
-                Action.RESTORE, None, link.cb_id, merged=dict(survivor_values), crm_write=write, reason=reason
-            )
+        return _restore(d)
+    return _unlink(mapping, d, f"{d.gone} was deleted in {d.where}; its link was ended by the unlink policy")
+
+
+def decide_approval(mapping: FlowMapping, d: _Deleted, approval: DeleteDecision | None) -> Decision:
+    """A delete under policy ``approve``: held until a person decides, then carried out
+    as ``propagate`` (approved) or ``unlink`` (rejected), naming who decided.
+
+    Held, nothing is written and the link stays: the deleted record is held (kind
+    ``approval``, on the deleted side, so an undelete re-reads it live and ends the hold)
+    and every run holds it again until the decision is recorded.
+    """
+    if approval is None:
         return Decision(
-            Action.RESTORE, link.crm_id, None, merged=dict(survivor_values), cb_write=write, reason=reason
+            Action.QUARANTINE,
+            d.link.crm_id,
+            d.link.cb_id,
+            reason=f"{d.gone} was deleted in {d.where}; the delete policy approve holds the delete of "
+            f"{d.kept} for a person's decision (nothing is written, the link stays): approve it "
+            f"(deletes {d.kept}) or reject it (keeps {d.kept}, ends the link) in the Sync page, or "
+            f"crmsync.store.approvals{NEEDS_A_PERSON}",
+            held_side=d.deleted_on,
+            hold_kind=HoldKind.APPROVAL,
+        )
+    if approval.approve:
+        why = f"{d.gone} was deleted in {d.where}; {approval.by} approved the delete, so {d.kept} is deleted"
+        return replace(_propagate(d, why), decided_by=approval.by)
+    why = f"{d.gone} was deleted in {d.where}; {approval.by} rejected the delete, so its link was ended"
+    return replace(_unlink(mapping, d, why), decided_by=approval.by)
+
+
+def _propagate(d: _Deleted, reason: str) -> Decision:
+    write = SideWrite(Op.DELETE, {})
+    if d.survivor is Side.CUSTOMCRM:
+        write.if_version = d.crm.version if d.crm else d.link.crm_version
+        return Decision(Action.DELETE, d.link.crm_id, d.link.cb_id, crm_write=write, reason=reason)
+    return Decision(Action.DELETE, d.link.crm_id, d.link.cb_id, cb_write=write, reason=reason)
+
+
+def _restore(d: _Deleted) -> Decision:
+    crm, cb, link = d.crm, d.cb, d.link
+    survivor_values = (
+        (cb.values if cb else link.cb_snapshot)
+        if d.survivor is Side.CHARGEBEE
+        else (crm.values if crm else link.crm_snapshot)
+    )
+    values: dict[str, Canonical] = {k: v for k, v in survivor_values.items() if v is not None}
+    write = SideWrite(Op.CREATE, values)
+    reason = f"{d.gone} was deleted in {d.where}; the delete policy restore re-creates it from {d.kept}"
+    if d.deleted_on is Side.CUSTOMCRM:
+        return Decision(
+            Action.RESTORE, None, link.cb_id, merged=dict(survivor_values), crm_write=write, reason=reason
         )
     return Decision(
+        Action.RESTORE, link.crm_id, None, merged=dict(survivor_values), cb_write=write, reason=reason
+    )
+
+
+def _unlink(mapping: FlowMapping, d: _Deleted, why: str) -> Decision:
+    keys = ", ".join(mapping.source_path(mapping.field(k), d.deleted_on) for k in mapping.match.keys)
+    return Decision(
         Action.UNLINK,
-        link.crm_id,
-        link.cb_id,
-        reason=f"{gone} was deleted in {where}; its link was ended by the unlink policy and {kept} "
-        f"is kept (it is not re-created in {where}; a new {where} record with the same "
-        f"{', '.join(mapping.source_path(mapping.field(k), deleted_on) for k in mapping.match.keys)} "
-        "is linked to it by match)",
+        d.link.crm_id,
+        d.link.cb_id,
+        reason=f"{why} and {d.kept} is kept (it is not re-created in {d.where}; a new {d.where} record "
+        f"with the same {keys} is linked to it by match)",
     )
 
 

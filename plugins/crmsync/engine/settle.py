@@ -210,10 +210,12 @@ def _settle_row(
     elif action == Action.UNLINK:
         out.deletes.append((row.crm.id, row.cb.id))
         out.audits.append(_audit("unlink", row))
+        out.releases.extend(_decided_releases(row))
     elif action == Action.DELETE:
         if row.crm.status in OK and row.cb.status in OK:
             out.deletes.append((row.crm.id, row.cb.id))
             out.audits.append(_audit("delete", row))
+            out.releases.extend(_decided_releases(row))
         else:
             out.holds.extend(failed_holds(row))
     else:  # create / restore / link_by_match / update / unchanged
@@ -236,7 +238,20 @@ def _plan_audits(row: FinishedRow) -> list[AuditRow]:
 
 
 def _audit(kind: str, row: FinishedRow) -> AuditRow:
-    return AuditRow(kind, row.crm.id, row.cb.id, None, dumps({"reason": row.reason}))
+    detail: Json = {"reason": row.reason}
+    decided_by = row.detail.get("decided_by")
+    if decided_by:
+        # a delete held under policy approve, carried out as a person decided
+        detail["approved_by" if kind == "delete" else "rejected_by"] = decided_by
+    return AuditRow(kind, row.crm.id, row.cb.id, None, dumps(detail))
+
+
+def _decided_releases(row: FinishedRow) -> list[tuple[str, str]]:
+    """The held delete a person decided is over once carried out: its quarantine row
+    (on either record of the pair; it is keyed by the deleted one) goes."""
+    if not row.detail.get("decided_by"):
+        return []
+    return [(s.value, rid) for s, rid in ((Side.CUSTOMCRM, row.crm.id), (Side.CHARGEBEE, row.cb.id)) if rid]
 
 
 def _hold(side: str | None, rid: str | None, row: FinishedRow, staged: str | None) -> Hold:

@@ -36,6 +36,9 @@ class HoldKind(StrEnum):
     REF_PENDING = "ref_pending"  # an optional reference is not linked yet: retried a few times
     REJECTED = "rejected"  # the API rejected its write: retried when it changes
     FAILED = "failed"  # its write failed (API unreachable): retried every run
+    #: a delete held for a person's decision (delete policy ``approve``), on the deleted
+    #: record: retried every run, nothing written until someone approves or rejects it
+    APPROVAL = "approval"
 
 
 def hold_kind_of_write(status: str) -> HoldKind:

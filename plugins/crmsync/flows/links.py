@@ -18,6 +18,7 @@ from crmsync.engine.plan import Action, Op
 from crmsync.engine.settle import (
     CurrentLink,
     FinishedRow,
+    Hold,
     SideWrite,
     base_after,
     links_to_read,
@@ -27,6 +28,7 @@ from crmsync.engine.settle import (
 )
 from crmsync.engine.status import HoldKind, WriteStatus
 from crmsync.mapping.model import Mapping as FlowMapping
+from crmsync.store import approvals
 from crmsync.store.links import LinkRow
 from crmsync.store.repository import Repository, loads
 
@@ -47,10 +49,20 @@ def apply_plan_rows(mapping: FlowMapping, repo: Repository, run_id: str, rows: l
         [r["id"] for r in rows],
         upsert_links=[asdict(u) for u in s.upserts],
         delete_links=s.deletes,  # type: ignore[arg-type]  # ids None only where the store ignores them
-        hold=[asdict(h) for h in s.holds],
+        hold=[asdict(h) for h in _undecided(mapping, repo, s.holds)],
         release=s.releases,
         audits=[asdict(a) for a in s.audits],
     )
+
+
+def _undecided(mapping: FlowMapping, repo: Repository, holds: list[Hold]) -> list[Hold]:
+    """The holds without those of held deletes a person decided while this run ran (after
+    transform planned them as still held): holding again would overwrite the decision."""
+    keys = [(h.side, h.record_id) for h in holds if h.kind == HoldKind.APPROVAL and h.side and h.record_id]
+    if not keys:
+        return holds
+    decided = approvals.decisions(repo.engine, mapping.flow, keys)
+    return [h for h in holds if h.kind != HoldKind.APPROVAL or (h.side, h.record_id) not in decided]
 
 
 def _side(row: Mapping[Any, Any], prefix: str) -> SideWrite:

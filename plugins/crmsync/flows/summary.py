@@ -14,6 +14,7 @@ from crmsync.engine.plan import Action
 from crmsync.engine.plan_text import describe
 from crmsync.engine.status import WRITE_FAILURES, WriteStatus
 from crmsync.mapping.model import Mapping as FlowMapping
+from crmsync.store import approvals
 
 if TYPE_CHECKING:
     from crmsync.store.repository import Repository
@@ -136,6 +137,8 @@ def build_summary(
         "limitations": list(mapping.limitations),
         "quarantined": actions["quarantine"],
         "held_total": repo.count_held(),
+        # deletes held under policy approve, waiting for a person (this run's and earlier)
+        "approvals_waiting": approvals.count_pending(repo.engine, mapping.flow),
         "waiting": actions["wait"],
         "actions": dict(sorted(actions.items())),
         "problems": problems,
@@ -186,6 +189,11 @@ def render_summary(s: dict[str, Any]) -> str:
         f"  quarantined {s['quarantined']}, waiting {s['waiting']} this run; "
         f"{s.get('held_total', 0)} records held in quarantine in all (table crmsync_quarantine)",
     ]
+    if s.get("approvals_waiting"):
+        lines.append(
+            f"  {s['approvals_waiting']} deletes wait for approval (delete policy approve): approve or "
+            "reject each in the Sync page, or with crmsync.store.approvals.decide_delete"
+        )
     if s.get("dry_run"):
         lines.append(f"  planned writes: {s['planned']}")
         plan_lines = s.get("plan", [])[:PLAN_SHOWN]

@@ -37,6 +37,7 @@ from crmsync.engine.status import HoldKind, WriteStatus
 from crmsync.flows.refs import RefResolver
 from crmsync.mapping.model import Cardinality, Side
 from crmsync.mapping.model import Mapping as FlowMapping
+from crmsync.store import approvals
 from crmsync.store.repository import Repository, dumps, link_state, record_from_staging, record_to_json
 
 log = logging.getLogger("crmsync")
@@ -54,11 +55,13 @@ def plan_row(
 ) -> dict[str, Any]:
     """One plan table row for a decision."""
     detail = None
-    if decision.conflicts or decision.notes:
+    if decision.conflicts or decision.notes or decision.decided_by:
         detail = dumps(
             {
                 "conflicts": [{**asdict(c), "winner": c.winner.value} for c in decision.conflicts],
                 "notes": [{**asdict(n), "side": n.side.value} for n in decision.notes],
+                # who approved or rejected a held delete (update_links audits it)
+                **({"decided_by": decision.decided_by} if decision.decided_by else {}),
             }
         )
     row: dict[str, Any] = {
@@ -227,6 +230,11 @@ def build_plan(
     carried = repo.carry_quarantined(run_id, lambda rec: match_key(mapping, rec.values))
     if carried:
         log.info("transform: retrying %d held records (waiting or failed earlier)", carried)
+    held = approvals.carry_approvals(
+        repo.engine, mapping.flow, run_id, lambda r: match_key(mapping, r.values)
+    )
+    if held:
+        log.info("transform: %d deletes held for approval planned again", held)
 
     p = Planner(mapping, run_id, repo)
     _linked_pairs(p)
@@ -240,6 +248,7 @@ def _linked_pairs(p: Planner) -> None:
     for batch in p.repo.iter_touched_links(p.run_id):
         staged_cb = [record_from_staging(k, "k_") for _, _, k in batch if k is not None]
         p.refs.prefetch(staged_cb)
+        decided = approvals.touched_decisions(p.repo.engine, p.mapping, batch)
         for link_row, c_row, k_row in batch:
             crm = record_from_staging(c_row, "c_") if c_row is not None else None
             cb, why = p.resolve(record_from_staging(k_row, "k_") if k_row is not None else None)
@@ -247,7 +256,8 @@ def _linked_pairs(p: Planner) -> None:
                 p.emit(planner.wait(p.mapping, cb, why, other_id=link_row["crm_id"]), crm, cb, link_row["id"])
                 continue
             state = p.refs.resolve_link(link_state(link_row))
-            decision = planner.decide_linked(p.mapping, state, crm, cb)
+            approval = approvals.decision_for(decided, crm, cb)
+            decision = planner.decide_linked(p.mapping, state, crm, cb, approval)
             p.emit(decision, crm, cb, link_row["id"])
 
 

@@ -74,6 +74,11 @@ class DeletePolicy(StrEnum):
     PROPAGATE = "propagate"  # delete the linked record on the other side
     UNLINK = "unlink"  # forget the link, leave the other side alone
     RESTORE = "restore"  # re-create the deleted record from the other side
+    #: hold the delete for a person's decision (quarantine kind ``approval``, keyed by the
+    #: deleted record): nothing is written and the link stays until someone approves
+    #: (the next run deletes the partner, as ``propagate``) or rejects (the next run
+    #: ends the link, as ``unlink``) in the Sync page or with ``crmsync.store.approvals``
+    APPROVE = "approve"
 
 
 class ReadOnlyEdits(StrEnum):
@@ -479,6 +484,13 @@ class Mapping(_Strict):
                         f"chargebee.create_id {self.chargebee.create_id!r} must use only {{crm_id}} or field "
                         f"names as placeholders (unknown: {', '.join(bad) or 'none given'})"
                     )
+            deletes = (DeletePolicy.PROPAGATE, DeletePolicy.APPROVE)
+            if self.delete.on_customcrm_delete in deletes and not cap.can_delete:
+                problems.append(
+                    f"delete.on_customcrm_delete: {self.delete.on_customcrm_delete.value} would delete "
+                    f"Chargebee {cap.object_key} records, and Chargebee's API has no delete for them; "
+                    "use unlink"
+                )
             for key in self.chargebee.create_requires:
                 if key not in names:
                     problems.append(

@@ -7,7 +7,7 @@ from crmsync.engine.status import WRITE_FAILURES, HoldKind, RunStatus, WriteStat
 
 def test_values_are_the_stored_strings() -> None:
     assert [s.value for s in WriteStatus] == ["pending", "in_flight", "done", "stale", "rejected", "failed"]
-    kinds = ["invalid", "ambiguous", "waiting", "ref_pending", "rejected", "failed"]
+    kinds = ["invalid", "ambiguous", "waiting", "ref_pending", "rejected", "failed", "approval"]
     assert [k.value for k in HoldKind] == kinds
     assert [r.value for r in RunStatus] == ["running", "planned", "finished"]
     assert set(WRITE_FAILURES) == {"rejected", "failed"}

@@ -125,3 +125,26 @@ def test_order_owner_is_absent_exactly_for_the_orders_user_order_never_links() -
     assert absent.chargebee == users.field(key).chargebee
     # both ask the product's one rule (crmsync.mapping.creators), not patterns of their own
     assert absent.no_person and users.chargebee.no_partner == absent.chargebee
+
+
+def test_delete_policy_approve_is_accepted_on_either_side() -> None:
+    from crmsync.mapping.model import DeletePolicy, Side
+
+    doc = base()
+    doc["delete"] = {"on_customcrm_delete": "approve", "on_chargebee_delete": "approve"}
+    m = parse_mapping(doc)
+    assert m.delete.policy_for(Side.CUSTOMCRM) is DeletePolicy.APPROVE
+    assert m.delete.policy_for(Side.CHARGEBEE) is DeletePolicy.APPROVE
+    doc["delete"]["on_chargebee_delete"] = "ask"
+    with pytest.raises(MappingError, match="on_chargebee_delete"):
+        parse_mapping(doc)
+
+
+@pytest.mark.parametrize("policy", ["approve", "propagate"])
+def test_a_delete_chargebee_cannot_make_is_rejected(policy: str) -> None:
+    doc = yaml.safe_load((ROOT / "include/mappings/order_order.yaml").read_text())
+    doc["delete"] = {"on_customcrm_delete": policy}
+    with pytest.raises(MappingError, match=f"on_customcrm_delete: {policy} would delete Chargebee order"):
+        parse_mapping(doc)
+    doc["delete"] = {"on_chargebee_delete": policy}  # deletes in Customcrm: fine
+    assert parse_mapping(doc).delete.on_chargebee_delete.value == policy
