@@ -24,6 +24,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    false,
 )
 
 metadata = MetaData()
@@ -144,6 +145,8 @@ quarantine = Table(
     Column("first_seen", DateTime(timezone=True), nullable=False),
     Column("last_seen", DateTime(timezone=True), nullable=False),
     Column("run_id", RUN, nullable=True),
+    # an operator asked (Sync page) that the next run retries the held copy, whatever the kind
+    Column("retry_requested", Boolean, nullable=False, default=False, server_default=false()),
 )
 
 #: Conflicts, deletes and reverted edits: what the sync decided on a person's behalf.

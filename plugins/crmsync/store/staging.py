@@ -129,7 +129,10 @@ class StagingStore(FlowStore):
 
         Records held as ``invalid``/``rejected`` are retried only when they change (a
         person fixed them, so the extract reads them again): retrying the same bad data
-        would fail the same way and, for ``rejected``, spend API calls.
+        would fail the same way and, for ``rejected``, spend API calls. An operator's
+        "retry next run" (``retry_requested``, set on the Sync page) carries any hold once:
+        the request is cleared here, after its copy is staged (a rerun of transform stages
+        the same run's rows again, so a crash in between loses nothing).
         """
         with self.engine.connect() as conn:
             held = conn.execute(
@@ -139,6 +142,7 @@ class StagingStore(FlowStore):
                         quarantine.c.kind.in_(("waiting", "failed", "ambiguous")),
                         # an optional reference: retried a few times, then left (still listed)
                         and_(quarantine.c.kind == "ref_pending", quarantine.c.attempts < REF_PENDING_TRIES),
+                        quarantine.c.retry_requested.is_(True),
                     ),
                     quarantine.c.staged.is_not(None),
                     ~exists().where(
@@ -158,6 +162,12 @@ class StagingStore(FlowStore):
         for side in Side:
             for chunk in chunks([r for r in rows if r[0].side is side]):
                 carried += self.stage(run_id, list(chunk))
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(quarantine)
+                .where(quarantine.c.flow == self.flow, quarantine.c.retry_requested.is_(True))
+                .values(retry_requested=False)
+            )
         return carried
 
     def purge_staging(self, run_id: str) -> None:

@@ -209,7 +209,7 @@ def test_migration_0002_goes_down_and_up_alone(tmp_path: Path) -> None:
 
     engine = create_engine(f"sqlite:///{tmp_path / 's.db'}")
     migrate.upgrade(engine)
-    assert migrate.head_revision() == "0002"
+    assert migrate.head_revision() >= "0002"  # later revisions (0003: quarantine.retry_requested) stack on it
     migrate.downgrade(engine, "0001")
     names = set(inspect(engine).get_table_names())
     assert rate_budget.name not in names and "crmsync_link" in names
