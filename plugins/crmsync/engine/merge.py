@@ -131,92 +131,43 @@ def merge(
     base = base or {}
     result = MergeResult(merged={})
     for f in mapping.fields:
-        b = base.get(f.name)
-        if f.name not in crm and f.name not in cb:
-            result.merged[f.name] = b
-            continue
-        c, k = _known(f.name, crm, base), _known(f.name, cb, base)
-        if c == k:
-            result.merged[f.name] = c
-            continue
-        c_changed, k_changed = c != b, k != b
-        rule: str | None = None
-        if c_changed and not k_changed:
-            winner = Side.CUSTOMCRM
-        elif k_changed and not c_changed:
-            winner = Side.CHARGEBEE
-        elif c is None and not blank_overwrites(f, b):
-            winner, rule = Side.CHARGEBEE, "empty_never_overwrites"
-        elif k is None and not blank_overwrites(f, b):
-            winner, rule = Side.CUSTOMCRM, "empty_never_overwrites"
-        else:
-            winner, rule = _resolve(mapping, crm_updated_at, cb_updated_at)
-        if rule is not None:
-            result.conflicts.append(Conflict(f.name, b, c, k, winner, rule))
+        _merge_field(mapping, f, base, crm, cb, (crm_updated_at, cb_updated_at), result)
+    return result
 
-        value = c if winner is Side.CUSTOMCRM else k
-        loser = winner.other
-        # A blank on the side a one-way field does not flow from is an edit like any other
-        # there: with read_only_edits restore the source's value is written back (below).
-        restore_blank = (
-            not f.direction.writes(loser)
-            and (f.read_only_edits or mapping.read_only_edits) is ReadOnlyEdits.RESTORE
-        )
-        if value is None and not blank_overwrites(f, b) and not restore_blank:
-            # The winner blanked the field and blanks do not overwrite here: keep the
-            # loser's value as the merged value and leave the blanked side as it is.
-            kept = k if winner is Side.CUSTOMCRM else c
-            result.merged[f.name] = kept
-            why = (
-                "the field says empty_overwrites: false"
-                if f.empty_overwrites is False
-                else "it was never synced with a value"
-            )
-            result.notes.append(
-                Note(
-                    f.name,
-                    "blank_ignored",
-                    winner,
-                    f"{f.name} is blank in {winner.value}; the {loser.value} value is kept ({why})",
-                )
-            )
-            continue
-        if not f.direction.writes(loser):
-            # The edit happened on the side that is not a source for this field: the
-            # source side's value stands and is written back over the edit (restore),
-            # or the edit is kept and reported (keep). A blank source overwrites only
-            # where blanks do (a clear of a synced value).
-            source_value = k if winner is Side.CUSTOMCRM else c
-            policy = f.read_only_edits or mapping.read_only_edits
-            if (source_value is None and not blank_overwrites(f, b)) or policy is ReadOnlyEdits.KEEP:
-                # The source's value stays the merged value (the next base): the kept
-                # value is a difference on the other side, reported each run, and never
-                # becomes a base that the blank source would later read as "cleared".
-                result.merged[f.name] = source_value
-                result.notes.append(
-                    Note(
-                        f.name,
-                        "kept_read_only_edit" if source_value is not None else "blank_ignored",
-                        winner,
-                        f"{f.name} was edited in {winner.value}, but it only flows "
-                        f"{f.direction.value.replace('_', ' ')} and {loser.value} cannot take it; "
-                        "the edit is kept on that side and not synced",
-                    )
-                )
-                continue
-            result.merged[f.name] = source_value
-            result.changes_for(winner)[f.name] = source_value
-            result.notes.append(
-                Note(
-                    f.name,
-                    "reverted_read_only",
-                    winner,
-                    f"{f.name} was edited in {winner.value}, but it only flows "
-                    f"{f.direction.value.replace('_', ' ')}: by the mapping's policy "
-                    f"(read_only_edits: restore) the {loser.value} value was written back",
-                )
-            )
-            continue
+
+def _merge_field(
+    mapping: FlowMapping,
+    f: FieldMap,
+    base: Mapping[str, Canonical],
+    crm: Mapping[str, Canonical],
+    cb: Mapping[str, Canonical],
+    updated_at: tuple[float, float],
+    result: MergeResult,
+) -> None:
+    """One field of the pair: its merged value, the write to the side that lost (if
+    any), and the conflict or note a person should see."""
+    b = base.get(f.name)
+    if f.name not in crm and f.name not in cb:
+        result.merged[f.name] = b
+        return
+    c, k = _known(f.name, crm, base), _known(f.name, cb, base)
+    if c == k:
+        result.merged[f.name] = c
+        return
+    winner = _winner(mapping, f, b, c, k, updated_at, result)
+    value, other = (c, k) if winner is Side.CUSTOMCRM else (k, c)
+    loser = winner.other
+    # A blank on the side a one-way field does not flow from is an edit like any other
+    # there: with read_only_edits restore the source's value is written back (below).
+    restore_blank = (
+        not f.direction.writes(loser)
+        and (f.read_only_edits or mapping.read_only_edits) is ReadOnlyEdits.RESTORE
+    )
+    if value is None and not blank_overwrites(f, b) and not restore_blank:
+        _keep_over_blank(f, winner, other, result)
+    elif not f.direction.writes(loser):
+        _one_way_edit(mapping, f, b, winner, other, result)
+    else:
         result.merged[f.name] = value
         result.changes_for(loser)[f.name] = value
         if value is None:
@@ -229,4 +180,89 @@ def merge(
                     "(set empty_overwrites: false on the field to keep the other side's value)",
                 )
             )
-    return result
+
+
+def _winner(
+    mapping: FlowMapping,
+    f: FieldMap,
+    b: Canonical,
+    c: Canonical,
+    k: Canonical,
+    updated_at: tuple[float, float],
+    result: MergeResult,
+) -> Side:
+    """Whose value of a field that differs stands: the only side that changed it, else
+    (both changed: a conflict, recorded) the policy, where a blank that may not
+    overwrite loses to a value."""
+    c_changed, k_changed = c != b, k != b
+    if c_changed and not k_changed:
+        return Side.CUSTOMCRM
+    if k_changed and not c_changed:
+        return Side.CHARGEBEE
+    if c is None and not blank_overwrites(f, b):
+        winner, rule = Side.CHARGEBEE, "empty_never_overwrites"
+    elif k is None and not blank_overwrites(f, b):
+        winner, rule = Side.CUSTOMCRM, "empty_never_overwrites"
+    else:
+        winner, rule = _resolve(mapping, *updated_at)
+    result.conflicts.append(Conflict(f.name, b, c, k, winner, rule))
+    return winner
+
+
+def _keep_over_blank(f: FieldMap, winner: Side, kept: Canonical, result: MergeResult) -> None:
+    """The winner blanked the field and blanks do not overwrite here: the loser's value
+    stays the merged value and the blanked side is left as it is."""
+    result.merged[f.name] = kept
+    why = (
+        "the field says empty_overwrites: false"
+        if f.empty_overwrites is False
+        else "it was never synced with a value"
+    )
+    result.notes.append(
+        Note(
+            f.name,
+            "blank_ignored",
+            winner,
+            f"{f.name} is blank in {winner.value}; the {winner.other.value} value is kept ({why})",
+        )
+    )
+
+
+def _one_way_edit(
+    mapping: FlowMapping,
+    f: FieldMap,
+    b: Canonical,
+    winner: Side,
+    source_value: Canonical,
+    result: MergeResult,
+) -> None:
+    """The edit happened on the side that is not a source for this field: the source
+    side's value stands and is written back over the edit (restore), or the edit is kept
+    and reported (keep). A blank source overwrites only where blanks do (a clear of a
+    synced value). Either way the source's value stays the merged value (the next base),
+    so a kept value never becomes a base that the source would later read as cleared."""
+    loser = winner.other
+    flows = f.direction.value.replace("_", " ")
+    result.merged[f.name] = source_value
+    policy = f.read_only_edits or mapping.read_only_edits
+    if (source_value is None and not blank_overwrites(f, b)) or policy is ReadOnlyEdits.KEEP:
+        result.notes.append(
+            Note(
+                f.name,
+                "kept_read_only_edit" if source_value is not None else "blank_ignored",
+                winner,
+                f"{f.name} was edited in {winner.value}, but it only flows {flows} and "
+                f"{loser.value} cannot take it; the edit is kept on that side and not synced",
+            )
+        )
+        return
+    result.changes_for(winner)[f.name] = source_value
+    result.notes.append(
+        Note(
+            f.name,
+            "reverted_read_only",
+            winner,
+            f"{f.name} was edited in {winner.value}, but it only flows {flows}: by the mapping's "
+            f"policy (read_only_edits: restore) the {loser.value} value was written back",
+        )
+    )
