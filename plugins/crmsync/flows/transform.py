@@ -14,7 +14,11 @@ Two passes, both streamed in batches so memory stays flat:
    memory stays flat whatever the number of rules.
 
 References to other flows' records are translated on the way in and out (see
-:mod:`crmsync.flows.refs`); a record whose reference is not linked yet waits.
+:mod:`crmsync.engine.refs`); a record whose reference is not linked yet waits.
+
+This module is orchestration: it reads from the repository, asks the pure engine
+(:mod:`crmsync.engine.pairing`, :mod:`crmsync.engine.refs`, :mod:`crmsync.engine.plan`)
+and writes the plan rows (:class:`crmsync.store.plan.PlanRow`) through the repository.
 """
 
 from __future__ import annotations
@@ -22,26 +26,48 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter
-from collections.abc import Iterable
-from dataclasses import asdict, replace
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict
 from typing import Any
 
 from sqlalchemy.engine import RowMapping
 
+from crmsync.engine import pairing
 from crmsync.engine import plan as planner
 from crmsync.engine.canonical import SideRecord, content_hash, match_key
-from crmsync.engine.match import Outcome, decide_group
-from crmsync.engine.merge import Note
-from crmsync.engine.plan import Action, Decision
-from crmsync.engine.status import HoldKind, WriteStatus
+from crmsync.engine.pairing import Defer, Emit, GroupContext, Step
+from crmsync.engine.plan import Action, Decision, SideWrite
+from crmsync.engine.refs import hold_ref_pending
+from crmsync.engine.status import WriteStatus
 from crmsync.flows.refs import RefResolver
 from crmsync.mapping.model import Cardinality, Side
 from crmsync.mapping.model import Mapping as FlowMapping
 from crmsync.store import approvals
+from crmsync.store.plan import PlanRow
 from crmsync.store.repository import Repository, dumps, link_state, record_from_staging, record_to_json
 
 log = logging.getLogger("crmsync")
 BATCH = 500
+
+
+def _detail(decision: Decision) -> str | None:
+    if not (decision.conflicts or decision.notes or decision.decided_by):
+        return None
+    return dumps(
+        {
+            "conflicts": [{**asdict(c), "winner": c.winner.value} for c in decision.conflicts],
+            "notes": [{**asdict(n), "side": n.side.value} for n in decision.notes],
+            # who approved or rejected a held delete (update_links audits it)
+            **({"decided_by": decision.decided_by} if decision.decided_by else {}),
+        }
+    )
+
+
+def _write(w: SideWrite | None) -> tuple[str | None, str | None, str | None, str | None]:
+    """(op, changes, if_version, status) columns of one side's planned write."""
+    if w is None:
+        return None, None, None, None
+    return w.op.value, dumps(w.changes), w.if_version, WriteStatus.PENDING
 
 
 def plan_row(
@@ -52,45 +78,40 @@ def plan_row(
     crm: SideRecord | None,
     cb: SideRecord | None,
     link_id: int | None,
-) -> dict[str, Any]:
+) -> PlanRow:
     """One plan table row for a decision."""
-    detail = None
-    if decision.conflicts or decision.notes or decision.decided_by:
-        detail = dumps(
-            {
-                "conflicts": [{**asdict(c), "winner": c.winner.value} for c in decision.conflicts],
-                "notes": [{**asdict(n), "side": n.side.value} for n in decision.notes],
-                # who approved or rejected a held delete (update_links audits it)
-                **({"decided_by": decision.decided_by} if decision.decided_by else {}),
-            }
-        )
-    row: dict[str, Any] = {
-        "run_id": run_id,
-        "flow": flow,
-        "seq": seq,
-        "action": decision.action.value,
-        "crm_id": decision.crm_id,
-        "cb_id": decision.cb_id,
-        "link_id": link_id,
-        "match_key": None,
-        "merged": None if decision.merged is None else dumps(decision.merged),
-        "crm_staged": None if crm is None else record_to_json(crm),
-        "cb_staged": None if cb is None else record_to_json(cb),
-        "reason": decision.reason,
-        "detail": detail,
-        "held_side": decision.held_side.value if decision.held_side else None,
-        "hold_kind": decision.hold_kind,
-        "applied": False,
-    }
-    for side, prefix in ((Side.CUSTOMCRM, "crm"), (Side.CHARGEBEE, "cb")):
-        write = decision.write_for(side)
-        row[f"{prefix}_op"] = write.op.value if write else None
-        row[f"{prefix}_changes"] = dumps(write.changes) if write else None
-        row[f"{prefix}_if_version"] = write.if_version if write else None
-        row[f"{prefix}_status"] = WriteStatus.PENDING if write else None
-        row[f"{prefix}_result"] = None
-        row[f"{prefix}_error"] = None
-    return row
+    crm_op, crm_changes, crm_if, crm_status = _write(decision.crm_write)
+    cb_op, cb_changes, cb_if, cb_status = _write(decision.cb_write)
+    return PlanRow(
+        run_id=run_id,
+        flow=flow,
+        seq=seq,
+        action=decision.action.value,
+        crm_id=decision.crm_id,
+        cb_id=decision.cb_id,
+        link_id=link_id,
+        match_key=None,
+        merged=None if decision.merged is None else dumps(decision.merged),
+        crm_staged=None if crm is None else record_to_json(crm),
+        cb_staged=None if cb is None else record_to_json(cb),
+        reason=decision.reason,
+        detail=_detail(decision),
+        held_side=decision.held_side.value if decision.held_side else None,
+        hold_kind=decision.hold_kind,
+        applied=False,
+        crm_op=crm_op,
+        crm_changes=crm_changes,
+        crm_if_version=crm_if,
+        crm_status=crm_status,
+        crm_result=None,
+        crm_error=None,
+        cb_op=cb_op,
+        cb_changes=cb_changes,
+        cb_if_version=cb_if,
+        cb_status=cb_status,
+        cb_result=None,
+        cb_error=None,
+    )
 
 
 class Planner:
@@ -100,7 +121,7 @@ class Planner:
         self.mapping, self.run_id, self.repo = mapping, run_id, repo
         self.refs = RefResolver(repo.engine, mapping)
         self.counts: Counter[str] = Counter()
-        self.rows: list[dict[str, Any]] = []
+        self.rows: list[PlanRow] = []
         self.seq = 0
         #: Chargebee record id → why an optional reference is not synced yet
         self.soft: dict[str, str] = {}
@@ -112,14 +133,16 @@ class Planner:
         self.deferred_rule = 1
 
     def resolve(self, rec: SideRecord | None) -> tuple[SideRecord | None, str | None]:
+        """``rec`` with its references translated, and why it waits (a required one is
+        not linked); remembers the staged copy and why an optional one is not linked."""
         if rec is None:
             return None, None
-        resolved, hard, soft = self.refs.canonical_soft(rec)
-        if resolved is not rec:
+        t = self.refs.translated(rec)
+        if t.record is not rec:
             self.raw[rec.id] = rec
-        if soft:
-            self.soft[rec.id] = soft
-        return resolved, hard
+        if t.soft:
+            self.soft[rec.id] = t.soft
+        return t.record, t.hard
 
     def emit(
         self,
@@ -128,36 +151,45 @@ class Planner:
         cb: SideRecord | None,
         link_id: int | None = None,
         *,
-        pending: dict[str, str] | None = None,
+        pending: Mapping[str, str] | None = None,
     ) -> None:
         """Plan one decision. ``pending``: references of a new link's Chargebee record kept
         untranslated until their flow links them (update_links stores them with the link)."""
-        decision = self._translate_refs(decision, crm, cb)
-        if cb is not None and decision.action in (Action.UNLINK, Action.DELETE, Action.SKIP):
-            self.soft.pop(cb.id, None)  # nothing syncs: a pending reference must not replace the reason
-        if cb is not None and cb.id in self.soft and decision.held_side is None:
-            decision = replace(
-                decision,
-                held_side=Side.CHARGEBEE,
-                hold_kind=HoldKind.REF_PENDING,
-                reason=planner.ref_pending_reason(self.mapping, cb.id, self.soft.pop(cb.id)),
-            )
+        decision = self.refs.translate_decision(decision, crm)
+        if cb is not None:
+            decision, settled = hold_ref_pending(self.mapping, decision, cb.id, self.soft.get(cb.id))
+            if settled:
+                self.soft.pop(cb.id, None)
         self.seq += 1
         self.counts[decision.action.value] += 1
         row = plan_row(self.run_id, self.mapping.flow, self.seq, decision, crm, cb, link_id)
         # The staged copy is needed until the record's decision is out: keeping every one
         # made transform's memory grow with the run (about 2 KB a record).
         raw = self.raw.pop(cb.id, None) if cb is not None else None
-        if (decision.held_side is Side.CHARGEBEE and raw is not None) or pending:
+        held = raw if decision.held_side is Side.CHARGEBEE else None
+        if held is not None or pending:
             detail = json.loads(row["detail"]) if row["detail"] else {}
-            if decision.held_side is Side.CHARGEBEE and raw is not None:
-                detail["held_record"] = json.loads(record_to_json(raw))
+            if held is not None:
+                detail["held_record"] = json.loads(record_to_json(held))
             if pending:
-                detail["pending_refs"] = pending
+                detail["pending_refs"] = dict(pending)
             row["detail"] = dumps(detail)
         self.rows.append(row)
         if len(self.rows) >= BATCH:
             self.flush()
+
+    def step(self, step: Step, staged: Mapping[tuple[Side, str], SideRecord], rule: int) -> None:
+        """Carry out one step the engine decided (:mod:`crmsync.engine.pairing`)."""
+        if isinstance(step, Defer):
+            # no partner by this rule: the next rule may find one
+            self.defer(rule + 1, staged[(step.side, step.id)])
+            return
+        if step.cb is not None:
+            if step.pending:
+                self.soft.pop(step.cb.id, None)
+            elif step.soft:
+                self.soft[step.cb.id] = step.soft
+        self.emit(step.decision, step.crm, step.cb, pending=step.pending)
 
     def flush(self) -> None:
         if self.rows:
@@ -178,42 +210,6 @@ class Planner:
                 if rows:
                     self.repo.stage_deferred(self.run_id, self.deferred_rule, rows)
             self.deferred = []
-
-    def _translate_refs(self, d: Decision, crm: SideRecord | None, cb: SideRecord | None) -> Decision:
-        """Ids bound for Chargebee become Chargebee ids; without a link yet, the source waits."""
-        if d.cb_write is None or not self.refs.active:
-            return d
-        changes = dict(d.cb_write.changes)
-        notes = list(d.notes)
-        fixed: dict[str, Any] = {}  # on_create fields, already translated
-        if d.cb_write.op is planner.Op.CREATE:
-            # A field sent only because Chargebee fixes it at creation (on_create) never
-            # holds the create back: without a link it is left out, Chargebee applies its
-            # default, and the Customcrm value is kept (update_links takes Chargebee's value
-            # as the base, so the next run does not copy the default over it).
-            for f in self.mapping.fields:
-                if not (f.on_create and f.ref and changes.get(f.name) is not None):
-                    continue
-                one, missing = self.refs.to_chargebee({f.name: changes.pop(f.name)})
-                if missing:
-                    notes.append(
-                        Note(
-                            f.name,
-                            "created_with_default",
-                            Side.CHARGEBEE,
-                            f"Customcrm {self.mapping.customcrm.label} {d.crm_id}: {missing}, so the "
-                            f"Chargebee {self.mapping.chargebee.label} is created with Chargebee's default "
-                            f"{f.chargebee}, which it fixes at creation; the Customcrm value is kept",
-                        )
-                    )
-                else:
-                    fixed[f.name] = one[f.name]
-        changes, why = self.refs.to_chargebee(changes)
-        changes.update(fixed)
-        if why:
-            source = crm or SideRecord(Side.CUSTOMCRM, d.crm_id or "?", {})
-            return planner.wait(self.mapping, source, why, other_id=d.cb_id)
-        return replace(d, cb_write=replace(d.cb_write, changes=changes), notes=notes)
 
 
 def build_plan(
@@ -272,55 +268,26 @@ def _claimed_pairs(p: Planner) -> set[tuple[Side, str]]:
     create a second record, and the create would reuse its idempotency key with another
     body, which Chargebee refuses). Returns the records linked, to leave out of matching.
     """
-    mapping = p.mapping
-    if mapping.cardinality is Cardinality.ONE_TO_MANY:
+    if p.mapping.cardinality is Cardinality.ONE_TO_MANY:
         return set()
-    refs, made = p.repo.unlinked_claims(p.run_id, planner.made_id_prefix(mapping))
-    made_pairs = [(crm_id, cb_id) for cb_id in made if (crm_id := planner.made_for(mapping, cb_id))]
-    pairs = planner.paired_by_claims(refs + made_pairs)
-    made_by = {pair: Side.CHARGEBEE for pair in made_pairs} | {pair: Side.CUSTOMCRM for pair in refs}
-    if not pairs:
+    refs, made = p.repo.unlinked_claims(p.run_id, planner.made_id_prefix(p.mapping))
+    claims = pairing.claims(p.mapping, refs, made)
+    if not claims:
         return set()
-    crm_rows = p.repo.staged_unlinked(p.run_id, Side.CUSTOMCRM, [c for c, _ in pairs])
-    cb_rows = p.repo.staged_unlinked(p.run_id, Side.CHARGEBEE, [k for _, k in pairs])
-    ended = {side: p.repo.unlinked_survivors(side, [i for pair in pairs for i in pair]) for side in Side}
+    crm_rows = p.repo.staged_unlinked(p.run_id, Side.CUSTOMCRM, [c.crm_id for c in claims])
+    cb_rows = p.repo.staged_unlinked(p.run_id, Side.CHARGEBEE, [c.cb_id for c in claims])
+    ids = [i for c in claims for i in (c.crm_id, c.cb_id)]
+    ended = {side: p.repo.unlinked_survivors(side, ids) for side in Side}
     taken: set[tuple[Side, str]] = set()
-    for crm_id, cb_id in pairs:
-        if crm_id not in crm_rows or cb_id not in cb_rows:
-            continue  # not read this run, already linked, or deleted
-        if crm_id in ended[Side.CUSTOMCRM] or cb_id in ended[Side.CHARGEBEE]:
-            continue  # a pair ended by policy unlink is only linked again by match
-        crm = record_from_staging(crm_rows[crm_id])
-        cb_raw = record_from_staging(cb_rows[cb_id])
-        cb, why = p.resolve(cb_raw)
-        assert cb is not None
-        if why:
-            p.soft[cb.id] = why  # link now; the reference is retried until it is linked
-        # Start from the base the failed run would have recorded: the made record's own
-        # values where its create could not set them (see planner.made_base).
-        made_side = made_by[(crm_id, cb_id)]
-        base = planner.made_base(mapping, cb if made_side is Side.CHARGEBEE else crm)
-        pending: dict[str, str] = {}
-        if made_side is Side.CHARGEBEE:
-            # A reference the made record got from Chargebee (its default entity) that is not
-            # linked yet is kept pending with the link, as a crash-free create keeps it
-            # (links._base_after), not held as waiting: it is translated once linked.
-            pending = {
-                f.name: str(cb_raw.values[f.name])
-                for f in mapping.refs
-                if f.name in base and cb_raw.values.get(f.name) is not None and cb.values.get(f.name) is None
-            }
-            if pending:
-                p.soft.pop(cb.id, None)
-        decision = planner.decide_match(mapping, crm, cb, base)
-        if decision.action is Action.LINK_BY_MATCH:
-            decision = replace(
-                decision,
-                reason=f"linked by the id this sync gave it in an earlier run that did not record the link "
-                f"(Customcrm {crm_id} ⇄ Chargebee {cb_id})",
-            )
-        p.emit(decision, crm, cb, pending=pending)
-        taken |= {(Side.CUSTOMCRM, crm_id), (Side.CHARGEBEE, cb_id)}
+    for claim in claims:
+        if not pairing.claim_open(claim, crm_rows, cb_rows, ended):
+            continue  # not read this run, already linked, deleted, or ended by policy unlink
+        crm = record_from_staging(crm_rows[claim.crm_id])
+        cb_raw = record_from_staging(cb_rows[claim.cb_id])
+        p.resolve(cb_raw)  # remembers the staged copy for a hold
+        step = pairing.decide_claim(p.mapping, claim, crm, cb_raw, p.refs.translated(cb_raw))
+        p.step(step, {}, 0)
+        taken |= {(Side.CUSTOMCRM, claim.crm_id), (Side.CHARGEBEE, claim.cb_id)}
     if taken:
         log.info("transform: %d pairs linked by the ids this sync gave them", len(taken) // 2)
     return taken
@@ -359,30 +326,33 @@ def _match_pass(p: Planner, rule: int, rows: Iterable[RowMapping]) -> None:
         _flush_groups(p, rule, groups)
 
 
-def _flush_groups(p: Planner, rule: int, groups: list[tuple[str | None, list[SideRecord]]]) -> None:
-    mapping = p.mapping
-    last_rule = rule == len(mapping.match.rules) - 1
+def _group_context(p: Planner, rule: int, groups: list[tuple[str | None, list[SideRecord]]]) -> GroupContext:
+    """What the store knows about a batch of groups: survivors of an unlink, and (first
+    rule only: links store that key) the links already carrying a key."""
     taken = p.repo.linked_by_match_key([k for k, _ in groups if k is not None]) if rule == 0 else {}
-    p.refs.prefetch([r for _, recs in groups for r in recs if r.side is Side.CHARGEBEE])
     survivors = {
         side: p.repo.unlinked_survivors(side, [r.id for _, recs in groups for r in recs if r.side is side])
         for side in Side
     }
+    return GroupContext(rule, rule == len(p.mapping.match.rules) - 1, survivors, taken)
+
+
+def _flush_groups(p: Planner, rule: int, groups: list[tuple[str | None, list[SideRecord]]]) -> None:
+    """Decide a batch of key groups: the store's facts are read once for the batch."""
+    ctx = _group_context(p, rule, groups)
+    p.refs.prefetch([r for _, recs in groups for r in recs if r.side is Side.CHARGEBEE])
     gone = [r for _, recs in groups for r in recs if r.deleted]
     ended = {side: p.repo.ended_by_delete(side, [r.id for r in gone if r.side is side]) for side in Side}
     for key, recs in groups:
-        live: list[SideRecord] = []
         #: the records as staged (before references were translated), to defer them
         staged: dict[tuple[Side, str], SideRecord] = {}
-        #: records whose required reference is not linked yet: they still take part in
-        #: matching (so their partner is linked, never created twice), but are not created
+        #: records whose required reference is not linked yet (see pairing.decide_key)
         waits: dict[str, str] = {}
+        live: list[SideRecord] = []
         for r in recs:
             if r.deleted:
-                # A tombstone read again after the run that ended its link (the overlap
-                # window, a full resync) was reported then: nothing to do, nothing to say.
-                if r.id not in ended[r.side]:
-                    p.emit(planner.decide_new(mapping, r), *_pair(r))
+                if (gone_step := pairing.tombstone(p.mapping, r, ended)) is not None:
+                    p.step(gone_step, staged, rule)
                 continue
             resolved, why = p.resolve(r)
             assert resolved is not None
@@ -390,84 +360,23 @@ def _flush_groups(p: Planner, rule: int, groups: list[tuple[str | None, list[Sid
             staged[(r.side, r.id)] = r
             if why:
                 waits[resolved.id] = why
-
-        def new(
-            r: SideRecord, waits: dict[str, str] = waits, staged: dict[tuple[Side, str], SideRecord] = staged
-        ) -> None:
-            if r.id in survivors[r.side]:
-                p.emit(planner.decide_survivor(mapping, r), *_pair(r))
-            elif not last_rule:
-                # no partner by this rule: the next rule may find one
-                p.defer(rule + 1, staged[(r.side, r.id)])
-            elif r.id in waits:
-                p.emit(planner.wait(mapping, r, waits[r.id]), *_pair(r))
-            else:
-                p.emit(planner.decide_new(mapping, r), *_pair(r))
-
-        if key is None:
-            for r in live:
-                new(r)
-            continue
-        if mapping.cardinality is Cardinality.ONE_TO_MANY:
-            crms = [r for r in live if r.side is Side.CUSTOMCRM]
-            cbs = [r for r in live if r.side is Side.CHARGEBEE]
-            _one_to_many(p, key, crms, cbs, taken.get(key))
-            continue
-        group = decide_group(mapping, rule, live, taken.get(key))
-        if group.outcome is Outcome.LINK:
-            assert group.crm is not None and group.cb is not None
-            if group.cb.id in waits:
-                # Link now; the reference is retried until its flow links it.
-                p.soft[group.cb.id] = waits[group.cb.id]
-            p.emit(planner.decide_match(mapping, group.crm, group.cb), group.crm, group.cb)
-        elif group.outcome is Outcome.UNMATCHED:
-            for r in live:
-                new(r)
-        else:
-            for r in live:
-                p.emit(
-                    planner.ambiguous(mapping, r, list(group.candidates), group.why or "", group.fix),
-                    *_pair(r),
-                )
+        owner = _linked_owner(p, key, live, ctx)
+        for planned in pairing.decide_key(p.mapping, key, live, ctx, waits, owner):
+            p.step(planned, staged, rule)
 
 
-def _one_to_many(
-    p: Planner, key: str, crms: list[SideRecord], cbs: list[SideRecord], taken: tuple[str, str] | None
-) -> None:
-    """One Customcrm record (a user) links to every Chargebee record (order) with its key."""
-    mapping = p.mapping
-    if len(crms) > 1:
-        ids = [f"Customcrm {r.id}" for r in crms]
-        many = f"several Customcrm {mapping.customcrm.label}s"
-        for r in crms + cbs:
-            # the reason names the field a person corrects, on the record's own side
-            keys = ", ".join(mapping.source_path(mapping.field(k), r.side) for k in mapping.match.keys)
-            why = (
-                f"its {keys} is shared by {many}" if r.side is Side.CUSTOMCRM else f"its {keys} names {many}"
-            )
-            p.emit(planner.ambiguous(mapping, r, ids, why), *_pair(r))
-        return
-    owner = crms[0] if crms else None
-    if owner is None and taken is not None:
-        link_row = p.repo.get_link(crm_id=taken[0])
-        if link_row is not None:
-            state = link_state(link_row)
-            owner = SideRecord(
-                Side.CUSTOMCRM, state.crm_id, state.crm_snapshot, state.crm_updated_at, state.crm_version
-            )
-    if owner is None:
-        for r in cbs:
-            p.emit(planner.decide_new(mapping, r), *_pair(r))
-        return
-    if not cbs:
-        p.emit(planner.decide_new(mapping, owner), *_pair(owner))
-        return
-    for r in cbs:
-        p.emit(planner.decide_match(mapping, owner, r), owner, r)
+def _linked_owner(
+    p: Planner, key: str | None, live: list[SideRecord], ctx: GroupContext
+) -> SideRecord | None:
+    """The Customcrm record of the link already carrying a one-to-many key, as linked,
+    when the engine needs it (:func:`crmsync.engine.pairing.needs_linked_owner`)."""
+    if key is None or not pairing.needs_linked_owner(p.mapping, key, live, ctx):
+        return None
+    link_row = p.repo.get_link(crm_id=ctx.taken[key][0])
+    if link_row is None:
+        return None
+    s = link_state(link_row)
+    return SideRecord(Side.CUSTOMCRM, s.crm_id, s.crm_snapshot, s.crm_updated_at, s.crm_version)
 
 
-def _pair(rec: SideRecord) -> tuple[SideRecord | None, SideRecord | None]:
-    return (rec, None) if rec.side is Side.CUSTOMCRM else (None, rec)
-
-
-__all__ = ["Action", "build_plan", "plan_row"]
+__all__ = ["Action", "Emit", "build_plan", "plan_row"]

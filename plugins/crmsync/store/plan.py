@@ -4,7 +4,7 @@ changes, write status, result) and whether it was turned into links yet (``appli
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, TypedDict
 
 from sqlalchemy import bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.engine import RowMapping
@@ -13,6 +13,41 @@ from crmsync.engine.plan_text import PlanView
 from crmsync.mapping.model import Side
 from crmsync.store.codec import BATCH, FlowStore, chunks, dumps, finished, loads
 from crmsync.store.schema import plan
+
+
+class PlanRow(TypedDict):
+    """One row of the plan table as the transform task writes it (``crmsync_plan``;
+    ``upsert`` fills the ``*_status/_result/_error`` columns, ``update_links`` ``applied``).
+    JSON columns are already encoded."""
+
+    run_id: str
+    flow: str
+    seq: int
+    action: str
+    crm_id: str | None
+    cb_id: str | None
+    link_id: int | None
+    match_key: str | None
+    merged: str | None
+    crm_staged: str | None
+    cb_staged: str | None
+    reason: str | None
+    detail: str | None
+    held_side: str | None
+    hold_kind: str | None
+    applied: bool
+    crm_op: str | None
+    crm_changes: str | None
+    crm_if_version: str | None
+    crm_status: str | None
+    crm_result: str | None
+    crm_error: str | None
+    cb_op: str | None
+    cb_changes: str | None
+    cb_if_version: str | None
+    cb_status: str | None
+    cb_result: str | None
+    cb_error: str | None
 
 
 class PlanStore(FlowStore):
@@ -40,7 +75,7 @@ class PlanStore(FlowStore):
         with self.engine.begin() as conn:
             conn.execute(delete(plan).where(plan.c.run_id == run_id, plan.c.flow == self.flow))
 
-    def insert_plan(self, rows: list[dict[str, Any]]) -> None:
+    def insert_plan(self, rows: Sequence[PlanRow]) -> None:
         if rows:
             with self.engine.begin() as conn:
                 conn.execute(insert(plan), rows)

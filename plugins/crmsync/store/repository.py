@@ -30,7 +30,7 @@ from crmsync.store.codec import (
     record_to_json,
 )
 from crmsync.store.links import LinkRow, LinkStore
-from crmsync.store.plan import PlanStore
+from crmsync.store.plan import PlanRow, PlanStore
 from crmsync.store.runs import RunRow, RunStore
 from crmsync.store.staging import REF_PENDING_TRIES, StagingStore
 
@@ -132,7 +132,7 @@ class Repository:
     def delete_plan(self, run_id: str) -> None:
         self.plan.delete_plan(run_id)
 
-    def insert_plan(self, rows: list[dict[str, Any]]) -> None:
+    def insert_plan(self, rows: Sequence[PlanRow]) -> None:
         self.plan.insert_plan(rows)
 
     def count_plan_writes(self, run_id: str) -> int:
