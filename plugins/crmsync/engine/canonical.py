@@ -298,69 +298,73 @@ def validate(
     a clear made on ``source``), a required field that was cleared says that ``target``
     cannot clear it and what a person can do instead.
     """
-    fix_in = "Customcrm" if source is Side.CUSTOMCRM else "Chargebee"
-
-    def fix(f: FieldMap, verb: str) -> str:
-        if source is Side.CHARGEBEE and f.chargebee_fix:
-            return f.chargebee_fix
-        return f"{verb} {fix_in}"
-
     problems: list[Problem] = []
     for name in names if names is not None else values.keys():
         f: FieldMap = mapping.field(name)
         value = values.get(name)
-        where = mapping.source_path(f, source)
+        fixer = _Fix(f, source)
         if value is None:
-            if f.required and clearing:
-                to_label = (
-                    f"Chargebee {mapping.chargebee.label} {f.chargebee}"
-                    if target is Side.CHARGEBEE
-                    else f"Customcrm {mapping.customcrm.label} {f.customcrm}"
-                )
-                problems.append(
-                    Problem(
-                        name,
-                        f"{where} was cleared in {fix_in}, but {to_label} cannot be cleared (it "
-                        f"always has a value); {fix(f, 'fill it in again in')}, or set "
-                        "empty_overwrites: false on the field to keep the other side's value",
-                    )
-                )
-            elif f.required:
-                problems.append(Problem(name, f"{where} is empty but required; {fix(f, 'fill it in')}"))
-            continue
-        if isinstance(value, str) and value.startswith(UNKNOWN_VALUE):
-            allowed = ", ".join(repr(k) for k in (f.values or {}))
-            problems.append(
-                Problem(
-                    name,
-                    f"{where} has the unknown value {value[len(UNKNOWN_VALUE) :]!r}; "
-                    f"expected one of {allowed}; {fix(f, 'fix it in')} or extend the mapping's value map",
-                )
-            )
-            continue
-        if isinstance(value, str) and value.startswith(WRONG_TYPE):
-            kind = {"dict": "an object", "list": "a list", "bool": "a true/false value"}.get(
-                value[len(WRONG_TYPE) :], "a non-text value"
-            )
-            problems.append(Problem(name, f"{where} holds {kind}, not text; {fix(f, 'correct it in')}"))
-            continue
-        why = check_transform(f.transform, value)
+            why = _empty_problem(mapping, f, fixer, target, clearing) if f.required else None
+        else:
+            why = _value_problem(mapping, f, value, fixer)
         if why:
-            problems.append(Problem(name, f"{where}: {why}; {fix(f, 'fix it in')}"))
-            continue
-        if has_control_chars(value):
-            problems.append(Problem(name, f"{where} contains control characters; {fix(f, 'remove them in')}"))
-            continue
-        if f.max_length is not None and isinstance(value, str) and len(value) > f.max_length:
-            problems.append(
-                Problem(
-                    name,
-                    f"{where} is {len(value)} characters; Chargebee {mapping.chargebee.label} "
-                    f"{f.chargebee} allows at most {f.max_length}; {fix(f, 'shorten it in')}",
-                )
-            )
-            continue
-        why = check_json_object(value) if f.transform == "json" else check_format(f.format, value)
-        if why:
-            problems.append(Problem(name, f"{where}: {why}; {fix(f, 'fix it in')}"))
+            problems.append(Problem(name, f"{mapping.source_path(f, source)}{why}"))
     return problems
+
+
+class _Fix:
+    """Where and how a person fixes a field read on ``source``: "fix it in Customcrm", or
+    the field's own ``chargebee_fix`` for a value read in Chargebee."""
+
+    def __init__(self, f: FieldMap, source: Side) -> None:
+        self.f, self.source = f, source
+        self.system = "Customcrm" if source is Side.CUSTOMCRM else "Chargebee"
+
+    def __call__(self, verb: str) -> str:
+        if self.source is Side.CHARGEBEE and self.f.chargebee_fix:
+            return self.f.chargebee_fix
+        return f"{verb} {self.system}"
+
+
+def _empty_problem(mapping: FlowMapping, f: FieldMap, fix: _Fix, target: Side, clearing: bool) -> str:
+    """A required field without a value (the text after the field's name)."""
+    if not clearing:
+        return f" is empty but required; {fix('fill it in')}"
+    to_label = (
+        f"Chargebee {mapping.chargebee.label} {f.chargebee}"
+        if target is Side.CHARGEBEE
+        else f"Customcrm {mapping.customcrm.label} {f.customcrm}"
+    )
+    return (
+        f" was cleared in {fix.system}, but {to_label} cannot be cleared (it "
+        f"always has a value); {fix('fill it in again in')}, or set "
+        "empty_overwrites: false on the field to keep the other side's value"
+    )
+
+
+def _value_problem(mapping: FlowMapping, f: FieldMap, value: Canonical, fix: _Fix) -> str | None:
+    """What is wrong with a present value (the text after the field's name), the first
+    check that fails; None when it may be written."""
+    if isinstance(value, str) and value.startswith(UNKNOWN_VALUE):
+        allowed = ", ".join(repr(k) for k in (f.values or {}))
+        return (
+            f" has the unknown value {value[len(UNKNOWN_VALUE) :]!r}; "
+            f"expected one of {allowed}; {fix('fix it in')} or extend the mapping's value map"
+        )
+    if isinstance(value, str) and value.startswith(WRONG_TYPE):
+        kind = {"dict": "an object", "list": "a list", "bool": "a true/false value"}.get(
+            value[len(WRONG_TYPE) :], "a non-text value"
+        )
+        return f" holds {kind}, not text; {fix('correct it in')}"
+    why = check_transform(f.transform, value)
+    if why:
+        return f": {why}; {fix('fix it in')}"
+    if has_control_chars(value):
+        return f" contains control characters; {fix('remove them in')}"
+    if f.max_length is not None and isinstance(value, str) and len(value) > f.max_length:
+        return (
+            f" is {len(value)} characters; Chargebee {mapping.chargebee.label} "
+            f"{f.chargebee} allows at most {f.max_length}; {fix('shorten it in')}"
+        )
+    why = check_json_object(value) if f.transform == "json" else check_format(f.format, value)
+    return f": {why}; {fix('fix it in')}" if why else None
