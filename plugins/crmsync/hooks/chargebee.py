@@ -241,6 +241,30 @@ SIZING_LATENCY_SECONDS = 0.5
 MAX_AUTO_WORKERS = 32
 
 
+def _list_params(
+    res: ChargebeeResource,
+    updated_after: int | None,
+    include_deleted: bool,
+    filters: Mapping[str, Any],
+    limit: int,
+) -> dict[str, str]:
+    """The query of a list call (see :meth:`ChargebeeHook.iter_pages`), without ``offset``:
+    oldest first where the list sorts, the change filter, deleted records by
+    ``include_deleted`` or, where a list has no such param, every status."""
+    params: dict[str, str] = {"limit": str(limit)}
+    if res.sortable:
+        params["sort_by[asc]"] = res.updated_field
+    if updated_after is not None:
+        params[f"{res.updated_field}[after]"] = str(int(updated_after))
+    if res.include_deleted:
+        params["include_deleted"] = "true" if include_deleted else "false"
+    elif include_deleted and res.deleted_statuses and not any(k.startswith("status[") for k in filters):
+        params["status[in]"] = json.dumps(list(res.deleted_statuses))
+    for key, value in filters.items():
+        params[key] = json.dumps(list(value)) if isinstance(value, list | tuple) else _scalar(value, key)
+    return params
+
+
 #: Chargebee's ``api_error_code`` values that name an error class whatever the status.
 CHARGEBEE_ERROR_CODES: dict[str, type[ApiError]] = {
     "api_request_limit_exceeded": RateLimited,
@@ -388,21 +412,7 @@ class ChargebeeHook(ApiHook):
             raise ValueError(f"limit must be between 1 and {MAX_PAGE_SIZE}")
         res = self._readable(resource)
         template = res.name
-        base: dict[str, str] = {"limit": str(limit)}
-        if res.sortable:
-            base["sort_by[asc]"] = res.updated_field
-        if updated_after is not None:
-            base[f"{res.updated_field}[after]"] = str(int(updated_after))
-        if res.include_deleted:
-            base["include_deleted"] = "true" if include_deleted else "false"
-        elif (
-            include_deleted
-            and res.deleted_statuses
-            and not any(k.startswith("status[") for k in filters or {})
-        ):
-            base["status[in]"] = json.dumps(list(res.deleted_statuses))
-        for key, value in (filters or {}).items():
-            base[key] = json.dumps(list(value)) if isinstance(value, list | tuple) else _scalar(value, key)
+        base = _list_params(res, updated_after, include_deleted, filters or {}, limit)
         offset: str | None = None
         seen: set[str] = set()
         while True:
