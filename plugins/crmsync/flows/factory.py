@@ -113,6 +113,7 @@ def build_dag(mapping_file: str | Path) -> DAG:
     from airflow.providers.standard.operators.python import PythonOperator
     from airflow.sdk import DAG, Param
 
+    from crmsync.alerts import CrmsyncNotifier
     from crmsync.flows.tasks import run_step
 
     path = str(Path(mapping_file).resolve())
@@ -127,6 +128,8 @@ def build_dag(mapping_file: str | Path) -> DAG:
         tags=["crmsync", *mapping.tags],
         doc_md=doc_md(mapping),
         default_args=DEFAULT_ARGS,
+        # a failed run alerts through the crmsync_alerts connection, if any (crmsync.alerts)
+        on_failure_callback=CrmsyncNotifier(store_conn_id=mapping.connections.store),
         params={
             "full_resync": Param(
                 False, type="boolean", description="Ignore watermarks and re-read everything."

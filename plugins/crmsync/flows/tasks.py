@@ -366,6 +366,17 @@ def _circuit_breaker(mapping: FlowMapping, run_id: str, params: dict[str, Any], 
             "approve_large_change=true (make run ARGS=--approve-large-change); if not, check the "
             "mapping and the source data"
         )
+        from crmsync.alerts import Event, send_alert
+
+        send_alert(
+            mapping.flow,
+            run_id,
+            Event.CIRCUIT_BREAKER,
+            f"would write {writes} records "
+            f"({links} linked; limits {limits.max_writes_per_run} per run, "
+            f"{limits.max_write_fraction:.0%} of the links); nothing was written",
+            fix,
+        )
         _fail(
             f"circuit breaker: this run would write {writes} records "
             f"({links} linked; limits: {limits.max_writes_per_run} per run, "
@@ -463,6 +474,7 @@ def upsert(
             "upsert %s: %d records re-read before writing (stale-write guard)", side.value, writer.rereads
         )
     log.info("upsert %s: %s", side.value, dict(outcomes))
+    _alert_blocked(mapping, run_id, side, errors)
     failed = sum(outcomes[s.value] for s in WRITE_FAILURES)
     if failed > mapping.limits.error_budget:
         shown = "\n".join(f"  - {e}" for e in errors[:20])
@@ -471,6 +483,17 @@ def upsert(
             f"({mapping.limits.error_budget}). The others were written. First failures:\n{shown}"
         )
     return dict(outcomes)
+
+
+def _alert_blocked(mapping: FlowMapping, run_id: str, side: Side, errors: list[str]) -> None:
+    """Chargebee writes refused with 429 after every retry: the site is blocked (an alert)."""
+    from crmsync.alerts import rate_limited, site_blocked
+
+    blocked = rate_limited(errors) if side is Side.CHARGEBEE else 0
+    if blocked:
+        site_blocked(
+            mapping.flow, run_id, f"{blocked} Chargebee writes were refused with HTTP 429 after every retry"
+        )
 
 
 def _plan_assigned(mapping: FlowMapping, repo: Repository, run_id: str) -> None:
@@ -617,6 +640,10 @@ def update_links(
     repo.set_run(
         run_id, status=RunStatus.FINISHED, finished_at=datetime.now(UTC), summary=json.dumps(summary)
     )
+    if not dry_run:
+        from crmsync.alerts import check_quarantine
+
+        check_quarantine(mapping.flow, run_id, int(summary.get("held_total") or 0))
     log.info("run summary\n%s", render_summary(summary))
     return summary
 
@@ -710,7 +737,18 @@ def run_step(step: str, mapping_file: str, side: str | None = None, **context: A
         ti = context.get("ti")
         task = str(getattr(ti, "task_id", None) or (f"{step}_{side}" if side else step))
         _record_failure(mapping, repo, run_id, params, task, exc, hooks[-1] if hooks else None)
+        _alert_if_blocked(mapping, run_id, task, exc)
         raise
+
+
+def _alert_if_blocked(mapping: FlowMapping, run_id: str, task: str, exc: Exception) -> None:
+    """A task stopped by Chargebee's 429 after every retry: the site is blocked (an alert)."""
+    from crmsync.hooks.errors import RateLimited
+
+    if isinstance(exc, RateLimited) and exc.system == "chargebee":
+        from crmsync.alerts import site_blocked
+
+        site_blocked(mapping.flow, run_id, f"{task} stopped: {exc}")
 
 
 def _record_failure(
