@@ -165,3 +165,45 @@ def test_a_held_delete_is_a_hold_of_kind_approval_with_the_tombstone(contact_map
     (hold,) = s.holds
     assert (hold.side, hold.record_id, hold.kind, hold.staged) == ("customcrm", "CON-1", "approval", tomb)
     assert s.deletes == [] and s.releases == [] and s.audits == []
+
+
+def test_the_readable_plan_shows_a_held_delete_and_what_to_do(contact_mapping: Mapping) -> None:
+    from crmsync.engine.plan_text import PlanView, describe
+
+    m = approving(contact_mapping)
+    c, k = crm(m), cb(m)
+    d = plan.decide_linked(m, linked(m, c, k), crm(m, deleted=True), None)
+    view = PlanView(
+        action=d.action.value,
+        crm_id=d.crm_id,
+        cb_id=d.cb_id,
+        crm_op=None,
+        cb_op=None,
+        crm_changes=None,
+        cb_changes=None,
+        crm_before=None,
+        cb_before=None,
+        reason=d.reason,
+        match_key=None,
+    )
+    (line,) = describe(m, view)
+    assert line.startswith("hold Customcrm contact CON-1 ⇄ Chargebee customer cb_1: ")
+    assert "holds the delete of Chargebee customer cb_1" in line and "approve it" in line
+
+
+def test_the_run_summary_says_how_many_deletes_wait_for_approval() -> None:
+    from crmsync.flows.summary import render_summary
+
+    sides = {"customcrm": 0, "chargebee": 0}
+    s = {
+        "flow": "contact_customer",
+        "run_id": "r1",
+        **{k: dict(sides) for k in ("read", "created", "updated", "deleted", "failed", "stale")},
+        **{k: 0 for k in ("linked_by_match", "unchanged", "unlinked", "conflicts", "blank_ignored")},
+        **{k: 0 for k in ("reverted_read_only", "quarantined", "waiting")},
+        "problems": [],
+        "approvals_waiting": 2,
+    }
+    text = render_summary(s)
+    assert "2 deletes wait for approval" in text and "Sync page" in text
+    assert "wait for approval" not in render_summary({**s, "approvals_waiting": 0})
