@@ -255,13 +255,7 @@ class ChargebeeWriter:
         assigning write, none when the stale-write re-read already fetched the record
         (``fresh``).
         """
-        routes: dict[str, dict[str, Any]] = {}
-        for name, value in changes.items():
-            path = self.mapping.field(name).chargebee
-            route = self.cap.update_route(path)
-            if route is None:
-                raise ValueError(f"{self.label}.{path} has no update endpoint")
-            routes.setdefault(route, {})[name] = value
+        routes = self._routes(changes)
         assigning = {
             route: found
             for route, fields in routes.items()
@@ -293,6 +287,17 @@ class ChargebeeWriter:
             else:
                 raw = self.hook.action(self.resource, rid, route, params)
         return raw
+
+    def _routes(self, changes: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        """The changed fields by the endpoint that writes them (``update`` or an action)."""
+        routes: dict[str, dict[str, Any]] = {}
+        for name, value in changes.items():
+            path = self.mapping.field(name).chargebee
+            route = self.cap.update_route(path)
+            if route is None:
+                raise ValueError(f"{self.label}.{path} has no update endpoint")
+            routes.setdefault(route, {})[name] = value
+        return routes
 
     def _assigned_params(
         self,
