@@ -55,3 +55,50 @@ def test_no_alert_connection_no_alert_and_the_run_is_unchanged(
     monkeypatch.delenv("AIRFLOW_CONN_CRMSYNC_ALERTS", raising=False)
     r = run_flow(dags["contact_customer"], {"approve_large_change": True})
     assert r.ok, r.failures
+
+
+def test_chargebee_429s_after_every_retry_alert_the_site_blocked(
+    dags: dict[str, Any], sandboxes: Any, store: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from crmsync.flows.runner import run_flow
+
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_CHARGEBEE_DEFAULT",
+        json.dumps(
+            {
+                "conn_type": "chargebee",
+                "host": "sandbox",
+                "password": "sandbox_api_key",
+                "extra": {"base_url": f"{sandboxes.cb_url}/api/v2", "max_attempts": 1, "max_retry_wait": 0},
+            }
+        ),
+    )
+    # the first three writes answered 429; with one attempt each, the retry policy gives up
+    sandboxes.faults("chargebee", seed=1, rate_429=1.0, methods=["POST"], max_faults=3)
+    with webhook() as hook:
+        monkeypatch.setenv("AIRFLOW_CONN_CRMSYNC_ALERTS", json.dumps({"conn_type": "http", "host": hook.url}))
+        r = run_flow(dags["contact_customer"], {"approve_large_change": True})
+    blocked = [body for _, _, body in hook.posts if body["event"] == "chargebee_site_blocked"]
+    assert len(blocked) == 1, hook.posts
+    assert blocked[0]["run_id"] == r.run_id
+    assert blocked[0]["what"] == "3 Chargebee writes were refused with HTTP 429 after every retry", blocked
+    assert "rate_limit_per_minute" in blocked[0]["fix"]
+
+
+def test_quarantine_above_the_flows_threshold_alerts(
+    dags: dict[str, Any], sandboxes: Any, store: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from crmsync.flows.runner import run_flow
+
+    with webhook() as hook:
+        extra = {"quarantine_threshold": 1000, "quarantine_thresholds": {"contact_customer": 0}}
+        monkeypatch.setenv(
+            "AIRFLOW_CONN_CRMSYNC_ALERTS", json.dumps({"conn_type": "http", "host": hook.url, "extra": extra})
+        )
+        r = run_flow(dags["contact_customer"], {"approve_large_change": True})
+    assert r.ok and r.summary is not None, r.failures
+    held = int(r.summary["held_total"])
+    assert held > 0, "the seed is expected to hold some contact in quarantine"
+    [body] = [b for _, _, b in hook.posts if b["event"] == "quarantine_above_threshold"]
+    assert body["run_id"] == r.run_id
+    assert body["what"] == f"{held} records are held in quarantine (threshold 0)"
