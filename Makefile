@@ -89,6 +89,10 @@ sync: _require-flow install sandboxes migrate ## run one flow: make sync FLOW=co
 _require-flow:
 	@if [ -z "$(FLOW)" ]; then echo "usage: make sync FLOW=<dag_id>  (e.g. FLOW=contact_customer)" >&2; exit 2; fi
 
+.PHONY: reconcile
+reconcile: install sandboxes migrate ## write nothing, report where both sides disagree (JSON in var/reconcile): make reconcile [FLOW=contact_customer]
+	$(ENV); $(PY) scripts/run_flows.py $(if $(FLOW),--flow $(FLOW),--all) --reconcile $(ARGS)
+
 up: install migrate ## airflow standalone with the UI on :8080, sandboxes started, DAGs unpaused
 	bash scripts/standalone.sh
 

@@ -4,6 +4,7 @@
     python scripts/run_flows.py --all            # every flow, in dependency order
     python scripts/run_flows.py --flow contact_customer [--dry-run] [--full-resync]
     python scripts/run_flows.py --all --verbose  # with Airflow's full task logs
+    python scripts/run_flows.py --all --reconcile  # write nothing; report where the sides disagree
 
 Quiet by default: one progress line per task as it runs (records done of total, writes per
 minute, seconds waited for the rate budget), then the summaries; a failed run says which
@@ -19,6 +20,7 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -64,6 +66,17 @@ def main() -> int:
     parser.add_argument("--dry-run", action="store_true")
     parser.add_argument("--full-resync", action="store_true")
     parser.add_argument("--approve-large-change", action="store_true")
+    parser.add_argument(
+        "--reconcile",
+        action="store_true",
+        help="write nothing: read both sides in full and report differences, unlinked records and "
+        "duplicates (a JSON file per flow, see --report-dir)",
+    )
+    parser.add_argument(
+        "--report-dir",
+        default=os.environ.get("CRMSYNC_REPORT_DIR", str(ROOT / "var" / "reconcile")),
+        help="where --reconcile writes its JSON reports (default var/reconcile)",
+    )
     parser.add_argument("--verbose", action="store_true", help="show Airflow's full task logs")
     parser.add_argument("--quiet", action="store_true", help="(the default; kept for old scripts)")
     args = parser.parse_args()
@@ -88,6 +101,7 @@ def main() -> int:
         "dry_run": args.dry_run,
         "full_resync": args.full_resync,
         "approve_large_change": args.approve_large_change,
+        "reconcile": args.reconcile,
     }
     results = []
     for dag_id in [args.flow] if args.flow else ordered(list(dags)):
@@ -106,10 +120,38 @@ def main() -> int:
             print(render_failures(r.failures))
         elif not r.ok:
             print("  no task recorded why; run again with --verbose (make run ARGS=--verbose)")
+        if args.reconcile and r.summary and "reconciliation" in r.summary:
+            _print_reconciliation(r, Path(args.report_dir))
         print("-" * 78)
     if args.flow:
         print(json.dumps(run_record(results[0]), sort_keys=True))
     return 0 if all(r.ok for r in results) else 1
+
+
+#: lines of a reconciliation report printed per flow (the JSON file and the task log hold more)
+RECONCILE_SHOWN = 30
+
+
+def _print_reconciliation(r: Any, folder: Path) -> None:
+    """The flow's reconciliation report: its first lines, and the JSON file it is written to."""
+    from crmsync.engine.reconcile import report_lines
+
+    report = r.summary["reconciliation"]
+    folder.mkdir(parents=True, exist_ok=True)
+    safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in r.run_id)
+    path = folder / f"{r.dag_id}-{safe}.json"
+    path.write_text(
+        json.dumps(
+            {"flow": r.dag_id, "run_id": r.run_id, "state": r.state, **report}, indent=2, sort_keys=True
+        )
+    )
+    lines = report_lines(report)
+    print("reconciliation (nothing was written):")
+    for line in lines[:RECONCILE_SHOWN]:
+        print(f"  {line}")
+    if len(lines) > RECONCILE_SHOWN:
+        print(f"  ... {len(lines) - RECONCILE_SHOWN} more lines in the file")
+    print(f"reconciliation report: {path}")
 
 
 if __name__ == "__main__":

@@ -182,7 +182,7 @@ def unlinked(
     other = mapping.side(side.other)
     system = "Chargebee" if side.other is Side.CHARGEBEE else "Customcrm"
     if not other.create:
-        why = f"not held; the sync does not create {system} {other.label}s" + (
+        why = f"not held; the sync creates no {system} {other.label} records" + (
             f" ({other.create_disabled_reason})" if other.create_disabled_reason else ""
         )
     elif match_key is None:

@@ -49,7 +49,11 @@ Any task can be cleared and rerun: reruns never repeat a write that was done.
 
 **Params.** `full_resync` ignores the watermarks (re-reads everything, writes only
 differences); `dry_run` plans and summarises without writing; `approve_large_change`
-lets a run past the circuit breaker ({max_writes} writes, or {fraction:.0%} of links).
+lets a run past the circuit breaker ({max_writes} writes, or {fraction:.0%} of links);
+`reconcile` writes nothing and reports where the two systems disagree: linked pairs whose
+mapped fields differ (and what a full sync would do), unlinked records with why, and
+records of one side sharing a match key (transform's log, the run summary's
+`reconciliation`; watermarks are neither used nor advanced).
 
 **Policies.** Conflicts: `{conflict}` (tie → {tie}). Deletes: Customcrm → `{on_crm}`,
 Chargebee → `{on_cb}`. A clear is an edit: a synced value cleared on one side is cleared
@@ -137,6 +141,12 @@ def build_dag(mapping_file: str | Path) -> DAG:
             "dry_run": Param(False, type="boolean", description="Plan and summarise without writing."),
             "approve_large_change": Param(
                 False, type="boolean", description="Let a run past the circuit breaker."
+            ),
+            "reconcile": Param(
+                False,
+                type="boolean",
+                description="Write nothing: read both sides in full and report linked pairs whose "
+                "fields differ, unlinked records and duplicate match keys (transform's log, run summary).",
             ),
         },
     ) as dag:

@@ -302,7 +302,9 @@ def extract(
     from crmsync.engine.canonical import CHARGEBEE_META, CUSTOMCRM_META, content_hash, match_key, side_record
 
     repo.begin_run(run_id, params)
-    watermark = None if params.get("full_resync") else repo.get_watermark(side)
+    # a reconcile run reads everything and never commits the watermark it records
+    full = params.get("full_resync") or params.get("reconcile")
+    watermark = None if full else repo.get_watermark(side)
     since = None if watermark is None else watermark - mapping.run.overlap_seconds
     started = time.time()
     meta = CHARGEBEE_META if side is Side.CHARGEBEE else CUSTOMCRM_META
@@ -346,6 +348,11 @@ def transform(mapping: FlowMapping, run_id: str, params: dict[str, Any], repo: R
     from crmsync.flows.transform import build_plan
 
     repo.refresh_statistics()
+    if params.get("reconcile"):  # the report instead of a plan (crmsync.flows.reconcile)
+        from crmsync.flows.reconcile import reconcile
+
+        reconcile(mapping, run_id, params, repo)
+        return {}
     counts = build_plan(mapping, run_id, params, repo)
     if counts is not None:
         _circuit_breaker(mapping, run_id, params, repo)
@@ -403,8 +410,12 @@ def upsert(
     from crmsync.flows.writers import ChargebeeWriter, CustomcrmWriter
 
     repo.begin_run(run_id, params)
-    if params.get("dry_run"):
-        log.info("upsert %s: dry run, nothing is written", side.value)
+    if params.get("dry_run") or params.get("reconcile"):
+        log.info(
+            "upsert %s: %s, nothing is written",
+            side.value,
+            "reconcile" if params.get("reconcile") else "dry run",
+        )
         return {}
     from crmsync.flows.refs import RefResolver
 
@@ -592,6 +603,10 @@ def update_links(
         summary = json.loads(run_row["summary"])
         log.info("update_links: run already finished\n%s", render_summary(summary))
         return dict(summary)
+    if params.get("reconcile"):  # no link, no watermark: the report (crmsync.flows.reconcile)
+        from crmsync.flows.reconcile import finish
+
+        return finish(mapping, run_id, params, repo)
     planned = run_row is not None and run_row["status"] == RunStatus.PLANNED
     if not dry_run:
         for batch in repo.iter_unapplied(run_id):
