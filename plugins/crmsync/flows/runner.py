@@ -62,7 +62,7 @@ def read_summary(run_id: str, flow: str, conn_id: str = "crmsync_store") -> dict
 
 
 #: Every Param, spelled out on each run: a value must never leak from an earlier run.
-DEFAULT_CONF = {"dry_run": False, "full_resync": False, "approve_large_change": False}
+DEFAULT_CONF = {"dry_run": False, "full_resync": False, "approve_large_change": False, "reconcile": False}
 
 
 class _QuietDebug:
