@@ -216,8 +216,10 @@ def _settle_row(
             out.deletes.append((row.crm.id, row.cb.id))
             out.audits.append(_audit("delete", row))
             out.releases.extend(_decided_releases(row))
-        else:
+        elif not row.detail.get("decided_by"):
             out.holds.extend(failed_holds(row))
+        # else: an approved delete whose write failed is not held as failed (that would
+        # overwrite the decision): its row stays approved and the next run tries again
     else:  # create / restore / link_by_match / update / unchanged
         _settle_pair(mapping, row, by_cb_id, by_crm_id, out)
 

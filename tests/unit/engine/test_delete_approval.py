@@ -207,3 +207,18 @@ def test_the_run_summary_says_how_many_deletes_wait_for_approval() -> None:
     text = render_summary(s)
     assert "2 deletes wait for approval" in text and "Sync page" in text
     assert "wait for approval" not in render_summary({**s, "approvals_waiting": 0})
+
+
+def test_an_approved_delete_whose_write_failed_keeps_the_decision(contact_mapping: Mapping) -> None:
+    """Held as failed, the row would lose its kind ``approved`` and the next run would ask
+    again; left as it is, the next run carries the approved delete out again."""
+    row = FinishedRow(
+        id=1,
+        action=Action.DELETE,
+        crm=SideWrite(id="CON-1", staged=json.dumps({"values": {}, "version": "3", "updated_at": 1.0})),
+        cb=SideWrite(id="cb_1", op=Op.DELETE, status=WriteStatus.FAILED, error="timeout"),
+        reason="approved",
+        detail={"decided_by": "alice"},
+    )
+    s = settle(contact_mapping, [row], {})
+    assert s.holds == [] and s.releases == [] and s.deletes == [] and s.audits == []
