@@ -121,3 +121,26 @@ def test_carry_drops_a_held_delete_whose_link_is_gone(engine: Engine, held: Link
     held.apply("r2", [], delete_links=[("c1", "k1")], **args)
     assert approvals.carry_approvals(engine, FLOW, "r3", lambda r: None) == 1
     assert kinds(engine) == {("chargebee", "k2"): "approval"}
+
+
+def test_update_links_does_not_hold_again_a_delete_decided_during_the_run(
+    engine: Engine, held: LinkStore
+) -> None:
+    """transform planned c1's delete as held; alice decided before update_links applied it."""
+    from pathlib import Path
+
+    from crmsync.engine.settle import Hold
+    from crmsync.engine.status import HoldKind
+    from crmsync.flows.links import _undecided
+    from crmsync.mapping.model import load_mapping
+    from crmsync.store.repository import Repository
+
+    mapping = load_mapping(Path(__file__).resolve().parents[3] / "include/mappings/contact_customer.yaml")
+    assert approvals.decide_delete(engine, FLOW, "customcrm", "c1", approve=True, by="alice")
+    holds = [
+        Hold("customcrm", "c1", HoldKind.APPROVAL, "held", None, None),
+        Hold("chargebee", "k2", HoldKind.APPROVAL, "held", None, None),
+        Hold("customcrm", "c1", HoldKind.FAILED, "a failed write is never dropped", None, None),
+    ]
+    kept = _undecided(mapping, Repository(engine, FLOW), holds)
+    assert [(h.record_id, h.kind) for h in kept] == [("k2", "approval"), ("c1", "failed")]
