@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import shutil
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,8 +38,18 @@ from typing import Any
 from crmsync.mapping.model import FieldMap, Mapping, Side, load_mapping
 from hypothesis import strategies as st
 
+from tests.chaos import hostile
 from tests.chaos.harness import canon
-from tests.chaos.hostile import CB, CONTROL, CRM, LONG_UNITS, exotic_text, fresh_id
+from tests.chaos.hostile import (
+    CB,
+    CONTROL,
+    CRM,
+    LONG_UNITS,
+    PROBLEM_KINDS,
+    exotic_text,
+    fresh_id,
+    reason_problems,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 #: the product's flows and the flows defined only by a test mapping
@@ -50,6 +61,9 @@ SIDE_OF = {CRM: Side.CUSTOMCRM, CB: Side.CHARGEBEE}
 
 #: attributes Chargebee's public API sets only when the record is created
 CB_CREATE_ONLY = {("items", "type")}
+#: attributes a Chargebee list filters on (an item list asks for status active, archived or
+#: deleted): a record with another value, or none, is never read, so it is no defect to plant
+CB_LIST_FILTERED = {("items", "status")}
 #: resources with no public update: Chargebee's UI edits them (the admin endpoint here)
 CB_NO_PUBLIC_UPDATE = {"business_entities"}
 #: the endpoint that updates a nested attribute (an assignment: every sub-field is sent)
@@ -69,7 +83,7 @@ ISO_OK = ["NO", "SE", "DE", "PL", "US", "JP", "ir", " fr "]
 BAD_EMAILS = ["bad{n}", "bad{n}@@example.com", "bad{n}@example", "bad {n}@example.com", "@bad{n}.com"]
 BAD_COUNTRIES = ["Norway", "N0", "NOR", "1", "no way", "ØY"]
 NO_ISO_COUNTRY = ["XX", "ZZ", "qq"]
-WRONG_TYPES: list[Any] = [{"name": "Acme"}, ["Oslo", "Bergen"], True]
+WRONG_TYPES: list[Any] = [{"name": "Acme"}, ["Oslo", "Bergen"], True, False]
 BAD_JSON: list[Any] = ["not json {", "[1, 2]", [1, 2], "tier=gold", 42]
 BLANKS: list[Any] = [None, "", "   ", "\t"]
 
@@ -80,6 +94,24 @@ def mapping_files() -> list[Path]:
 
 def load(path: Path) -> Flow:
     return Flow(load_mapping(path), path)
+
+
+def test_mapping_files() -> list[Path]:
+    """Flows defined only by a test mapping (``tests/chaos/mappings``)."""
+    return [p for p in mapping_files() if p.parent != PRODUCT_MAPPINGS]
+
+
+def deploy(path: Path, folder: Path, monkeypatch: Any) -> Path:
+    """Adds a test flow the way a new flow is deployed: its file joins the product's mapping
+    files in the folder the DAG file reads (``CRMSYNC_MAPPINGS_DIR``), nothing else.
+    Returns the mapping's path there (a shipped flow's own path is returned unchanged)."""
+    if path.parent == PRODUCT_MAPPINGS:
+        return path
+    folder.mkdir(exist_ok=True)
+    for p in [*PRODUCT_MAPPINGS.glob("*.yaml"), path]:
+        shutil.copy(p, folder / p.name)
+    monkeypatch.setenv("CRMSYNC_MAPPINGS_DIR", str(folder))
+    return folder / path.name
 
 
 @dataclass
@@ -215,7 +247,7 @@ def good_values(draw: Any, flow: Flow, side: str, u: int) -> dict[str, Any]:
     for f in flow.fields():
         if side == CB and flow.is_id(f):
             continue  # the record's id
-        if flow.is_key(f) or f.required:
+        if flow.is_key(f) or (f.required and kind(f) in ("text", "email")):
             values[f.name] = draw(unique_value(flow, f, side, u))
         else:
             values[f.name] = draw(optional_value(f, side))
@@ -235,7 +267,7 @@ def defects(flow: Flow, side: str) -> list[tuple[str, str]]:
         # a field a Chargebee create needs travels with the create even when one-way
         needed = other is Side.CHARGEBEE and f.name in flow.mapping.chargebee.create_requires
         carried = f.direction.writes(other) or needed
-        if flow.is_key(f) or f.required or needed:
+        if (flow.is_key(f) or f.required or needed) and can_be_blank(flow, f, side):
             out.append(("blank", f.name))
         if not carried:
             continue
@@ -246,7 +278,7 @@ def defects(flow: Flow, side: str) -> list[tuple[str, str]]:
             out.append(("bad_country", f.name))
             if other is Side.CHARGEBEE:  # two letters, but no ISO code: only Chargebee says no
                 out.append(("no_iso_country", f.name))
-        elif k == "enum":
+        elif k == "enum" and (side == CRM or (flow.resource(CB), f.chargebee) not in CB_LIST_FILTERED):
             out.append(("unknown_value", f.name))
         elif k == "json":
             out.append(("bad_json", f.name))
@@ -255,6 +287,16 @@ def defects(flow: Flow, side: str) -> list[tuple[str, str]]:
         if f.max_length and k in ("text", "email"):
             out.append(("too_long", f.name))
     return out
+
+
+def can_be_blank(flow: Flow, f: FieldMap, side: str) -> bool:
+    """Whether a side can hold no value: a Customcrm boolean reads as false when missing,
+    and a Chargebee list never shows a record without its filtered attribute."""
+    if kind(f) != "enum":
+        return True
+    if side == CRM:
+        return set(f.values or {}) != {"true", "false"}
+    return (flow.resource(CB), f.chargebee) not in CB_LIST_FILTERED
 
 
 @st.composite
@@ -269,7 +311,7 @@ def bad_value(draw: Any, f: FieldMap, defect: str, u: int) -> Any:
         return draw(st.sampled_from(NO_ISO_COUNTRY))
     if defect == "unknown_value":
         if set(f.values or {}) == {"true", "false"}:
-            return draw(st.sampled_from(["maybe", 2]))
+            return draw(st.sampled_from(["maybe", 2, *sorted((f.values or {}).values())]))
         return draw(st.sampled_from(["bundle", "subscription", "Unknown"]))
     if defect == "bad_json":
         return draw(st.sampled_from(BAD_JSON))
@@ -308,7 +350,7 @@ def twins(draw: Any, flow: Flow) -> list[Rec]:
         crm[key.name] = f"Twin {u}"
         cb[key.name] = f"  TWIN  {u} "
     for f in flow.fields():  # unique values (item names) must agree, or the pair clashes
-        if f.required and not flow.is_key(f) and f.name in cb:
+        if f.required and kind(f) == "text" and not flow.is_key(f) and f.name in cb:
             cb[f.name] = crm[f.name]
     return [Rec(CRM, u, crm, twin=True), Rec(CB, u, cb, twin=True, id=twin_id)]
 
@@ -389,7 +431,8 @@ def names_of(flow: Flow, f: FieldMap) -> list[str]:
     if leaf:
         names += [leaf, f"{top}[{leaf}]"]
     if flow.is_id(f):
-        names.append(f"{flow.mapping.chargebee.label} id")
+        label = flow.mapping.chargebee.label
+        names += [f"{label} id", f"{label}_id"]
     return [n.lower() for n in names]
 
 
@@ -432,3 +475,86 @@ def own_view(flow: Flow, r: Rec) -> dict[str, Any]:
     if r.side == CRM:
         return view(flow, CRM, crm_body(flow, r.values))
     return view(flow, CB, cb_body(flow, r))
+
+
+# -- the batch: plant, check, fix --------------------------------------------------------------
+
+
+def wipe(sb: Any, store: Any, flow: Flow) -> None:
+    hostile.wipe(sb, store, crm=(flow.resource(CRM),), cb=(flow.resource(CB),))
+
+
+def plant(sb: Any, flow: Flow, recs: list[Rec]) -> None:
+    crm = [r for r in recs if r.side == CRM]
+    ids = hostile.plant(sb, CRM, flow.resource(CRM), [crm_body(flow, r.values) for r in crm])
+    for r, rid in zip(crm, ids, strict=True):
+        r.id = rid
+    cb = [r for r in recs if r.side == CB]
+    for r in cb:
+        r.id = r.id or fresh_id("gh")  # never reuse an id: idempotency keys derive from it
+    hostile.plant(sb, CB, flow.resource(CB), [cb_body(flow, r) for r in cb])
+
+
+def fix(sb: Any, flow: Flow, r: Rec) -> None:
+    """What a person does after reading the reason: correct the one field, in the UI (API)."""
+    assert r.field and r.id
+    value = fixed_value(flow, r)
+    r.values[r.field] = value
+    f = flow.mapping.field(r.field)
+    if r.side == CRM:
+        sb.crm("PATCH", f"{flow.resource(CRM)}/{r.id}", json={f.customcrm: value})
+    elif flow.resource(CB) in CB_NO_PUBLIC_UPDATE:  # Chargebee's UI
+        hostile.plant(sb, CB, flow.resource(CB), [cb_body(flow, r)])
+    else:
+        path, data = cb_fix_request(flow, r, value)
+        sb.cb("POST", path, data=data)
+
+
+def _good_problems(flow: Flow, r: Rec, mine: dict[str, Any], theirs: dict[str, Any]) -> list[str]:
+    problems = [
+        f"{k} differs: {r.side}={mine[k]!r} other side={theirs[k]!r}" for k in mine if mine[k] != theirs[k]
+    ]
+    if not r.twin:
+        planted = own_view(flow, r)
+        problems += [
+            f"{k} changed on its own side: {mine[k]!r} != {want!r}"
+            for k, want in planted.items()
+            if mine[k] != want
+        ]
+    return problems
+
+
+def check_batch(sb: Any, store: Any, flow: Flow, recs: list[Rec], run: Any) -> list[str]:
+    problems: list[str] = [] if run.ok else [f"run failed: {run.failed_tasks}"]
+    held = hostile.held(store, flow.name)
+    links = hostile.links(store, flow.name)
+    by_cb = {v: k for k, v in links.items()}
+    now = {
+        side: {hostile.record_id(side, x): x for x in hostile.admin_records(sb, side, flow.resource(side))}
+        for side in (CRM, CB)
+    }
+    for r in recs:
+        assert r.id
+        shown = repr(r.values.get(r.field or ""))[:60]
+        what = f"{r.side} {r.id} ({r.defect or 'good'} {r.field or ''}: {shown})"
+        hold = held.get((r.side, r.id))
+        other = links.get(r.id) if r.side == CRM else by_cb.get(r.id)
+        if r.defect:
+            if hold is None:
+                problems.append(f"{what}: not quarantined")
+            else:
+                names = names_of(flow, flow.mapping.field(r.field or ""))
+                problems += reason_problems(what, hold[1], r.id, names)
+            if other is not None:
+                problems.append(f"{what}: a bad record was linked")
+            continue
+        if hold is not None and hold[0] in PROBLEM_KINDS:
+            problems.append(f"{what}: a good record is held: {hold}")
+        if other is None:
+            problems.append(f"{what}: a good record was not synced ({hold})")
+            continue
+        side_of_other = CB if r.side == CRM else CRM
+        mine = view(flow, r.side, now[r.side][r.id])
+        theirs = view(flow, side_of_other, now[side_of_other][other])
+        problems += [f"{what}: {p}" for p in _good_problems(flow, r, mine, theirs)]
+    return problems

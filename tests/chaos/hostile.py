@@ -60,6 +60,7 @@ BATCH_SETTINGS = settings(
         HealthCheck.function_scoped_fixture,
         HealthCheck.too_slow,
         HealthCheck.data_too_large,
+        HealthCheck.large_base_example,  # a generated batch plants every defect a flow has
     ],
 )
 
