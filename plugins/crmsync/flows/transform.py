@@ -35,9 +35,9 @@ from sqlalchemy.engine import RowMapping
 from crmsync.engine import pairing
 from crmsync.engine import plan as planner
 from crmsync.engine.canonical import SideRecord, content_hash, match_key
-from crmsync.engine.pairing import Defer, Emit, GroupContext, Step
+from crmsync.engine.pairing import Defer, GroupContext, Step
 from crmsync.engine.plan import Action, Decision, SideWrite
-from crmsync.engine.refs import hold_ref_pending
+from crmsync.engine.refs import Translated, hold_ref_pending
 from crmsync.engine.status import WriteStatus
 from crmsync.flows.refs import RefResolver
 from crmsync.mapping.model import Cardinality, Side
@@ -50,17 +50,23 @@ log = logging.getLogger("crmsync")
 BATCH = 500
 
 
-def _detail(decision: Decision) -> str | None:
-    if not (decision.conflicts or decision.notes or decision.decided_by):
-        return None
-    return dumps(
-        {
-            "conflicts": [{**asdict(c), "winner": c.winner.value} for c in decision.conflicts],
-            "notes": [{**asdict(n), "side": n.side.value} for n in decision.notes],
-            # who approved or rejected a held delete (update_links audits it)
-            **({"decided_by": decision.decided_by} if decision.decided_by else {}),
-        }
-    )
+def _detail(
+    decision: Decision, held: SideRecord | None = None, pending: Mapping[str, str] | None = None
+) -> str | None:
+    """The plan row's ``detail`` JSON: conflicts and notes; the staged Chargebee record a
+    hold keeps (``held_record``: its references untranslated, for the retry); the
+    references a new link keeps pending (``pending_refs``)."""
+    detail: dict[str, Any] = {}
+    if decision.conflicts or decision.notes:
+        detail["conflicts"] = [{**asdict(c), "winner": c.winner.value} for c in decision.conflicts]
+        detail["notes"] = [{**asdict(n), "side": n.side.value} for n in decision.notes]
+    if held is not None:
+        detail["held_record"] = json.loads(record_to_json(held))
+    if pending:
+        detail["pending_refs"] = dict(pending)
+    if decision.decided_by:
+        detail["decided_by"] = decision.decided_by  # who approved or rejected a held delete (audited)
+    return dumps(detail) if detail else None
 
 
 def _write(w: SideWrite | None) -> tuple[str | None, str | None, str | None, str | None]:
@@ -78,8 +84,11 @@ def plan_row(
     crm: SideRecord | None,
     cb: SideRecord | None,
     link_id: int | None,
+    *,
+    held: SideRecord | None = None,
+    pending: Mapping[str, str] | None = None,
 ) -> PlanRow:
-    """One plan table row for a decision."""
+    """One plan table row for a decision (``held``, ``pending``: see :func:`_detail`)."""
     crm_op, crm_changes, crm_if, crm_status = _write(decision.crm_write)
     cb_op, cb_changes, cb_if, cb_status = _write(decision.cb_write)
     return PlanRow(
@@ -95,7 +104,7 @@ def plan_row(
         crm_staged=None if crm is None else record_to_json(crm),
         cb_staged=None if cb is None else record_to_json(cb),
         reason=decision.reason,
-        detail=_detail(decision),
+        detail=_detail(decision, held, pending),
         held_side=decision.held_side.value if decision.held_side else None,
         hold_kind=decision.hold_kind,
         applied=False,
@@ -132,16 +141,21 @@ class Planner:
         self.deferred: list[tuple[SideRecord, str | None, str]] = []
         self.deferred_rule = 1
 
-    def resolve(self, rec: SideRecord | None) -> tuple[SideRecord | None, str | None]:
-        """``rec`` with its references translated, and why it waits (a required one is
-        not linked); remembers the staged copy and why an optional one is not linked."""
-        if rec is None:
-            return None, None
+    def translate(self, rec: SideRecord) -> Translated:
+        """``rec`` with its references translated (:func:`crmsync.engine.refs.translate_record`);
+        remembers the staged copy and why an optional reference is not linked."""
         t = self.refs.translated(rec)
         if t.record is not rec:
             self.raw[rec.id] = rec
         if t.soft:
             self.soft[rec.id] = t.soft
+        return t
+
+    def resolve(self, rec: SideRecord | None) -> tuple[SideRecord | None, str | None]:
+        """As :meth:`translate`: the record and why it waits (a required reference is not linked)."""
+        if rec is None:
+            return None, None
+        t = self.translate(rec)
         return t.record, t.hard
 
     def emit(
@@ -162,18 +176,13 @@ class Planner:
                 self.soft.pop(cb.id, None)
         self.seq += 1
         self.counts[decision.action.value] += 1
-        row = plan_row(self.run_id, self.mapping.flow, self.seq, decision, crm, cb, link_id)
         # The staged copy is needed until the record's decision is out: keeping every one
         # made transform's memory grow with the run (about 2 KB a record).
         raw = self.raw.pop(cb.id, None) if cb is not None else None
         held = raw if decision.held_side is Side.CHARGEBEE else None
-        if held is not None or pending:
-            detail = json.loads(row["detail"]) if row["detail"] else {}
-            if held is not None:
-                detail["held_record"] = json.loads(record_to_json(held))
-            if pending:
-                detail["pending_refs"] = dict(pending)
-            row["detail"] = dumps(detail)
+        row = plan_row(
+            self.run_id, self.mapping.flow, self.seq, decision, crm, cb, link_id, held=held, pending=pending
+        )
         self.rows.append(row)
         if len(self.rows) >= BATCH:
             self.flush()
@@ -284,8 +293,7 @@ def _claimed_pairs(p: Planner) -> set[tuple[Side, str]]:
             continue  # not read this run, already linked, deleted, or ended by policy unlink
         crm = record_from_staging(crm_rows[claim.crm_id])
         cb_raw = record_from_staging(cb_rows[claim.cb_id])
-        p.resolve(cb_raw)  # remembers the staged copy for a hold
-        step = pairing.decide_claim(p.mapping, claim, crm, cb_raw, p.refs.translated(cb_raw))
+        step = pairing.decide_claim(p.mapping, claim, crm, cb_raw, p.translate(cb_raw))
         p.step(step, {}, 0)
         taken |= {(Side.CUSTOMCRM, claim.crm_id), (Side.CHARGEBEE, claim.cb_id)}
     if taken:
@@ -379,4 +387,4 @@ def _linked_owner(
     return SideRecord(Side.CUSTOMCRM, s.crm_id, s.crm_snapshot, s.crm_updated_at, s.crm_version)
 
 
-__all__ = ["Action", "Emit", "build_plan", "plan_row"]
+__all__ = ["Action", "build_plan", "plan_row"]
