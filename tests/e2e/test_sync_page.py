@@ -11,6 +11,7 @@ Without chromium the test fails: CI installs it (.ci/run).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -25,7 +26,7 @@ from sqlalchemy.pool import NullPool
 
 from tests.chaos.hostile import CRM, plant
 from tests.e2e.standalone import Standalone
-from tests.e2e.test_scheduler import link_store_ready, run_dag
+from tests.e2e.test_scheduler import link_store_ready
 
 pytestmark = [pytest.mark.e2e, pytest.mark.scheduler]
 
@@ -33,6 +34,7 @@ DAG_ID = "contact_customer"
 HOSTILE_NAME = "<img src=x onerror=alert(1)>Mallory"
 HOSTILE_EMAIL = "mallory<script>@@bad"
 WAIT = 60
+HEALTHY_TIMEOUT = 300.0
 
 
 @pytest.fixture
@@ -57,6 +59,19 @@ def browser(tmp_path: Path) -> Iterator[Any]:
         yield driver
     finally:
         driver.quit()
+
+
+@contextlib.contextmanager
+def started(sa: Standalone) -> Iterator[Standalone]:
+    """``with Standalone(...)``, with more time to come up: five test workers share two
+    cores here, and the standalone's 120 s were not always enough (load average 12)."""
+    try:
+        sa.start()
+        sa.wait_healthy(timeout=HEALTHY_TIMEOUT)
+        sa.login()
+        yield sa
+    finally:
+        sa.stop()
 
 
 def held(db_url: str, record_id: str) -> dict[str, Any] | None:
@@ -100,10 +115,12 @@ def test_the_sync_page_in_chromium(sandboxes, tmp_path: Path, browser: Any) -> N
 
     # planted as stored data (the sandbox's own API validates emails; a real CRM may not)
     (hostile_id,) = plant(sandboxes, CRM, "contacts", [{"FirstName": HOSTILE_NAME, "Email": HOSTILE_EMAIL}])
-    with Standalone(tmp_path / "airflow") as sa:
+    with started(Standalone(tmp_path / "airflow")) as sa:
         link_store_ready(sa.db_url)
         sa.wait_for_dag(DAG_ID)
-        run_id = run_dag(sa, {}, "first run")
+        run_id = sa.trigger(DAG_ID)
+        state = sa.wait_for_run(DAG_ID, run_id)
+        assert state == "success", f"{run_id} {state}\n{sa.task_logs(DAG_ID, run_id)}"
         assert held(sa.db_url, hostile_id) is not None, "the hostile contact was not quarantined"
 
         log_in(browser, sa)

@@ -282,3 +282,26 @@ def test_approve_and_reject_only_with_the_approvals_module(
     assert post(api, "reject", "44", editor).status_code == 303
     assert calls == [(FLOW, "customcrm", "44", True, "editor"), (FLOW, "customcrm", "44", False, "editor")]
     assert post(api, "approve", "44", token("viewer", "viewer")).status_code == 403
+
+
+@pytest.mark.parametrize(
+    ("reason", "field", "fix"),
+    [
+        (
+            "Customcrm contact 42: Email: 'a@@b' is not a valid email address; fix it in Customcrm",
+            "Email",
+            "fix it in Customcrm",
+        ),
+        (
+            "Customcrm contact 7: FirstName is 200 characters; Chargebee customer first_name allows "
+            "at most 150; shorten it in Customcrm",
+            "FirstName",
+            "shorten it in Customcrm",
+        ),
+        ("Chargebee customer c1: its company_id (be_x) is not linked yet", "", ""),
+    ],
+)
+def test_a_reason_names_its_field_and_fix(reason: str, field: str, fix: str) -> None:
+    from crmsync.store.operator import split_reason
+
+    assert split_reason(reason) == (field, fix)

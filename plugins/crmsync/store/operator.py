@@ -59,15 +59,19 @@ class Hold:
 def split_reason(reason: str) -> tuple[str, str]:
     """(field, fix) named by a hold's reason, '' when the reason names none.
 
-    Reasons read ``<System> <record> <id>: <Field>: <problem>; <what to do>`` (see
-    engine/canonical.py ``validate``): the field is the first segment's leading name, the
-    fix the last ``;``-separated part. A reason of another shape keeps both empty and is
-    shown whole.
+    Reasons read ``<System> <record> <id>: <Field>: <problem>; <what to do>`` or
+    ``...: <Field> is|was <problem>; <what to do>`` (see engine/canonical.py ``validate``):
+    the field is the problem's leading name, the fix the last ``;``-separated part. A
+    reason of another shape keeps both empty and is shown whole.
     """
     _, _, message = reason.partition(": ")
     message = message or reason
     head, sep, _ = message.partition(": ")
-    field = head if sep and len(head) <= 60 and " " not in head.strip() else ""
+    if sep and len(head) <= 60 and " " not in head.strip():
+        field = head  # "Email: 'a@@b' is not a valid email address"
+    else:  # "FirstName is 200 characters", "Email was cleared in Customcrm"
+        first, _, rest = message.partition(" ")
+        field = first if rest.startswith(("is ", "was ")) and first[:1].isupper() else ""
     parts = [p.strip() for p in message.split("; ") if p.strip()]
     fix = parts[-1] if len(parts) > 1 else ""
     return field, fix
