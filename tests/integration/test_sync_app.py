@@ -26,7 +26,7 @@ from crmsync.store.codec import record_to_json
 from crmsync.store.engine import store_engine
 from crmsync.store.schema import TABLES, audit, link, quarantine, run, staging
 from crmsync.store.staging import StagingStore
-from sqlalchemy import delete, insert, select
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.engine import Engine
 
 FLOW = "contact_customer"
@@ -282,6 +282,23 @@ def test_approve_and_reject_only_with_the_approvals_module(
     assert post(api, "reject", "44", editor).status_code == 303
     assert calls == [(FLOW, "customcrm", "44", True, "editor"), (FLOW, "customcrm", "44", False, "editor")]
     assert post(api, "approve", "44", token("viewer", "viewer")).status_code == 403
+
+
+def test_a_decided_delete_is_listed_and_left_to_the_next_run(api: Any, data: Engine) -> None:
+    with data.begin() as conn:
+        conn.execute(
+            update(quarantine)
+            .where(quarantine.c.record_id == "44")
+            .values(kind="approved", reason="approved by ann")
+        )
+    editor = token("editor", "user")
+    page = api.get("/crmsync/", headers=editor).text
+    assert "approved: the next run carries it out" in page and "approved by ann" in page
+    assert 'data-record="44"' not in page  # no release, retry, approve or reject for it
+    assert post(api, "release", "44", editor).status_code == 303
+    assert post(api, "retry", "44", editor).status_code == 303
+    row = hold(data, "44")
+    assert row is not None and row["kind"] == "approved" and row["retry_requested"] is False
 
 
 @pytest.mark.parametrize(

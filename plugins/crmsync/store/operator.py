@@ -31,8 +31,10 @@ from crmsync.store.schema import audit, link, quarantine, run
 
 #: hold kinds that wait on another record or flow (shown as "waiting", not as quarantine)
 WAITING_KINDS = ("waiting", "ref_pending")
-#: deletes held until a person approves or rejects them
+#: deletes held until a person approves or rejects them (store/approvals.py), and the
+#: decided ones the next run carries out
 APPROVAL_KIND = "approval"
+APPROVAL_KINDS = (APPROVAL_KIND, "approved", "declined")
 #: audit kinds shown as conflicts and as deletes
 CONFLICT_KINDS = ("conflict",)
 DELETE_KINDS = ("delete", "unlink", "restore", "delete_approved", "delete_rejected")
@@ -174,11 +176,11 @@ class OperatorStore:
             quarantine.c.flow == flow,
             quarantine.c.side == side,
             quarantine.c.record_id == record_id,
-            quarantine.c.kind != APPROVAL_KIND,
+            quarantine.c.kind.not_in(APPROVAL_KINDS),
         )
 
     def release(self, flow: str, side: str, record_id: str) -> bool:
-        """Drop the hold (not an approval: those are approved or rejected); True if there was one."""
+        """Drop the hold (not a held delete: those are approved or rejected); True if there was one."""
         with self.engine.begin() as conn:
             return bool(conn.execute(delete(quarantine).where(self._key(flow, side, record_id))).rowcount)
 

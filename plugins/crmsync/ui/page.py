@@ -13,7 +13,14 @@ from html import escape
 from typing import Any
 from urllib.parse import urlencode
 
-from crmsync.store.operator import APPROVAL_KIND, CONFLICT_KINDS, DELETE_KINDS, WAITING_KINDS, Hold
+from crmsync.store.operator import (
+    APPROVAL_KIND,
+    APPROVAL_KINDS,
+    CONFLICT_KINDS,
+    DELETE_KINDS,
+    WAITING_KINDS,
+    Hold,
+)
 
 __all__ = ["CONFLICT_KINDS", "DELETE_KINDS", "FlowView", "action_message", "as_json", "render"]
 
@@ -52,8 +59,8 @@ class FlowView:
 
     def __post_init__(self) -> None:
         self.waiting = [h for h in self.holds if h.kind in WAITING_KINDS]
-        self.approvals = [h for h in self.holds if h.kind == APPROVAL_KIND]
-        self.quarantined = [h for h in self.holds if h.kind not in WAITING_KINDS and h.kind != APPROVAL_KIND]
+        self.approvals = [h for h in self.holds if h.kind in APPROVAL_KINDS]
+        self.quarantined = [h for h in self.holds if h.kind not in WAITING_KINDS + APPROVAL_KINDS]
 
 
 def action_message(action: str, side: str, record_id: str, done: bool) -> str:
@@ -236,8 +243,10 @@ def _approvals(view: FlowView) -> str:
     rows = []
     for h in view.approvals:
         row = [_record(h), _text(h.reason), _text(h.first_seen), _text(h.last_seen)]
-        if buttons:
+        if buttons and h.kind == APPROVAL_KIND:
             row.append(_button(view, h, "approve", "Approve delete") + _button(view, h, "reject", "Reject"))
+        elif buttons:
+            row.append(f'<span class="tag">{_text(h.kind)}: the next run carries it out</span>')
         rows.append(row)
     return "<h2>Deletes awaiting approval</h2>" + _table(headers, rows, "No delete awaits approval.")
 
