@@ -42,6 +42,7 @@ from tests.chaos import hostile
 from tests.chaos.harness import canon
 from tests.chaos.hostile import (
     CB,
+    CB_NESTED_UPDATE,
     CONTROL,
     CRM,
     LONG_UNITS,
@@ -66,8 +67,6 @@ CB_CREATE_ONLY = {("items", "type")}
 CB_LIST_FILTERED = {("items", "status")}
 #: resources with no public update: Chargebee's UI edits them (the admin endpoint here)
 CB_NO_PUBLIC_UPDATE = {"business_entities"}
-#: the endpoint that updates a nested attribute (an assignment: every sub-field is sent)
-CB_NESTED_UPDATE = {"billing_address": "update_billing_info"}
 
 
 def _external_name_defaults_to_name(view: dict[str, Any]) -> None:

@@ -43,6 +43,10 @@ EXOTIC = [
 #: units for over-long values: one, two, three and four UTF-8 bytes
 LONG_UNITS = ["x", "ø", "的", "😀"]
 
+#: Chargebee attributes with an update endpoint of their own (an assignment: every sub-field
+#: is sent, or it is cleared)
+CB_NESTED_UPDATE = {"billing_address": "update_billing_info"}
+
 #: words a reason uses to say what a person should do
 ACTIONS = ("fix", "shorten", "remove", "fill", "correct", "choose")
 #: holds that mean "this record did not sync"; others (a reference to another flow's record

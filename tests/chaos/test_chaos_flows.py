@@ -15,6 +15,7 @@ import os
 
 import pytest
 
+from tests.chaos import generated as gen
 from tests.chaos.flows import ALL_FLOWS, run_flow_chaos
 from tests.chaos.harness import Api, Config, table
 
@@ -48,6 +49,27 @@ def test_flow_chaos_converges_with_nothing_lost_or_duplicated(flow, dags, store,
     if flow == "order_order":
         # Customcrm orders that waited for their invoice's order, which Chargebee then generated
         assert report.edits["generate"] >= 1, report.edits
+
+
+@pytest.mark.parametrize("path", gen.test_mapping_files(), ids=lambda p: p.stem)
+def test_test_flow_chaos_converges(path, dags, store, sandboxes, tmp_path, monkeypatch, capsys):
+    """A flow defined only by a test mapping gets the experiment by existing: its DAG is the
+    product's DAG for that file, its expected state and edits come from the mapping."""
+    from crmsync.flows.factory import build_dag
+
+    deployed = gen.deploy(path, tmp_path / "mappings", monkeypatch)
+    dag = build_dag(deployed)
+    cfg = Config(seed=SEED, rounds=2, edits_per_round=10, kill_rounds=(2,), clean_runs=2)
+    report = run_flow_chaos(Api(sandboxes), store, {dag.dag_id: dag}, dag.dag_id, cfg, mapping_file=deployed)
+    with capsys.disabled():
+        print("\n" + table([report]))
+    assert report.violations == [], "\n".join(report.violations)
+    assert sum(report.edits.values()) >= 12
+    assert sum(report.faults.values()) > 0, report.faults
+    assert report.kill_attempts == 1
+    assert report.conflicts_expected > 0
+    assert report.converge_seconds is not None
+    assert report.idle_writes == 0, "after convergence, a run with no edits must write nothing"
 
 
 def test_order_clear_beside_an_address_edit_reaches_chargebee(run_flow, sandboxes, store):
