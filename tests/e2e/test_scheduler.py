@@ -33,6 +33,7 @@ TASKS = {
     "upsert_chargebee",
     "upsert_customcrm",
     "update_links",
+    "publish_links",
 }
 SECRETS = (CB_KEY, CRM_TOKEN)
 

@@ -1,4 +1,4 @@
-"""DagBag integrity: every mapping becomes a valid DAG with the six tasks, parsed cheaply."""
+"""DagBag integrity: every mapping becomes a valid DAG with the seven tasks, parsed cheaply."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ TASKS = {
     "upsert_chargebee",
     "upsert_customcrm",
     "update_links",
+    "publish_links",
 }
 
 
@@ -31,6 +32,34 @@ def test_dags_load_without_errors() -> None:
         links = dag.get_task("update_links")
         assert links.trigger_rule == "all_done"
         assert dag.get_task("transform").upstream_task_ids == {"extract_customcrm", "extract_chargebee"}
+        publish = dag.get_task("publish_links")
+        assert publish.upstream_task_ids == {"update_links"} and publish.trigger_rule == "all_success"
+        assert [a.uri for a in publish.outlets] == [f"crmsync://{dag.dag_id}/links"]
+
+
+def test_a_flow_runs_after_the_flows_whose_links_it_references() -> None:
+    """Issue 15: a flow with references is scheduled on its upstream flows' links Assets
+    (any of them) and has no clock of its own; the others keep their mapping's schedule."""
+    from airflow.dag_processing.dagbag import DagBag
+    from airflow.sdk import AssetAny
+    from crmsync.mapping.model import load_mappings
+
+    bag = DagBag(dag_folder=str(ROOT / "dags"))
+    mappings = {m.flow: m for m in load_mappings(ROOT / "include/mappings")}
+    downstream = {f: m.depends_on for f, m in mappings.items() if m.depends_on}
+    assert downstream == {
+        "contact_customer": ["customer_business_entity"],
+        "order_order": ["contact_customer", "user_order"],
+    }
+    for dag_id, dag in bag.dags.items():
+        condition = dag.timetable.asset_condition if hasattr(dag.timetable, "asset_condition") else None
+        if dag_id in downstream:
+            assert isinstance(condition, AssetAny), (dag_id, dag.timetable)
+            uris = sorted(a.uri for a in condition.objects)
+            assert uris == sorted(f"crmsync://{up}/links" for up in downstream[dag_id]), uris
+        else:
+            assert condition is None, (dag_id, dag.timetable)
+            assert dag.timetable.expression == "0 * * * *", (dag_id, dag.timetable)
 
 
 def test_parsing_touches_no_network_or_database() -> None:

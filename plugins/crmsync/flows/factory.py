@@ -9,6 +9,7 @@ DAG run's id.
 from __future__ import annotations
 
 import os
+from collections.abc import Collection
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,11 +17,12 @@ from typing import TYPE_CHECKING, Any
 import pendulum
 
 from crmsync.mapping.model import Mapping as FlowMapping
-from crmsync.mapping.model import load_mapping
+from crmsync.mapping.model import Side, load_mapping, load_mappings
 
 if TYPE_CHECKING:
-    from airflow.providers.standard.operators.python import PythonOperator
     from airflow.sdk import DAG
+
+    from crmsync.flows.operator import Step, SyncStepOperator
 
 DEFAULT_ARGS: dict[str, Any] = {
     "owner": "crmsync",
@@ -112,20 +114,30 @@ def doc_md(mapping: FlowMapping) -> str:
     )
 
 
-def build_dag(mapping_file: str | Path) -> DAG:
-    """One DAG for one mapping file."""
-    from airflow.providers.standard.operators.python import PythonOperator
+def build_dag(
+    mapping_file: str | Path,
+    known_flows: Collection[str] | None = None,
+    *,
+    mapping: FlowMapping | None = None,
+) -> DAG:
+    """One DAG for one mapping file (``mapping``: the file, already loaded).
+    ``known_flows``: the flows deployed with it, which order it
+    (:mod:`crmsync.flows.assets`); default: the mapping files next to it."""
     from airflow.sdk import DAG, Param
 
     from crmsync.alerts import CrmsyncNotifier
-    from crmsync.flows.tasks import run_step
+    from crmsync.flows.assets import links_asset, schedule_for
+    from crmsync.flows.operator import Step, SyncStepOperator
 
     path = str(Path(mapping_file).resolve())
-    mapping = load_mapping(path)
+    mapping = mapping or load_mapping(path)
+    if known_flows is None:
+        known_flows = [m.flow for m in load_mappings(Path(path).parent)]
     with DAG(
         dag_id=mapping.flow,
         description=f"Customcrm {mapping.customcrm.label} ⇄ Chargebee {mapping.chargebee.label}",
-        schedule=mapping.schedule,
+        # after the flows whose links it references (their Assets), else the mapping's schedule
+        schedule=schedule_for(mapping, known_flows),
         start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
         catchup=False,
         max_active_runs=1,
@@ -151,27 +163,29 @@ def build_dag(mapping_file: str | Path) -> DAG:
         },
     ) as dag:
 
-        def step(task_id: str, name: str, side: str | None = None, **extra: Any) -> PythonOperator:
-            kwargs: dict[str, Any] = {"step": name, "mapping_file": path}
-            if side:
-                kwargs["side"] = side
-            return PythonOperator(task_id=task_id, python_callable=run_step, op_kwargs=kwargs, **extra)
+        def step(task_id: str, name: Step, side: Side | None = None, **extra: Any) -> SyncStepOperator:
+            return SyncStepOperator(task_id=task_id, step=name, mapping_file=path, side=side, **extra)
 
-        extract_crm = step("extract_customcrm", "extract", "customcrm")
-        extract_cb = step("extract_chargebee", "extract", "chargebee")
-        transform = step("transform", "transform")
-        upsert_cb = step("upsert_chargebee", "upsert", "chargebee")
+        extract_crm = step("extract_customcrm", Step.EXTRACT, Side.CUSTOMCRM)
+        extract_cb = step("extract_chargebee", Step.EXTRACT, Side.CHARGEBEE)
+        transform = step("transform", Step.TRANSFORM)
+        upsert_cb = step("upsert_chargebee", Step.UPSERT, Side.CHARGEBEE)
         # After upsert_chargebee, whatever its outcome (all_done: a Chargebee failure must
         # not hold back the Customcrm writes): values Chargebee assigns to the records this
         # run creates there (an order's number) reach Customcrm in the same run.
-        upsert_crm = step("upsert_customcrm", "upsert", "customcrm", trigger_rule="all_done")
+        upsert_crm = step("upsert_customcrm", Step.UPSERT, Side.CUSTOMCRM, trigger_rule="all_done")
         # all_done: the writes that did succeed must become links even when an upsert
         # task failed (error budget), or the next run would not know about them.
-        links = step("update_links", "update_links", trigger_rule="all_done")
-        [extract_crm, extract_cb] >> transform >> upsert_cb >> upsert_crm >> links
+        links = step("update_links", Step.UPDATE_LINKS, trigger_rule="all_done")
+        # only after update_links succeeded: the flows that reference this one run next
+        publish = step("publish_links", Step.PUBLISH_LINKS, outlets=[links_asset(mapping.flow)])
+        [extract_crm, extract_cb] >> transform >> upsert_cb >> upsert_crm >> links >> publish
     return dag
 
 
 def build_dags(folder: str | Path) -> dict[str, DAG]:
     """Every mapping in ``folder`` → {dag_id: DAG}."""
-    return {dag.dag_id: dag for dag in (build_dag(p) for p in sorted(Path(folder).glob("*.yaml")))}
+    mappings = {p: load_mapping(p) for p in sorted(Path(folder).glob("*.yaml"))}
+    known = [m.flow for m in mappings.values()]
+    dags = [build_dag(p, known, mapping=m) for p, m in mappings.items()]
+    return {dag.dag_id: dag for dag in dags}

@@ -1,4 +1,4 @@
-"""The six task callables of a flow DAG: thin wiring of store, engine and hooks.
+"""The task callables of a flow DAG (one per step): thin wiring of store, engine and hooks.
 
 Nothing passes through XCom: every task reads and writes the link store, keyed by the
 DAG run's ``run_id``, so any task can be cleared and rerun from the UI and the result
@@ -30,6 +30,7 @@ from crmsync.mapping.model import Side, load_mapping
 if TYPE_CHECKING:
     from sqlalchemy.engine import RowMapping
 
+    from crmsync.flows.operator import Step
     from crmsync.flows.writers import Outcome
     from crmsync.hooks.chargebee import ChargebeeHook
     from crmsync.hooks.customcrm import CustomcrmHook
@@ -719,16 +720,22 @@ def _with_connection_rules(mapping: FlowMapping) -> FlowMapping:
     return mapping.with_api_key_names(settings.api_key_names)
 
 
-def run_step(step: str, mapping_file: str, side: str | None = None, **context: Any) -> None:
-    """The python_callable of every task. Returns nothing: no data goes through XCom."""
+def run_step(step: Step | str, mapping_file: str, side: Side | str | None = None, **context: Any) -> None:
+    """Run one step of a flow (what a :class:`~crmsync.flows.operator.SyncStepOperator`
+    executes; tests and benchmarks call it directly). Returns nothing: no data goes
+    through XCom."""
+    from crmsync.flows.operator import Step
+
+    step = Step(step)
     mapping = _mapping(mapping_file)
     run_id, params = _context_params(context)
     repo = _repo(mapping)
     existing = repo.get_run(run_id)
-    if existing is not None and existing["status"] == RunStatus.FINISHED and step != "update_links":
+    finished = existing is not None and existing["status"] == RunStatus.FINISHED
+    if finished and step not in (Step.UPDATE_LINKS, Step.PUBLISH_LINKS):
         log.info(
             "%s: run %s of %s already finished; nothing to do (trigger a new run to sync again)",
-            step,
+            step.value,
             run_id,
             mapping.flow,
         )
@@ -740,20 +747,35 @@ def run_step(step: str, mapping_file: str, side: str | None = None, **context: A
         hooks.append(_hook(mapping, side_))
         return hooks[-1]
 
-    steps: dict[str, Callable[[], Any]] = {
-        "extract": lambda: extract(mapping, side_, run_id, params, hook(), repo),
-        "transform": lambda: transform(mapping, run_id, params, repo),
-        "upsert": lambda: upsert(mapping, side_, run_id, params, hook(), repo),
-        "update_links": lambda: update_links(mapping, run_id, params, repo),
+    steps: dict[Step, Callable[[], Any]] = {
+        Step.EXTRACT: lambda: extract(mapping, side_, run_id, params, hook(), repo),
+        Step.TRANSFORM: lambda: transform(mapping, run_id, params, repo),
+        Step.UPSERT: lambda: upsert(mapping, side_, run_id, params, hook(), repo),
+        Step.UPDATE_LINKS: lambda: update_links(mapping, run_id, params, repo),
+        Step.PUBLISH_LINKS: lambda: publish_links(mapping, params),
     }
     try:
         steps[step]()
     except Exception as exc:
         ti = context.get("ti")
-        task = str(getattr(ti, "task_id", None) or (f"{step}_{side}" if side else step))
+        task = str(getattr(ti, "task_id", None) or (f"{step.value}_{side_.value}" if side else step.value))
         _record_failure(mapping, repo, run_id, params, task, exc, hooks[-1] if hooks else None)
         _alert_if_blocked(mapping, run_id, task, exc)
         raise
+
+
+def publish_links(mapping: FlowMapping, params: dict[str, Any]) -> None:
+    """Succeed, so Airflow updates the flow's links Asset and runs the flows that
+    reference this one (:mod:`crmsync.flows.assets`); skipped for a run that changed no
+    link by design (a dry run, a reconciliation): those must not start real runs."""
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    for param in ("dry_run", "reconcile"):
+        if params.get(param):
+            raise AirflowSkipException(
+                f"{param}: no link changed, the flows after {mapping.flow} are not run"
+            )
+    log.info("links of %s updated: the flows that reference them run next", mapping.flow)
 
 
 def _alert_if_blocked(mapping: FlowMapping, run_id: str, task: str, exc: Exception) -> None:
