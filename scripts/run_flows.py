@@ -53,7 +53,10 @@ def _sandbox_connections() -> None:
         from sandbox_connections import ensure
     finally:
         sys.path.pop(0)
-    ensure(quiet=True)
+    try:
+        ensure(quiet=True)
+    except Exception as exc:  # e.g. a database not migrated yet: the runs below say more
+        print(f"connections: sandbox connections not checked ({type(exc).__name__}); run `make migrate`")
 
 
 def main() -> int:
