@@ -55,7 +55,7 @@ from tests.e2e.test_all_flows_scheduler import (
 )
 from tests.e2e.test_scheduler import link_store_ready
 
-pytestmark = [pytest.mark.e2e, pytest.mark.scheduler, pytest.mark.postgres]
+pytestmark = [pytest.mark.e2e, pytest.mark.scheduler, pytest.mark.postgres, pytest.mark.one_pass]
 
 #: Each needs one Chargebee create: with the flows' reads, just over a minute of budget.
 EXTRA_CONTACTS = 150
