@@ -59,6 +59,9 @@ $(PY):
 $(STAMP): $(REQUIREMENT_FILES) | $(PY)
 	$(PY) -m pip install --progress-bar off -r requirements.txt -r requirements-dev.txt -c constraints.txt
 	$(PY) -m pip install --progress-bar off --no-deps -e .
+	@# setuptools leaves a copy of the metadata in plugins/ (on sys.path in an editable install):
+	@# Airflow would load the crmsync plugin twice and list "already registered" as an import error
+	rm -rf plugins/airflow_crmsync.egg-info
 	touch $@
 
 venv: $(PY)

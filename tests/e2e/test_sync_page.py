@@ -123,6 +123,12 @@ def test_the_sync_page_in_chromium(sandboxes, tmp_path: Path, browser: Any) -> N
         assert state == "success", f"{run_id} {state}\n{sa.task_logs(DAG_ID, run_id)}"
         assert held(sa.db_url, hostile_id) is not None, "the hostile contact was not quarantined"
 
+        # Airflow's Plugins page lists it, loaded once (no "already registered" import error)
+        plugins = sa.api("GET", "plugins")["plugins"]
+        (mine,) = [p for p in plugins if p["name"] == "crmsync"]
+        assert [v["name"] for v in mine["external_views"]] == ["Sync"], mine
+        assert sa.api("GET", "plugins/importErrors")["total_entries"] == 0
+
         log_in(browser, sa)
         wait = WebDriverWait(browser, WAIT)
 
