@@ -39,7 +39,7 @@ from crmsync.mapping.model import FieldMap, Mapping, Side, load_mapping
 from hypothesis import strategies as st
 
 from tests.chaos import hostile
-from tests.chaos.harness import canon
+from tests.chaos.harness import _path, canon
 from tests.chaos.hostile import (
     CB,
     CB_NESTED_UPDATE,
@@ -438,15 +438,6 @@ def names_of(flow: Flow, f: FieldMap) -> list[str]:
 # -- the comparison (independent of the engine) ------------------------------------------------
 
 
-def _at(raw: dict[str, Any], path: str) -> Any:
-    cur: Any = raw
-    for part in path.split("."):
-        if not isinstance(cur, dict):
-            return None
-        cur = cur.get(part)
-    return cur
-
-
 def canonical(f: FieldMap, side: str, raw: Any) -> Any:
     k = kind(f)
     if k == "enum":
@@ -463,7 +454,7 @@ def canonical(f: FieldMap, side: str, raw: Any) -> Any:
 
 def view(flow: Flow, side: str, record: dict[str, Any]) -> dict[str, Any]:
     """A stored record (or a planted body) in the comparison's form."""
-    out = {f.name: canonical(f, side, _at(record, flow.path_of(f, side))) for f in flow.fields()}
+    out = {f.name: canonical(f, side, _path(record, flow.path_of(f, side))) for f in flow.fields()}
     quirk = CB_QUIRKS.get(flow.resource(CB))
     if quirk:
         quirk(out)

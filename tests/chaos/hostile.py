@@ -14,7 +14,8 @@ plumbing and the reason checks.
 from __future__ import annotations
 
 import itertools
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import requests
 from crmsync.store.schema import TABLES, link, quarantine
@@ -97,8 +98,11 @@ def record_id(side: str, record: dict[str, Any]) -> str:
     return str(record["Id"] if side == CRM else record["id"])
 
 
-def wipe(sb: Any, store: Any, *, crm: tuple[str, ...] = (), cb: tuple[str, ...] = ()) -> None:
-    """Remove every record of the named resources and empty the link store."""
+def wipe(
+    sb: Any, store: Any, *, crm: tuple[str, ...] = (), cb: tuple[str, ...] = (), flow: str | None = None
+) -> None:
+    """Remove every record of the named resources and empty the link store (with ``flow``,
+    only that flow's rows: the flows it depends on keep their links)."""
     for side, resources in ((CRM, crm), (CB, cb)):
         base = sb.crm_url if side == CRM else sb.cb_url
         for resource in resources:
@@ -107,7 +111,10 @@ def wipe(sb: Any, store: Any, *, crm: tuple[str, ...] = (), cb: tuple[str, ...] 
                 requests.delete(f"{base}/_sandbox/records/{resource}/{rid}", timeout=30).raise_for_status()
     with store.begin() as conn:
         for table in TABLES:
-            conn.execute(delete(table))
+            if flow is None:
+                conn.execute(delete(table))
+            elif "flow" in table.c:
+                conn.execute(delete(table).where(table.c.flow == flow))
 
 
 def plant(sb: Any, side: str, resource: str, bodies: list[dict[str, Any]]) -> list[str]:
@@ -160,3 +167,20 @@ def reason_problems(what: str, reason: str, rid: str, field_names: list[str]) ->
     if not any(a in low for a in ACTIONS):
         problems.append(f"{what}: reason does not say what to do: {reason!r}")
     return problems
+
+
+T = TypeVar("T")
+
+
+def first_run_then_fix(
+    check: Callable[[], list[str]], bad: Sequence[T], pick: int, fix: Callable[[T], str]
+) -> None:
+    """The shape every flow's hostile-input test shares: a run whose problems (``check``
+    runs the flow and lists them) must be none, then one bad record fixed as a person would
+    (``fix`` returns what it fixed) and a run after which the fixed record is synced too."""
+    problems = check()
+    assert not problems, "\n".join(problems)
+    assert bad, "the batch has no bad record a person could fix"
+    what = fix(bad[pick % len(bad)])
+    problems = check()
+    assert not problems, f"after fixing {what}:\n" + "\n".join(problems)

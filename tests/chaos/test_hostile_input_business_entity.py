@@ -265,17 +265,24 @@ def test_hostile_entities_and_customers_bad_held_good_synced_orphans_reported_fi
     wipe(sandboxes, store)
     plant(sandboxes, recs)
     before = writes(sandboxes)["chargebee"]
-    first = run_flow(FLOW)
-    problems = check_batch(sandboxes, store, recs, first, before)
-    orphans = [r for r in recs if r.orphan]
-    skipped = skip_reasons(store, first.summary["run_id"]) if first.summary else {}
-    problems += [f"orphan {r.id}: not reported in the first run" for r in orphans if r.id not in skipped]
-    assert not problems, "\n".join(problems)
+    runs = []
 
-    bad = [r for r in recs if r.defect]
-    victim = bad[pick % len(bad)]
-    what = f"{victim.side} {victim.id} ({victim.defect}: {victim.name!r})"
-    fix(sandboxes, recs, victim)
-    second = run_flow(FLOW)
-    problems = check_batch(sandboxes, store, recs, second, before)
-    assert not problems, f"after fixing {what}:\n" + "\n".join(problems)
+    def check():
+        run = run_flow(FLOW)
+        problems = check_batch(sandboxes, store, recs, run, before)
+        if not runs:  # orphans are reported in the run that first sees them
+            skipped = skip_reasons(store, run.summary["run_id"]) if run.summary else {}
+            problems += [
+                f"orphan {r.id}: not reported in the first run"
+                for r in recs
+                if r.orphan and r.id not in skipped
+            ]
+        runs.append(run)
+        return problems
+
+    def fix_one(victim):
+        what = f"{victim.side} {victim.id} ({victim.defect}: {victim.name!r})"
+        fix(sandboxes, recs, victim)
+        return what
+
+    hostile.first_run_then_fix(check, [r for r in recs if r.defect], pick, fix_one)

@@ -55,12 +55,11 @@ from typing import Any
 import pytest
 import requests
 import yaml
-from crmsync.store.schema import TABLES
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sqlalchemy import delete
 
 from tests.chaos import hostile
+from tests.chaos.harness import _path
 from tests.chaos.hostile import (
     CB,
     CONTROL,
@@ -168,21 +167,12 @@ def canon(name: str, v: Any) -> Any:
     return _text(v)
 
 
-def _get(raw: dict[str, Any], path: str) -> Any:
-    cur: Any = raw
-    for part in path.split("."):
-        if not isinstance(cur, dict):
-            return None
-        cur = cur.get(part)
-    return cur
-
-
 def crm_values(raw: dict[str, Any]) -> dict[str, Any]:
     return {k: canon(k, raw.get(CRM_OF[k])) for k in FIELDS}
 
 
 def cb_values(raw: dict[str, Any], customers: dict[str, str]) -> dict[str, Any]:
-    out = {k: canon(k, _get(raw, CB_OF[k])) for k in FIELDS}
+    out = {k: canon(k, _path(raw, CB_OF[k])) for k in FIELDS}
     out["contact_id"] = customers.get(str(raw.get("customer_id")))  # Chargebee customer → contact
     return out
 
@@ -391,15 +381,7 @@ def setup_world(sb: Any, store: Any, run_flow: Any) -> World:
 
 def wipe(sb: Any, store: Any) -> None:
     """Empty both sides' orders and order_order's rows of the link store (other flows' stay)."""
-    for side in (CRM, CB):
-        base = sb.crm_url if side == CRM else sb.cb_url
-        for x in hostile.admin_records(sb, side, "orders"):
-            rid = hostile.record_id(side, x)
-            requests.delete(f"{base}/_sandbox/records/orders/{rid}", timeout=30).raise_for_status()
-    with store.begin() as conn:
-        for table in TABLES:
-            if "flow" in table.c:
-                conn.execute(delete(table).where(table.c.flow == FLOW))
+    hostile.wipe(sb, store, crm=("orders",), cb=("orders",), flow=FLOW)
 
 
 #: what an invoice's copy keeps (the rest is the sandbox's bookkeeping or its orders)
@@ -621,7 +603,7 @@ def check_batch(sb: Any, store: Any, recs: list[Rec], run: Any, lagging: set[str
                     problems.append(f"{what}: its invoice's order {r.generated} copied: {twins}")
                 if linked and (r.field in TEXT or r.field == "status"):
                     # the refused value never reached Chargebee
-                    got = canon(r.field or "", _get(cb_now[r.generated], CB_OF[r.field or ""]))
+                    got = canon(r.field or "", _path(cb_now[r.generated], CB_OF[r.field or ""]))
                     if got is not None and got == canon(r.field or "", r.values.get(r.field or "")):
                         problems.append(f"{what}: the bad value reached Chargebee order {r.generated}")
             elif linked:

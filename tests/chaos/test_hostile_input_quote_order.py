@@ -27,10 +27,8 @@ from typing import Any
 
 import pytest
 import requests
-from crmsync.store.schema import TABLES
 from hypothesis import given
 from hypothesis import strategies as st
-from sqlalchemy import delete
 
 from tests.chaos import hostile
 from tests.chaos.hostile import (
@@ -174,15 +172,7 @@ def batches(draw: Any) -> list[Pair]:
 
 
 def wipe(sb: Any, store: Any) -> None:
-    for side, resource in ((CRM, "quotes"), (CB, "orders")):
-        base = sb.crm_url if side == CRM else sb.cb_url
-        for x in hostile.admin_records(sb, side, resource):
-            rid = hostile.record_id(side, x)
-            requests.delete(f"{base}/_sandbox/records/{resource}/{rid}", timeout=30).raise_for_status()
-    with store.begin() as conn:
-        for table in TABLES:
-            if "flow" in table.c:
-                conn.execute(delete(table).where(table.c.flow == FLOW))
+    hostile.wipe(sb, store, crm=("quotes",), cb=("orders",), flow=FLOW)
 
 
 def plant(sb: Any, pairs: list[Pair]) -> None:
@@ -277,16 +267,16 @@ def test_hostile_quotes_and_orders_bad_held_with_reasons_good_linked_fixed_relea
 ):
     wipe(sandboxes, store)
     plant(sandboxes, pairs)
-    first = run_flow(FLOW)
-    problems = check_batch(sandboxes, store, pairs, first)
-    assert not problems, "\n".join(problems)
 
-    fixable = [p for p in pairs if p.defect in FIXABLE]
-    assert fixable
-    victim = fixable[pick % len(fixable)]
-    fix(sandboxes, victim)
-    what = f"{victim.side} {victim.rid(victim.side or CRM)} ({victim.defect} {victim.field})"
-    victim.defect = None
-    second = run_flow(FLOW)
-    problems = check_batch(sandboxes, store, pairs, second)
-    assert not problems, f"after fixing {what}:\n" + "\n".join(problems)
+    def fix_one(victim):
+        fix(sandboxes, victim)
+        what = f"{victim.side} {victim.rid(victim.side or CRM)} ({victim.defect} {victim.field})"
+        victim.defect = None
+        return what
+
+    hostile.first_run_then_fix(
+        lambda: check_batch(sandboxes, store, pairs, run_flow(FLOW)),
+        [p for p in pairs if p.defect in FIXABLE],
+        pick,
+        fix_one,
+    )
