@@ -16,7 +16,7 @@ import subprocess
 import sys
 import types
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -219,6 +219,31 @@ def test_the_json_splits_field_and_fix(api: Any, data: Engine) -> None:
     assert [h["record_id"] for h in body["waiting"]] == ["43"]
     assert [h["record_id"] for h in body["approvals"]] == ["44"]
     assert body["runs"][0]["summary"]["read"] == {"customcrm": 7, "chargebee": 5}
+
+
+def test_the_last_dry_run_shows_its_plan_record_by_record(api: Any, data: Engine) -> None:
+    """Issue 14 item 2: a dry run's readable plan (field by field, old → new) is on the page."""
+    plan = [
+        "update Chargebee customer cb-A (Customcrm contact 11): phone '+1 555' → '<b>+1 556</b>'",
+        "create Customcrm contact for Chargebee customer cb-C: email 'cy@example.com'",
+    ]
+    summary = {"state": "success", "dry_run": True, "plan": plan, "plan_total": 5}
+    with data.begin() as conn:
+        conn.execute(
+            insert(run).values(
+                run_id="manual__dry",
+                flow=FLOW,
+                started_at=T0 + timedelta(minutes=1),
+                finished_at=T0 + timedelta(minutes=1),
+                status="finished",
+                summary=json.dumps(summary),
+            )
+        )
+    page = api.get("/crmsync/", params={"flow": FLOW}, headers=token("viewer", "viewer")).text
+    assert "Plan of the last dry run" in page and "manual__dry" in page and "(dry run)" in page
+    assert "phone &#x27;+1 555&#x27; → &#x27;&lt;b&gt;+1 556&lt;/b&gt;&#x27;" in page  # escaped, never markup
+    assert "create Customcrm contact for Chargebee customer cb-C" in page
+    assert "… 3 more" in page
 
 
 @pytest.mark.parametrize("search", ["12", "cb-B", "BOB@example"])

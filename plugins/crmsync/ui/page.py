@@ -142,7 +142,7 @@ def _runs(view: FlowView) -> str:
         rows.append(
             [
                 _text(r["run_id"]),
-                _text(s.get("state") or r["status"]),
+                _text(s.get("state") or r["status"]) + (" (dry run)" if s.get("dry_run") else ""),
                 _text(r["started_at"]),
                 _text(r["finished_at"]),
                 _pair(s.get("read")),
@@ -153,6 +153,25 @@ def _runs(view: FlowView) -> str:
             ]
         )
     return "<h2>Last runs</h2>" + _table(headers, rows, "No run of this flow yet.")
+
+
+def _dry_run_plan(view: FlowView) -> str:
+    """What the newest dry run would have written, record by record and field by field
+    (its summary keeps the readable plan: crmsync.engine.plan_text)."""
+    dry = next((r for r in view.runs if r["summary"].get("dry_run")), None)
+    if dry is None:
+        return ""
+    s = dry["summary"]
+    lines = list(s.get("plan") or [])
+    more = int(s.get("plan_total") or 0) - len(lines)
+    items = "".join(f"<li><code>{escape(str(line))}</code></li>" for line in lines)
+    tail = f'<p class="muted">… {more} more (the run\'s update_links log lists all)</p>' if more > 0 else ""
+    nothing = '<p class="muted">Nothing would be written.</p>'
+    body = f'<ol class="plan">{items}</ol>{tail}' if items else nothing
+    return (
+        f'<h2 id="plan">Plan of the last dry run</h2><p class="muted">run {escape(str(dry["run_id"]))}, '
+        f"started {_text(dry['started_at'])}: nothing was written</p>{body}"
+    )
 
 
 def _links(view: FlowView) -> str:
@@ -279,6 +298,7 @@ def _flow(view: FlowView) -> str:
         [
             f'<h1 id="flow">{escape(view.flow)}</h1>',
             _runs(view),
+            _dry_run_plan(view),
             _quarantine(view),
             _approvals(view),
             _waiting(view),
