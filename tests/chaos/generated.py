@@ -162,6 +162,12 @@ class Flow:
     def is_key(self, f: FieldMap) -> bool:
         return any(f.name in rule for rule in self.mapping.match.rules)
 
+    def read_only_cb(self) -> bool:
+        """The sync never writes to Chargebee: it creates nothing there and no field flows
+        into it (business entities, which Chargebee's public API cannot create or change)."""
+        writes = any(f.direction.writes(Side.CHARGEBEE) for f in self.mapping.fields)
+        return self.mapping.chargebee.create is False and not writes
+
     def is_id(self, f: FieldMap) -> bool:
         """The Chargebee record's id is this field (an item id is its SKU)."""
         return f.chargebee == "id"
