@@ -49,7 +49,6 @@ from tests.chaos.hostile import (
     PROBLEM_KINDS,
     exotic_text,
     fresh_id,
-    reason_problems,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -536,13 +535,8 @@ def check_batch(sb: Any, store: Any, flow: Flow, recs: list[Rec], run: Any) -> l
         hold = held.get((r.side, r.id))
         other = links.get(r.id) if r.side == CRM else by_cb.get(r.id)
         if r.defect:
-            if hold is None:
-                problems.append(f"{what}: not quarantined")
-            else:
-                names = names_of(flow, flow.mapping.field(r.field or ""))
-                problems += reason_problems(what, hold[1], r.id, names)
-            if other is not None:
-                problems.append(f"{what}: a bad record was linked")
+            names = names_of(flow, flow.mapping.field(r.field or ""))
+            problems += hostile.bad_record_problems(what, hold, other, r.id, names)
             continue
         if hold is not None and hold[0] in PROBLEM_KINDS:
             problems.append(f"{what}: a good record is held: {hold}")

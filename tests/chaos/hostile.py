@@ -184,3 +184,16 @@ def first_run_then_fix(
     what = fix(bad[pick % len(bad)])
     problems = check()
     assert not problems, f"after fixing {what}:\n" + "\n".join(problems)
+
+
+def bad_record_problems(
+    what: str, hold: tuple[str, str] | None, linked_to: str | None, rid: str, field_names: list[str]
+) -> list[str]:
+    """A bad record is held with a reason a person can act on, and not linked."""
+    if hold is None:
+        problems = [f"{what}: not quarantined"]
+    else:
+        problems = reason_problems(what, hold[1], rid, field_names)
+    if linked_to is not None:
+        problems.append(f"{what}: a bad record was linked")
+    return problems

@@ -48,7 +48,6 @@ from tests.chaos.hostile import (
     PROBLEM_KINDS,
     exotic_text,
     fresh_id,
-    reason_problems,
 )
 from tests.e2e.test_contact_customer import writes
 
@@ -216,12 +215,7 @@ def check_batch(sb: Any, store: Any, recs: list[Rec], run: Any, cb_writes_before
         hold = held.get((r.side, r.id))
         other = links.get(r.id) if r.side == CRM else by_cb.get(r.id)
         if r.defect:
-            if hold is None:
-                problems.append(f"{what}: not quarantined")
-            else:
-                problems += reason_problems(what, hold[1], r.id, NAME_FIELDS)
-            if other is not None:
-                problems.append(f"{what}: a bad record was linked")
+            problems += hostile.bad_record_problems(what, hold, other, r.id, NAME_FIELDS)
             continue
         if hold is not None and hold[0] in PROBLEM_KINDS:
             problems.append(f"{what}: a good record is held: {hold}")
