@@ -39,9 +39,9 @@ def test_dags_load_without_errors() -> None:
 
 def test_a_flow_runs_after_the_flows_whose_links_it_references() -> None:
     """Issue 15: a flow with references is scheduled on its upstream flows' links Assets
-    (any of them) and has no clock of its own; the others keep their mapping's schedule."""
+    (all of them) and has no clock of its own; the others keep their mapping's schedule."""
     from airflow.dag_processing.dagbag import DagBag
-    from airflow.sdk import AssetAny
+    from airflow.sdk import AssetAll
     from crmsync.mapping.model import load_mappings
 
     bag = DagBag(dag_folder=str(ROOT / "dags"))
@@ -54,7 +54,7 @@ def test_a_flow_runs_after_the_flows_whose_links_it_references() -> None:
     for dag_id, dag in bag.dags.items():
         condition = dag.timetable.asset_condition if hasattr(dag.timetable, "asset_condition") else None
         if dag_id in downstream:
-            assert isinstance(condition, AssetAny), (dag_id, dag.timetable)
+            assert isinstance(condition, AssetAll), (dag_id, dag.timetable)
             uris = sorted(a.uri for a in condition.objects)
             assert uris == sorted(f"crmsync://{up}/links" for up in downstream[dag_id]), uris
         else:

@@ -331,30 +331,8 @@ def decide_new(mapping: FlowMapping, rec: SideRecord) -> Decision:
     no_partner = _no_partner(mapping, rec)
     if no_partner:
         return Decision(Action.SKIP, *_ids(rec), reason=no_partner)
-    target = mapping.side(rec.side.other)
-    if not target.create:
-        # No match may be the record's own fault: a blank or broken match key is held
-        # with that reason, not reported as a record the other side lacks.
-        problems = _match_key_problems(mapping, rec)
-        if problems:
-            return _quarantine(mapping, rec, problems)
-        why = target.create_disabled_reason or f"this flow does not create records in {rec.side.other.value}"
-        if target.create_disabled_waits:
-            # the other side makes the partner itself (an order from its invoice): held
-            # for a person until it appears, then linked by a match rule
-            lacking = [
-                mapping.field(k).customcrm
-                for k in (mapping.chargebee.create_requires if rec.side is Side.CUSTOMCRM else ())
-                if rec.values.get(k) is None
-            ]
-            if lacking:
-                why = f"{', '.join(lacking)} is empty: {why}; fill it in Customcrm"
-            else:
-                why = f"no {target.label} matches it yet; {why}"
-            return wait(mapping, rec, f"{why}{NEEDS_A_PERSON}")
-        return Decision(
-            Action.SKIP, *_ids(rec), reason=f"{_label(mapping, rec.side)} {rec.id}: no match; {why}"
-        )
+    if not mapping.side(rec.side.other).create:
+        return _not_created(mapping, rec)
     if rec.side is Side.CUSTOMCRM:
         missing_req = [k for k in mapping.chargebee.create_requires if rec.values.get(k) is None]
         if missing_req:
@@ -363,8 +341,40 @@ def decide_new(mapping: FlowMapping, rec: SideRecord) -> Decision:
                 f"Chargebee needs {names} to create a {mapping.chargebee.label}"
             )
             return wait(mapping, rec, f"{names} is empty: {why}; fill it in Customcrm{NEEDS_A_PERSON}")
-    # A create carries the fields that flow into the other side (and what it requires),
-    # never a field that side cannot take.
+    return _create(mapping, rec)
+
+
+def _not_created(mapping: FlowMapping, rec: SideRecord) -> Decision:
+    """A record without a match, on a side whose partner this flow does not create."""
+    target = mapping.side(rec.side.other)
+    # No match may be the record's own fault: a blank or broken match key is held
+    # with that reason, not reported as a record the other side lacks.
+    problems = _match_key_problems(mapping, rec)
+    if problems:
+        return _quarantine(mapping, rec, problems)
+    why = target.create_disabled_reason or f"this flow does not create records in {rec.side.other.value}"
+    if not target.create_disabled_waits:
+        return Decision(
+            Action.SKIP, *_ids(rec), reason=f"{_label(mapping, rec.side)} {rec.id}: no match; {why}"
+        )
+    # the other side makes the partner itself (an order from its invoice): held for a
+    # person until it appears, then linked by a match rule
+    lacking = [
+        mapping.field(k).customcrm
+        for k in (mapping.chargebee.create_requires if rec.side is Side.CUSTOMCRM else ())
+        if rec.values.get(k) is None
+    ]
+    if lacking:
+        why = f"{', '.join(lacking)} is empty: {why}; fill it in Customcrm"
+    else:
+        why = f"no {target.label} matches it yet; {why}"
+    return wait(mapping, rec, f"{why}{NEEDS_A_PERSON}")
+
+
+def _create(mapping: FlowMapping, rec: SideRecord) -> Decision:
+    """Create the record on the other side, or hold it with every reason it cannot be.
+    A create carries the fields that flow into the other side (and what it requires),
+    never a field that side cannot take."""
     target_side = rec.side.other
     required = set(mapping.chargebee.create_requires) if target_side is Side.CHARGEBEE else set()
     values: dict[str, Canonical] = {

@@ -274,31 +274,15 @@ def _settle_pair(
     by_crm_id: Mapping[str, CurrentLink],
     out: Settlement,
 ) -> None:
+    """The link of a pair whose writes finished (or the holds of the writes that failed)."""
     crm_id = row.crm.id or (row.crm.result or {}).get("id")
     cb_id = row.cb.id or (row.cb.result or {}).get("id")
     if not crm_id or not cb_id:
         out.holds.extend(failed_holds(row))  # a create failed: no link, the source is retried
         return
-    old = by_cb_id.get(cb_id) if _reads_link(row) else None
-    if row.action == Action.RESTORE:
-        old_link = by_crm_id.get(row.crm.id) if row.crm.id else None
-        if old_link is not None:
-            out.deletes.append((old_link.crm_id, old_link.cb_id))
-        if old is not None:
-            out.deletes.append((old.crm_id, old.cb_id))
-        old = None
+    old = _previous_link(row, by_cb_id, by_crm_id, out)
     all_ok = row.crm.status in OK and row.cb.status in OK
-    old_crm = old_cb = None
-    old_pending: dict[str, str] = {}
-    if old is not None:
-        old_crm = _SideNow(dict(old.crm_snapshot), old.crm_version, old.crm_updated_at)
-        old_cb_values = dict(old.cb_snapshot)
-        old_pending = old_cb_values.pop(PENDING_REFS, None) or {}
-        old_cb = _SideNow(old_cb_values, old.cb_version, old.cb_updated_at)
-    if old is None and row.detail.get("pending_refs"):
-        # a new link whose Chargebee record this sync made in a run that never
-        # recorded it: its untranslated references stay pending (transform._claimed_pairs)
-        old_pending = dict(row.detail["pending_refs"])
+    old_crm, old_cb, old_pending = _old_sides(row, old)
     crm_now = _side_after(row.crm, old_crm)
     cb_now = _side_after(row.cb, old_cb)
     cb_pending = pending_after(row.cb, old_pending, cb_now.values)
@@ -307,10 +291,8 @@ def _settle_pair(
         base = base_after(
             mapping, row.crm, row.cb, row.merged, crm_now.values, cb_now.values, cb_pending, old_base
         )
-    elif old is not None:
-        base = dict(old.base)
     else:
-        base = {}
+        base = dict(old.base) if old is not None else {}
     out.upserts.append(
         LinkUpsert(
             crm_id=crm_id,
@@ -337,6 +319,40 @@ def _settle_pair(
         out.holds.extend(failed_holds(row))
     if row.held_side:  # synced, but a reference still waits: retried next run
         out.holds.append(_waiting_hold(mapping, row, crm_id, cb_id, crm_now, cb_now))
+
+
+def _previous_link(
+    row: FinishedRow,
+    by_cb_id: Mapping[str, CurrentLink],
+    by_crm_id: Mapping[str, CurrentLink],
+    out: Settlement,
+) -> CurrentLink | None:
+    """The link the pair had, if the row reads one; a restore ends the links both
+    records had (a re-created record starts a new link)."""
+    cb_id = row.cb.id or (row.cb.result or {}).get("id")
+    old = by_cb_id.get(cb_id) if cb_id and _reads_link(row) else None
+    if row.action != Action.RESTORE:
+        return old
+    old_link = by_crm_id.get(row.crm.id) if row.crm.id else None
+    if old_link is not None:
+        out.deletes.append((old_link.crm_id, old_link.cb_id))
+    if old is not None:
+        out.deletes.append((old.crm_id, old.cb_id))
+    return None
+
+
+def _old_sides(
+    row: FinishedRow, old: CurrentLink | None
+) -> tuple[_SideNow | None, _SideNow | None, dict[str, str]]:
+    """Each side as the link last saw it, and the references still pending on it."""
+    if old is None:
+        # a new link whose Chargebee record this sync made in a run that never recorded
+        # it: its untranslated references stay pending (transform._claimed_pairs)
+        return None, None, dict(row.detail.get("pending_refs") or {})
+    old_cb_values = dict(old.cb_snapshot)
+    old_pending = old_cb_values.pop(PENDING_REFS, None) or {}
+    old_crm = _SideNow(dict(old.crm_snapshot), old.crm_version, old.crm_updated_at)
+    return old_crm, _SideNow(old_cb_values, old.cb_version, old.cb_updated_at), old_pending
 
 
 def _waiting_hold(

@@ -4,8 +4,9 @@ After a flow's ``update_links`` succeeds, its ``publish_links`` task updates the
 *links* Asset: "the links of this flow changed" (skipped for a dry run or a
 reconciliation, which change nothing). A flow whose fields reference another flow's links
 (``ref:`` in the mapping, :attr:`~crmsync.mapping.model.Mapping.depends_on`) is scheduled
-on those Assets (any of them): a contact is synced after the business entities it
-references were linked, an order after its customer or its user.
+on those Assets (all of them, each updated since the flow's last run): a contact is
+synced after the business entities it references were linked, an order after both its
+customers and its users.
 
 Such a *downstream* flow has no clock of its own: its safety net is its upstream flows'
 schedule (every run of an upstream flow runs it after). That is deliberate. A time
@@ -26,7 +27,7 @@ from collections.abc import Collection
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from airflow.sdk import Asset, AssetAny
+    from airflow.sdk import Asset, AssetAll
 
     from crmsync.mapping.model import Mapping as FlowMapping
 
@@ -47,16 +48,16 @@ def upstream_flows(mapping: FlowMapping, known_flows: Collection[str]) -> list[s
     return [f for f in mapping.depends_on if f in known_flows]
 
 
-def schedule_for(mapping: FlowMapping, known_flows: Collection[str]) -> str | AssetAny | None:
+def schedule_for(mapping: FlowMapping, known_flows: Collection[str]) -> str | AssetAll | None:
     """The DAG's ``schedule``: the mapping's own for a flow that references no other
-    deployed flow; else the upstream flows' links Assets, any of them (see the module
+    deployed flow; else the upstream flows' links Assets, all of them (see the module
     docstring for why a downstream flow has no clock of its own)."""
-    from airflow.sdk import AssetAny
+    from airflow.sdk import AssetAll
 
     upstream = upstream_flows(mapping, known_flows)
     if not upstream:
         return mapping.schedule
-    return AssetAny(*(links_asset(f) for f in upstream))
+    return AssetAll(*(links_asset(f) for f in upstream))
 
 
 __all__ = ["ASSET_GROUP", "links_asset", "schedule_for", "upstream_flows"]

@@ -60,47 +60,12 @@ def build_summary(
     """The run's summary; ``plan`` is a dry run's :func:`readable_plan` when the caller has
     read it already (update_links logs it), else a dry run reads it here."""
     staged = repo.count_staged(run_id)
-    actions: Counter[str] = Counter()
-    writes: dict[str, Counter[str]] = {s: Counter() for s in SIDES}
-    for row in repo.plan_counts(run_id):
-        n = int(row["n"])
-        actions[row["action"]] += n
-        for side, prefix in (("customcrm", "crm"), ("chargebee", "cb")):
-            op, status = row[f"{prefix}_op"], row[f"{prefix}_status"]
-            if op is None:
-                continue
-            key = {"create": "created", "update": "updated", "delete": "deleted"}[op]
-            writes[side][
-                key
-                if status == WriteStatus.DONE
-                else (f"planned_{key}" if status == WriteStatus.PENDING else status)
-            ] += n
-    conflicts = blanks = reverted = kept = cleared = 0
-    problems: list[dict[str, Any]] = []
-    #: the first few blanks kept from overwriting and clears sent, each naming the
-    #: record and the field: a count alone tells a person nothing to look at
-    blank_records: list[str] = []
-    cleared_records: list[str] = []
-    for detail in repo.plan_details(run_id):
-        d = json.loads(detail)
-        conflicts += len(d.get("conflicts", []))
-        for n in d.get("notes", []):
-            blanks += n["kind"] == "blank_ignored"
-            cleared += n["kind"] == "cleared"
-            if n["kind"] == "blank_ignored" and len(blank_records) < LISTED:
-                blank_records.append(_named_note(n))
-            if n["kind"] == "cleared" and len(cleared_records) < LISTED:
-                cleared_records.append(_named_note(n))
-            reverted += n["kind"] == "reverted_read_only"
-            kept += n["kind"] == "kept_read_only_edit"
-            if n["kind"] == "created_with_default":
-                problems.append({"kind": n["kind"], "reason": n["message"]})
-    for p in repo.plan_problems(run_id):
-        if p["action"] in (Action.QUARANTINE, Action.WAIT) or p["held_side"]:
-            problems.append({"kind": p["hold_kind"] or p["action"], "reason": p["reason"]})
-        for prefix in ("crm", "cb"):
-            if p[f"{prefix}_status"] in (*WRITE_FAILURES, WriteStatus.STALE):
-                problems.append({"kind": p[f"{prefix}_status"], "reason": p[f"{prefix}_error"]})
+    actions, writes = _counts(repo, run_id)
+    notes = _notes(repo, run_id)
+    problems = notes.pop("problems") + _plan_problems(repo, run_id)
+    conflicts, blanks, cleared = notes["conflicts"], notes["blank_ignored"], notes["cleared"]
+    blank_records, cleared_records = notes["blank_ignored_records"], notes["cleared_records"]
+    reverted, kept = notes["reverted_read_only"], notes["kept_read_only_edits"]
     if dry_run and plan is None:
         plan = readable_plan(mapping, repo, run_id, PLAN_LISTED)
     plan_lines, plan_total = plan if plan is not None else ([], 0)
@@ -145,6 +110,67 @@ def build_summary(
     }
 
 
+def _counts(repo: Repository, run_id: str) -> tuple[Counter[str], dict[str, Counter[str]]]:
+    """Plan rows by action, and each side's writes by what became of them (created,
+    updated, deleted when done; planned_* while pending; else the write status)."""
+    actions: Counter[str] = Counter()
+    writes: dict[str, Counter[str]] = {s: Counter() for s in SIDES}
+    for row in repo.plan_counts(run_id):
+        n = int(row["n"])
+        actions[row["action"]] += n
+        for side, prefix in (("customcrm", "crm"), ("chargebee", "cb")):
+            op, status = row[f"{prefix}_op"], row[f"{prefix}_status"]
+            if op is None:
+                continue
+            key = {"create": "created", "update": "updated", "delete": "deleted"}[op]
+            writes[side][
+                key
+                if status == WriteStatus.DONE
+                else (f"planned_{key}" if status == WriteStatus.PENDING else status)
+            ] += n
+    return actions, writes
+
+
+def _notes(repo: Repository, run_id: str) -> dict[str, Any]:
+    """Conflicts and the merge's notes counted, with the first few blanks kept from
+    overwriting and clears sent, each naming the record and the field (a count alone
+    tells a person nothing to look at), and the creates that took Chargebee's default."""
+    counts: Counter[str] = Counter()
+    named: dict[str, list[str]] = {"blank_ignored": [], "cleared": []}
+    problems: list[dict[str, Any]] = []
+    for detail in repo.plan_details(run_id):
+        d = json.loads(detail)
+        counts["conflicts"] += len(d.get("conflicts", []))
+        for n in d.get("notes", []):
+            counts[n["kind"]] += 1
+            if n["kind"] in named and len(named[n["kind"]]) < LISTED:
+                named[n["kind"]].append(_named_note(n))
+            if n["kind"] == "created_with_default":
+                problems.append({"kind": n["kind"], "reason": n["message"]})
+    return {
+        "conflicts": counts["conflicts"],
+        "blank_ignored": counts["blank_ignored"],
+        "cleared": counts["cleared"],
+        "reverted_read_only": counts["reverted_read_only"],
+        "kept_read_only_edits": counts["kept_read_only_edit"],
+        "blank_ignored_records": named["blank_ignored"],
+        "cleared_records": named["cleared"],
+        "problems": problems,
+    }
+
+
+def _plan_problems(repo: Repository, run_id: str) -> list[dict[str, Any]]:
+    """Every record of the run that is held, waits, or whose write failed or went stale."""
+    problems: list[dict[str, Any]] = []
+    for p in repo.plan_problems(run_id):
+        if p["action"] in (Action.QUARANTINE, Action.WAIT) or p["held_side"]:
+            problems.append({"kind": p["hold_kind"] or p["action"], "reason": p["reason"]})
+        for prefix in ("crm", "cb"):
+            if p[f"{prefix}_status"] in (*WRITE_FAILURES, WriteStatus.STALE):
+                problems.append({"kind": p[f"{prefix}_status"], "reason": p[f"{prefix}_error"]})
+    return problems
+
+
 def render_summary(s: dict[str, Any]) -> str:
     """A few aligned lines for the task log."""
 
@@ -171,20 +197,7 @@ def render_summary(s: dict[str, Any]) -> str:
         f"  skipped {s.get('skipped', 0)} "
         "(no match and this flow does not create them, or deleted before linking)",
     ]
-    for key, count, what in (
-        ("cleared_records", "cleared", "cleared on the other side too"),
-        ("blank_ignored_records", "blank_ignored", "blank kept from overwriting a value"),
-    ):
-        named = s.get(key, [])[:SHOWN]
-        if named:
-            lines.append(f"  {what}:")
-            lines += [f"    - {line}" for line in named]
-        if s.get(count, 0) > len(named):
-            lines.append(f"    ... {s[count] - len(named)} more (crmsync_plan rows, column detail)")
-    shown = s.get("skipped_records", [])[:SHOWN]
-    lines += [f"    - {reason}" for reason in shown]
-    if s.get("skipped", 0) > len(shown):
-        lines.append(f"    ... {s['skipped'] - len(shown)} more (crmsync_plan rows with action 'skip')")
+    lines += _named_lines(s)
     lines += [
         f"  quarantined {s['quarantined']}, waiting {s['waiting']} this run; "
         f"{s.get('held_total', 0)} records held in quarantine in all (table crmsync_quarantine)",
@@ -195,16 +208,7 @@ def render_summary(s: dict[str, Any]) -> str:
             "reject each in the Sync page, or with crmsync.store.approvals.decide_delete"
         )
     if s.get("dry_run"):
-        lines.append(f"  planned writes: {s['planned']}")
-        plan_lines = s.get("plan", [])[:PLAN_SHOWN]
-        if plan_lines:
-            lines.append("  the plan (nothing written):")
-            lines += [f"    {line}" for line in plan_lines]
-        if s.get("plan_total", 0) > len(plan_lines):
-            lines.append(
-                f"    ... {s['plan_total'] - len(plan_lines)} more (the update_links log lists all; "
-                f"the summary's JSON the first {PLAN_LISTED})"
-            )
+        lines += _plan_lines(s)
     for note in s.get("limitations", []):
         lines.append(f"  note: {note}")
     for p in s["problems"]:
@@ -273,6 +277,41 @@ def with_failure(summary: dict[str, Any] | None, failure: dict[str, str]) -> dic
     failures = [f for f in out.get("failures", []) if f.get("task") != failure["task"]]
     out["failures"] = [*failures, failure]
     return out
+
+
+def _named_lines(s: dict[str, Any]) -> list[str]:
+    """The records named under clears, blanks kept and skips, each list capped."""
+    lines: list[str] = []
+    for key, count, what in (
+        ("cleared_records", "cleared", "cleared on the other side too"),
+        ("blank_ignored_records", "blank_ignored", "blank kept from overwriting a value"),
+    ):
+        named = s.get(key, [])[:SHOWN]
+        if named:
+            lines.append(f"  {what}:")
+            lines += [f"    - {line}" for line in named]
+        if s.get(count, 0) > len(named):
+            lines.append(f"    ... {s[count] - len(named)} more (crmsync_plan rows, column detail)")
+    shown = s.get("skipped_records", [])[:SHOWN]
+    lines += [f"    - {reason}" for reason in shown]
+    if s.get("skipped", 0) > len(shown):
+        lines.append(f"    ... {s['skipped'] - len(shown)} more (crmsync_plan rows with action 'skip')")
+    return lines
+
+
+def _plan_lines(s: dict[str, Any]) -> list[str]:
+    """A dry run's planned writes and the first lines of its readable plan."""
+    lines = [f"  planned writes: {s['planned']}"]
+    plan_lines = s.get("plan", [])[:PLAN_SHOWN]
+    if plan_lines:
+        lines.append("  the plan (nothing written):")
+        lines += [f"    {line}" for line in plan_lines]
+    if s.get("plan_total", 0) > len(plan_lines):
+        lines.append(
+            f"    ... {s['plan_total'] - len(plan_lines)} more (the update_links log lists all; "
+            f"the summary's JSON the first {PLAN_LISTED})"
+        )
+    return lines
 
 
 def render_failures(failures: list[dict[str, str]]) -> str:

@@ -31,10 +31,10 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import RowMapping
 
     from crmsync.flows.operator import Step
-    from crmsync.flows.writers import Outcome
+    from crmsync.flows.writers import ChargebeeWriter, CustomcrmWriter, Outcome
     from crmsync.hooks.chargebee import ChargebeeHook
     from crmsync.hooks.customcrm import CustomcrmHook
-    from crmsync.store.repository import LinkRow, Repository
+    from crmsync.store.repository import LinkRow, Repository, RunRow
 
 log = logging.getLogger("crmsync")
 #: the progress lines (a child of ``crmsync``: they are in the task log; ``make run`` prints them)
@@ -407,9 +407,6 @@ def upsert(
     repo: Repository,
 ) -> dict[str, int]:
     """Execute this side's pending plan rows, recording each outcome as it happens."""
-    from crmsync.engine.plan import Op
-    from crmsync.flows.writers import ChargebeeWriter, CustomcrmWriter
-
     repo.begin_run(run_id, params)
     if params.get("dry_run") or params.get("reconcile"):
         log.info(
@@ -418,37 +415,85 @@ def upsert(
             "reconcile" if params.get("reconcile") else "dry run",
         )
         return {}
-    from crmsync.flows.refs import RefResolver
-
-    writer: ChargebeeWriter | CustomcrmWriter = (
-        ChargebeeWriter(mapping, _chargebee(hook), run_id, RefResolver(repo.engine, mapping))
-        if side is Side.CHARGEBEE
-        else CustomcrmWriter(mapping, hook, run_id)
+    run_row = _executable_run(repo, run_id, side)
+    if side is Side.CUSTOMCRM:
+        _plan_assigned(mapping, repo, run_id)
+    writer = _writer(mapping, side, run_id, hook, repo)
+    progress = Progress(f"upsert {side.value}", _pending_writes(repo, run_id, side), _timed_budget(hook))
+    outcomes, errors = _execute_plan(
+        mapping, side, run_id, hook, repo, writer, _reread(mapping, run_row), progress
     )
+    progress.log()
+    if writer.rereads:
+        log.info(
+            "upsert %s: %d records re-read before writing (stale-write guard)", side.value, writer.rereads
+        )
+    log.info("upsert %s: %s", side.value, dict(outcomes))
+    _alert_blocked(mapping, run_id, side, errors)
+    failed = sum(outcomes[s.value] for s in WRITE_FAILURES)
+    if failed > mapping.limits.error_budget:
+        shown = "\n".join(f"  - {e}" for e in errors[:20])
+        _fail(
+            f"upsert {side.value}: {failed} records failed, more than the error budget "
+            f"({mapping.limits.error_budget}). The others were written. First failures:\n{shown}"
+        )
+    return dict(outcomes)
+
+
+def _executable_run(repo: Repository, run_id: str, side: Side) -> RunRow:
+    """The run row, if its plan may be executed. upsert_customcrm runs after
+    upsert_chargebee whatever its outcome (all_done), so it may be started when transform
+    failed or the circuit breaker stopped the run: a plan that was not finished (or not
+    approved) is never executed (the task is skipped)."""
     run_row = repo.get_run(run_id)
     if run_row is None or run_row["status"] not in (RunStatus.PLANNED, RunStatus.FINISHED):
-        # upsert_customcrm runs after upsert_chargebee whatever its outcome (all_done), so
-        # it may be started when transform failed or the circuit breaker stopped the run:
-        # a plan that was not finished (or not approved) is never executed.
         from airflow.sdk.exceptions import AirflowSkipException
 
         raise AirflowSkipException(f"upsert {side.value}: transform did not finish; nothing is written")
-    if side is Side.CUSTOMCRM:
-        _plan_assigned(mapping, repo, run_id)
+    return run_row
+
+
+def _writer(
+    mapping: FlowMapping, side: Side, run_id: str, hook: ChargebeeHook | CustomcrmHook, repo: Repository
+) -> ChargebeeWriter | CustomcrmWriter:
+    from crmsync.flows.refs import RefResolver
+    from crmsync.flows.writers import ChargebeeWriter, CustomcrmWriter
+
+    if side is Side.CHARGEBEE:
+        return ChargebeeWriter(mapping, _chargebee(hook), run_id, RefResolver(repo.engine, mapping))
+    return CustomcrmWriter(mapping, hook, run_id)
+
+
+def _reread(mapping: FlowMapping, run_row: RunRow) -> bool:
+    """Whether the run is old enough that records are re-read before they are written
+    (``run.reread_after_seconds``: a rerun hours later must not write over newer edits)."""
+    started = run_row["started_at"]
+    if started is None:
+        return False
+    if started.tzinfo is None:
+        started = started.replace(tzinfo=UTC)
+    return bool((datetime.now(UTC) - started).total_seconds() > mapping.run.reread_after_seconds)
+
+
+def _execute_plan(
+    mapping: FlowMapping,
+    side: Side,
+    run_id: str,
+    hook: ChargebeeHook | CustomcrmHook,
+    repo: Repository,
+    writer: ChargebeeWriter | CustomcrmWriter,
+    reread: bool,
+    progress: Progress,
+) -> tuple[Counter[str], list[str]]:
+    """Every pending write of this side, batch by batch on the hook's threads; outcomes are
+    recorded as they come (at most OUTCOME_FLUSH_ROWS / _SECONDS are lost to a kill).
+    Returns the outcome counts and the error messages."""
+    from crmsync.engine.plan import Op
+
     status_col = "crm_status" if side is Side.CUSTOMCRM else "cb_status"
     op_col = "crm_op" if side is Side.CUSTOMCRM else "cb_op"
-    started = run_row["started_at"] if run_row is not None else None
-    if started is not None and started.tzinfo is None:
-        started = started.replace(tzinfo=UTC)
-    reread = (
-        started is not None
-        and (datetime.now(UTC) - started).total_seconds() > mapping.run.reread_after_seconds
-    )
-
     outcomes: Counter[str] = Counter()
     errors: list[str] = []
-    total = _pending_writes(repo, run_id, side)
-    progress = Progress(f"upsert {side.value}", total, _timed_budget(hook))
 
     def run_one(row: RowMapping) -> tuple[RowMapping, Outcome]:
         return row, writer.execute(row, recovering=row[status_col] == WriteStatus.IN_FLIGHT, reread=reread)
@@ -460,9 +505,7 @@ def upsert(
             # Write-ahead, one statement per batch: a crash after a remote create leaves
             # "in_flight", and the rerun looks the record up before creating anything.
             ahead = [
-                row["id"]
-                for row in batch
-                if row[op_col] == Op.CREATE and row[status_col] == WriteStatus.PENDING
+                r["id"] for r in batch if r[op_col] == Op.CREATE and r[status_col] == WriteStatus.PENDING
             ]
             if ahead:
                 repo.mark_writes(ahead, side, WriteStatus.IN_FLIGHT)
@@ -480,21 +523,7 @@ def upsert(
                         flushed = time.monotonic()
             finally:
                 _record_outcomes(repo, side, done)
-    progress.log()
-    if writer.rereads:
-        log.info(
-            "upsert %s: %d records re-read before writing (stale-write guard)", side.value, writer.rereads
-        )
-    log.info("upsert %s: %s", side.value, dict(outcomes))
-    _alert_blocked(mapping, run_id, side, errors)
-    failed = sum(outcomes[s.value] for s in WRITE_FAILURES)
-    if failed > mapping.limits.error_budget:
-        shown = "\n".join(f"  - {e}" for e in errors[:20])
-        _fail(
-            f"upsert {side.value}: {failed} records failed, more than the error budget "
-            f"({mapping.limits.error_budget}). The others were written. First failures:\n{shown}"
-        )
-    return dict(outcomes)
+    return outcomes, errors
 
 
 def _alert_blocked(mapping: FlowMapping, run_id: str, side: Side, errors: list[str]) -> None:
@@ -616,37 +645,11 @@ def update_links(
     plan = _log_readable_plan(mapping, repo, run_id) if dry_run and planned else None
     summary = build_summary(mapping, repo, run_id, dry_run=dry_run, plan=plan)
     if not planned:
-        failures = _recorded_failures(run_row)
-        if failures:
-            first = failures[0]
-            _fail(
-                f"{first['task']} failed ({first['cause']}), so the plan was not finished: nothing was "
-                "written and the watermarks are unchanged",
-                fix=first["fix"],
-            )
-        _fail(
-            "transform did not finish (it did not run, or it was stopped before recording its plan); "
-            "nothing was written, watermarks are unchanged",
-            fix="clear transform (and the tasks after it) in the Airflow UI, or trigger a new run",
-        )
+        _fail_unplanned(run_row)
     if _recorded_failures(run_row):
         summary["failures"] = _recorded_failures(run_row)
     if unfinished:
-        summary["unfinished_writes"] = unfinished
-        repo.set_run(run_id, summary=json.dumps(summary))
-        log.warning(
-            "update_links: %d planned writes did not run (an upsert task failed or was killed); "
-            "their records are not linked yet and the watermarks stay where they were. Clear the "
-            "failed upsert task (and this one) to finish the run.\n%s",
-            unfinished,
-            render_summary(summary),
-        )
-        _fail(
-            f"{unfinished} planned writes did not run because an upsert task failed; the writes that "
-            "ran are linked. Fix the cause shown in the upsert task's log, then clear the failed "
-            "upsert task and this one.",
-            fix="fix the cause the failed upsert task reports above, then clear it and update_links",
-        )
+        _fail_unfinished(repo, run_id, summary, unfinished)
     if not dry_run and run_row is not None:
         repo.commit_watermarks(
             run_id,
@@ -662,6 +665,46 @@ def update_links(
         check_quarantine(mapping.flow, run_id, int(summary.get("held_total") or 0))
     log.info("run summary\n%s", render_summary(summary))
     return summary
+
+
+def _fail_unplanned(run_row: RunRow | None) -> None:
+    """Fail update_links of a run whose plan was never finished, with the cause an earlier
+    task recorded (or the fix when none did): nothing was written, watermarks stay."""
+    failures = _recorded_failures(run_row)
+    if failures:
+        first = failures[0]
+        _fail(
+            f"{first['task']} failed ({first['cause']}), so the plan was not finished: nothing was "
+            "written and the watermarks are unchanged",
+            fix=first["fix"],
+        )
+    _fail(
+        "transform did not finish (it did not run, or it was stopped before recording its plan); "
+        "nothing was written, watermarks are unchanged",
+        fix="clear transform (and the tasks after it) in the Airflow UI, or trigger a new run",
+    )
+
+
+def _fail_unfinished(repo: Repository, run_id: str, summary: dict[str, Any], unfinished: int) -> None:
+    """Fail update_links when planned writes did not run (an upsert task failed or was
+    killed): the writes that ran are linked, the watermarks stay, the summary says so."""
+    from crmsync.flows.summary import render_summary
+
+    summary["unfinished_writes"] = unfinished
+    repo.set_run(run_id, summary=json.dumps(summary))
+    log.warning(
+        "update_links: %d planned writes did not run (an upsert task failed or was killed); "
+        "their records are not linked yet and the watermarks stay where they were. Clear the "
+        "failed upsert task (and this one) to finish the run.\n%s",
+        unfinished,
+        render_summary(summary),
+    )
+    _fail(
+        f"{unfinished} planned writes did not run because an upsert task failed; the writes that "
+        "ran are linked. Fix the cause shown in the upsert task's log, then clear the failed "
+        "upsert task and this one.",
+        fix="fix the cause the failed upsert task reports above, then clear it and update_links",
+    )
 
 
 def _recorded_failures(run_row: Any) -> list[dict[str, str]]:

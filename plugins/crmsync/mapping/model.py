@@ -25,7 +25,7 @@ from pydantic import (
     model_validator,
 )
 
-from crmsync.mapping.capabilities import capability
+from crmsync.mapping.capabilities import ResourceCapability, capability
 from crmsync.mapping.creators import names_no_person, normalize_api_key_names
 from crmsync.mapping.transforms import TRANSFORMS
 
@@ -439,8 +439,25 @@ class Mapping(_Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> Mapping:
-        problems: list[str] = []
+        """Every rule that needs more than one part of the file (or Chargebee's API, from
+        :mod:`crmsync.mapping.capabilities`), all broken ones in one error."""
         names = [f.name for f in self.fields]
+        problems = self._match_problems(names)
+        try:
+            cap = capability(self.chargebee.resource)
+        except KeyError as exc:
+            problems.append(str(exc.args[0]))
+        else:
+            problems += self._create_problems(cap, names)
+            problems += self._side_problems(cap, names)
+            for f in self.fields:
+                problems += _field_problems(f, cap)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def _match_problems(self, names: list[str]) -> list[str]:
+        problems: list[str] = []
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             problems.append(f"field names appear twice: {', '.join(dupes)}")
@@ -453,91 +470,66 @@ class Mapping(_Strict):
             problems.append(
                 "match.alternatives is not supported for cardinality one_to_many; use one match rule"
             )
-        try:
-            cap = capability(self.chargebee.resource)
-        except KeyError as exc:
-            problems.append(str(exc.args[0]))
-        else:
-            if self.chargebee.create and not cap.can_create:
-                problems.append(
-                    f"chargebee.create is true, but Chargebee cannot create {cap.object_key} records "
-                    f"({cap.limitation or 'no create endpoint'}); set chargebee.create: false"
-                )
-            elif self.chargebee.create is True and cap.create_needs is not None:
-                problems.append(
-                    f"chargebee.create is true, but Chargebee creates {cap.object_key} records only on "
-                    f"sites with {cap.create_needs.replace('_', ' ')} ({cap.limitation}); set "
-                    f"chargebee.create: false, or chargebee.create: {cap.create_needs} if your site has it"
-                )
-            elif isinstance(self.chargebee.create, str) and cap.create_needs != self.chargebee.create:
-                problems.append(
-                    f"chargebee.create: {self.chargebee.create} applies only to Chargebee orders; "
-                    "use true or false"
-                )
-            if self.chargebee.create_id is not None:
-                import string
+        return problems
 
-                holes = {h for _, h, _, _ in string.Formatter().parse(self.chargebee.create_id) if h}
-                bad = sorted(holes - {"crm_id", *names})
-                if bad or not holes:
-                    problems.append(
-                        f"chargebee.create_id {self.chargebee.create_id!r} must use only {{crm_id}} or field "
-                        f"names as placeholders (unknown: {', '.join(bad) or 'none given'})"
-                    )
-            deletes = (DeletePolicy.PROPAGATE, DeletePolicy.APPROVE)
-            if self.delete.on_customcrm_delete in deletes and not cap.can_delete:
+    def _create_problems(self, cap: ResourceCapability, names: list[str]) -> list[str]:
+        """What the file asks of creating Chargebee records that Chargebee's API refuses."""
+        problems: list[str] = []
+        if self.chargebee.create and not cap.can_create:
+            problems.append(
+                f"chargebee.create is true, but Chargebee cannot create {cap.object_key} records "
+                f"({cap.limitation or 'no create endpoint'}); set chargebee.create: false"
+            )
+        elif self.chargebee.create is True and cap.create_needs is not None:
+            problems.append(
+                f"chargebee.create is true, but Chargebee creates {cap.object_key} records only on "
+                f"sites with {cap.create_needs.replace('_', ' ')} ({cap.limitation}); set "
+                f"chargebee.create: false, or chargebee.create: {cap.create_needs} if your site has it"
+            )
+        elif isinstance(self.chargebee.create, str) and cap.create_needs != self.chargebee.create:
+            problems.append(
+                f"chargebee.create: {self.chargebee.create} applies only to Chargebee orders; "
+                "use true or false"
+            )
+        if self.chargebee.create_id is not None:
+            import string
+
+            holes = {h for _, h, _, _ in string.Formatter().parse(self.chargebee.create_id) if h}
+            bad = sorted(holes - {"crm_id", *names})
+            if bad or not holes:
                 problems.append(
-                    f"delete.on_customcrm_delete: {self.delete.on_customcrm_delete.value} would delete "
-                    f"Chargebee {cap.object_key} records, and Chargebee's API has no delete for them; "
-                    "use unlink"
+                    f"chargebee.create_id {self.chargebee.create_id!r} must use only {{crm_id}} or field "
+                    f"names as placeholders (unknown: {', '.join(bad) or 'none given'})"
                 )
-            for key in self.chargebee.create_requires:
-                if key not in names:
-                    problems.append(
-                        f"chargebee.create_requires names {key!r}, which is not one of the fields"
-                    )
-            if self.customcrm.no_partner is not None:
+        for key in self.chargebee.create_requires:
+            if key not in names:
+                problems.append(f"chargebee.create_requires names {key!r}, which is not one of the fields")
+        return problems
+
+    def _side_problems(self, cap: ResourceCapability, names: list[str]) -> list[str]:
+        """Delete policies and the creator rule (``no_partner``) each side allows."""
+        problems: list[str] = []
+        deletes = (DeletePolicy.PROPAGATE, DeletePolicy.APPROVE)
+        if self.delete.on_customcrm_delete in deletes and not cap.can_delete:
+            problems.append(
+                f"delete.on_customcrm_delete: {self.delete.on_customcrm_delete.value} would delete "
+                f"Chargebee {cap.object_key} records, and Chargebee's API has no delete for them; "
+                "use unlink"
+            )
+        if self.customcrm.no_partner is not None:
+            problems.append(
+                "customcrm.no_partner applies only to the Chargebee side (a Chargebee record's "
+                "created_by); remove it"
+            )
+        if self.chargebee.no_partner is not None:
+            key_paths = {self.fields[names.index(k)].chargebee for k in self.match.keys if k in names}
+            if self.chargebee.no_partner not in key_paths:
                 problems.append(
-                    "customcrm.no_partner applies only to the Chargebee side (a Chargebee record's "
-                    "created_by); remove it"
+                    f"chargebee.no_partner {self.chargebee.no_partner!r} must be the Chargebee path "
+                    f"of a match key ({', '.join(sorted(key_paths)) or 'none'}): the key that "
+                    "names the record's creator"
                 )
-            if self.chargebee.no_partner is not None:
-                key_paths = {self.fields[names.index(k)].chargebee for k in self.match.keys if k in names}
-                if self.chargebee.no_partner not in key_paths:
-                    problems.append(
-                        f"chargebee.no_partner {self.chargebee.no_partner!r} must be the Chargebee path "
-                        f"of a match key ({', '.join(sorted(key_paths)) or 'none'}): the key that "
-                        "names the record's creator"
-                    )
-            for f in self.fields:
-                if f.ref_missing_fix is not None and not f.ref:
-                    problems.append(
-                        f"field {f.name!r} has ref_missing_fix, which only applies to a field with `ref:`"
-                    )
-                if f.ref_absent_when is not None and not f.ref:
-                    problems.append(
-                        f"field {f.name!r} has ref_absent_when, which only applies to a field with `ref:`"
-                    )
-                if f.on_create and f.direction is not Direction.TO_CUSTOMCRM:
-                    problems.append(
-                        f"field {f.name!r} has on_create: true, which only applies to a field with "
-                        "`direction: to_customcrm` (a field that flows to Chargebee is sent on create anyway)"
-                    )
-                top = f.chargebee.split(".", 1)[0]
-                if f.on_create and cap.create_params is not None and top not in cap.create_params:
-                    problems.append(
-                        f"field {f.name!r} has on_create: true, but creating a Chargebee {cap.object_key} "
-                        f"does not accept {f.chargebee}; remove on_create"
-                    )
-                if f.direction.writes(Side.CHARGEBEE) and not cap.can_write(f.chargebee):
-                    why = cap.limitation or "Chargebee's API has no endpoint that updates it"
-                    problems.append(
-                        f"field {f.name!r} asks to write Chargebee {cap.object_key}.{f.chargebee}, "
-                        f"which Chargebee cannot write ({why}); set `direction: to_customcrm`"
-                    )
-        if problems:
-            raise ValueError("; ".join(problems))
-        return self
+        return problems
 
     # -- derived views, used by the engine -------------------------------------------
 
@@ -578,6 +570,33 @@ class Mapping(_Strict):
 
     def source_path(self, f: FieldMap, side: Side) -> str:
         return f.customcrm if side is Side.CUSTOMCRM else f.chargebee
+
+
+def _field_problems(f: FieldMap, cap: ResourceCapability) -> list[str]:
+    """What one field pair asks that its options or Chargebee's API do not allow."""
+    problems: list[str] = []
+    if f.ref_missing_fix is not None and not f.ref:
+        problems.append(f"field {f.name!r} has ref_missing_fix, which only applies to a field with `ref:`")
+    if f.ref_absent_when is not None and not f.ref:
+        problems.append(f"field {f.name!r} has ref_absent_when, which only applies to a field with `ref:`")
+    if f.on_create and f.direction is not Direction.TO_CUSTOMCRM:
+        problems.append(
+            f"field {f.name!r} has on_create: true, which only applies to a field with "
+            "`direction: to_customcrm` (a field that flows to Chargebee is sent on create anyway)"
+        )
+    top = f.chargebee.split(".", 1)[0]
+    if f.on_create and cap.create_params is not None and top not in cap.create_params:
+        problems.append(
+            f"field {f.name!r} has on_create: true, but creating a Chargebee {cap.object_key} "
+            f"does not accept {f.chargebee}; remove on_create"
+        )
+    if f.direction.writes(Side.CHARGEBEE) and not cap.can_write(f.chargebee):
+        why = cap.limitation or "Chargebee's API has no endpoint that updates it"
+        problems.append(
+            f"field {f.name!r} asks to write Chargebee {cap.object_key}.{f.chargebee}, "
+            f"which Chargebee cannot write ({why}); set `direction: to_customcrm`"
+        )
+    return problems
 
 
 def parse_mapping(data: Any, *, source: str = "<mapping>") -> Mapping:
