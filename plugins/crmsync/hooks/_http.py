@@ -95,6 +95,9 @@ class HttpSettings(BaseModel):
     max_total_retry_wait: float = Field(default=300.0, ge=0)
     proxies: dict[str, str] | None = None
     headers: dict[str, str] = Field(default_factory=dict, description="Static extra request headers.")
+    change_poll_seconds: float = Field(
+        default=15.0, ge=0, description="Seconds between change-detection polls (crmsync.triggers); 0 = off."
+    )
 
     @field_validator("headers")
     @classmethod
