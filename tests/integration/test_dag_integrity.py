@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 TASKS = {
@@ -37,11 +38,16 @@ def test_dags_load_without_errors() -> None:
         assert [a.uri for a in publish.outlets] == [f"crmsync://{dag.dag_id}/links"]
 
 
+def _watchers(asset: object) -> list[str]:
+    return sorted(type(w.trigger).__name__ for w in asset.watchers)  # type: ignore[attr-defined]
+
+
 def test_a_flow_runs_after_the_flows_whose_links_it_references() -> None:
-    """Issue 15: a flow with references is scheduled on its upstream flows' links Assets
-    (all of them) and has no clock of its own; the others keep their mapping's schedule."""
+    """Issue 15: a flow with references runs on its changes or when all its upstream flows
+    updated their links (no clock of its own); the others on their changes or their
+    mapping's schedule. The changes Asset is watched by one trigger per side."""
     from airflow.dag_processing.dagbag import DagBag
-    from airflow.sdk import AssetAll
+    from airflow.sdk import Asset, AssetAll, AssetAny, AssetOrTimeSchedule
     from crmsync.mapping.model import load_mappings
 
     bag = DagBag(dag_folder=str(ROOT / "dags"))
@@ -51,15 +57,49 @@ def test_a_flow_runs_after_the_flows_whose_links_it_references() -> None:
         "contact_customer": ["customer_business_entity"],
         "order_order": ["contact_customer", "user_order"],
     }
+    both = ["ChargebeeEventTrigger", "CustomcrmChangeTrigger"]
     for dag_id, dag in bag.dags.items():
         condition = dag.timetable.asset_condition if hasattr(dag.timetable, "asset_condition") else None
         if dag_id in downstream:
-            assert isinstance(condition, AssetAll), (dag_id, dag.timetable)
-            uris = sorted(a.uri for a in condition.objects)
+            assert isinstance(condition, AssetAny), (dag_id, dag.timetable)
+            changes, links = condition.objects
+            assert isinstance(changes, Asset) and changes.uri == f"crmsync://{dag_id}/changes"
+            assert _watchers(changes) == both
+            assert isinstance(links, AssetAll), (dag_id, links)
+            uris = sorted(a.uri for a in links.objects)
             assert uris == sorted(f"crmsync://{up}/links" for up in downstream[dag_id]), uris
+            assert not isinstance(dag.timetable, AssetOrTimeSchedule), "no clock of its own"
         else:
-            assert condition is None, (dag_id, dag.timetable)
-            assert dag.timetable.expression == "0 * * * *", (dag_id, dag.timetable)
+            assert isinstance(dag.timetable, AssetOrTimeSchedule), (dag_id, dag.timetable)
+            assert dag.timetable.timetable.expression == "0 * * * *", (dag_id, dag.timetable)
+            assert isinstance(condition, Asset) and condition.uri == f"crmsync://{dag_id}/changes"
+            assert _watchers(condition) == both
+
+
+def test_change_detection_off_keeps_the_schedules_without_watchers(monkeypatch: Any) -> None:
+    """``[crmsync] change_detection = off``: the mapping's clock, or the upstream links."""
+    from airflow.sdk import AssetAll
+    from crmsync.flows.assets import schedule_for
+    from crmsync.mapping.model import load_mappings
+
+    monkeypatch.setenv("AIRFLOW__CRMSYNC__CHANGE_DETECTION", "off")
+    mappings = load_mappings(ROOT / "include/mappings")
+    flows = [m.flow for m in mappings]
+    for m in mappings:
+        schedule = schedule_for(m, flows)
+        assert isinstance(schedule, AssetAll) if m.depends_on else schedule == "@hourly", (m.flow, schedule)
+
+
+def test_dags_with_watchers_serialize() -> None:
+    """The scheduler stores DAGs serialized: the watchers' trigger kwargs must survive."""
+    from airflow.dag_processing.dagbag import DagBag
+    from airflow.serialization.serialized_objects import DagSerialization
+
+    bag = DagBag(dag_folder=str(ROOT / "dags"))
+    for dag in bag.dags.values():
+        data = DagSerialization.to_dict(dag)
+        assert "ChargebeeEventTrigger" in str(data) and "CustomcrmChangeTrigger" in str(data), dag.dag_id
+        DagSerialization.from_dict(data)
 
 
 def test_parsing_touches_no_network_or_database() -> None:

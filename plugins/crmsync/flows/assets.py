@@ -18,7 +18,19 @@ ends in the state of running the flows in dependency order
 (``tests/e2e/test_dependency_order.py``). Pausing an upstream flow therefore pauses the
 flows that depend on it (they can still be triggered by hand).
 
-Pure and cheap: building an Asset touches no database (DAG files parse fast).
+**Change detection.** Each flow also has a *changes* Asset, ``crmsync://<flow>/changes``,
+watched by two triggers the triggerer runs (:mod:`crmsync.triggers`): one polls the flow's
+Customcrm list, one reads Chargebee's events (one poll per site shared by every flow).
+They update the Asset when a record changed since the flow's last sync, not by the sync.
+A flow without references runs on its changes **or** its mapping's schedule (the clock
+is the safety net); a flow with references runs on its changes **or** when all its
+upstream flows updated their links (its upstream flows' clock is its safety net, as
+above). ``[crmsync] change_detection = off`` (``AIRFLOW__CRMSYNC__CHANGE_DETECTION``)
+restores the schedules without watchers; a mapping without a schedule (manual only) gets
+no watchers either.
+
+Pure and cheap: building an Asset touches no database (DAG files parse fast; the
+triggers read their connection and the link store only when the triggerer runs them).
 """
 
 from __future__ import annotations
@@ -27,7 +39,7 @@ from collections.abc import Collection
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from airflow.sdk import Asset, AssetAll
+    from airflow.sdk import Asset, AssetAll, AssetAny, AssetOrTimeSchedule
 
     from crmsync.mapping.model import Mapping as FlowMapping
 
@@ -48,16 +60,74 @@ def upstream_flows(mapping: FlowMapping, known_flows: Collection[str]) -> list[s
     return [f for f in mapping.depends_on if f in known_flows]
 
 
-def schedule_for(mapping: FlowMapping, known_flows: Collection[str]) -> str | AssetAll | None:
-    """The DAG's ``schedule``: the mapping's own for a flow that references no other
-    deployed flow; else the upstream flows' links Assets, all of them (see the module
-    docstring for why a downstream flow has no clock of its own)."""
-    from airflow.sdk import AssetAll
+def change_detection_enabled() -> bool:
+    """``[crmsync] change_detection`` (default on): whether flows get change watchers.
+    Read from Airflow's config, never a connection: DAG parsing touches no database."""
+    from airflow.configuration import conf
+
+    value = conf.get("crmsync", "change_detection", fallback="on")
+    return str(value).strip().lower() not in {"off", "false", "0", "no"}
+
+
+def changes_asset(mapping: FlowMapping) -> Asset:
+    """The Asset a flow's change watchers update: "a record of ``flow`` changed since its
+    last sync" (one trigger per side; see :mod:`crmsync.triggers`)."""
+    from airflow.sdk import Asset, AssetWatcher
+
+    from crmsync.mapping.capabilities import RESOURCES
+    from crmsync.triggers.chargebee import ChargebeeEventTrigger, event_types
+    from crmsync.triggers.customcrm import CustomcrmChangeTrigger
+
+    flow, conns, cb = mapping.flow, mapping.connections, mapping.chargebee
+    res = RESOURCES.get(cb.resource)
+    object_key = res.object_key if res is not None else cb.resource.removesuffix("s")
+    watchers = [
+        AssetWatcher(
+            name=f"crmsync_{flow}_customcrm",
+            trigger=CustomcrmChangeTrigger(flow, mapping.customcrm.resource, conns.customcrm, conns.store),
+        ),
+        AssetWatcher(
+            name=f"crmsync_{flow}_chargebee",
+            trigger=ChargebeeEventTrigger(
+                flow,
+                object_key,
+                event_types(cb.resource, cb.change_events, cb.delete_events),
+                conns.chargebee,
+                conns.store,
+            ),
+        ),
+    ]
+    return Asset(
+        name=f"crmsync.{flow}.changes", uri=f"crmsync://{flow}/changes", group=ASSET_GROUP, watchers=watchers
+    )
+
+
+def schedule_for(
+    mapping: FlowMapping, known_flows: Collection[str]
+) -> str | AssetAll | AssetAny | AssetOrTimeSchedule | None:
+    """The DAG's ``schedule`` (see the module docstring): a flow that references no other
+    deployed flow runs on its changes or its mapping's schedule; a flow with references on
+    its changes or all its upstream flows' links Assets (no clock of its own). Without
+    change detection (switched off, or a manual-only mapping) the same minus the changes."""
+    from airflow.sdk import AssetAll, AssetAny, AssetOrTimeSchedule, CronTriggerTimetable
 
     upstream = upstream_flows(mapping, known_flows)
-    if not upstream:
-        return mapping.schedule
-    return AssetAll(*(links_asset(f) for f in upstream))
+    links = AssetAll(*(links_asset(f) for f in upstream)) if upstream else None
+    if mapping.schedule is None or not change_detection_enabled():
+        return links if links is not None else mapping.schedule
+    changes = changes_asset(mapping)
+    if links is not None:
+        return AssetAny(changes, links)
+    return AssetOrTimeSchedule(
+        timetable=CronTriggerTimetable(mapping.schedule, timezone="UTC"), assets=changes
+    )
 
 
-__all__ = ["ASSET_GROUP", "links_asset", "schedule_for", "upstream_flows"]
+__all__ = [
+    "ASSET_GROUP",
+    "change_detection_enabled",
+    "changes_asset",
+    "links_asset",
+    "schedule_for",
+    "upstream_flows",
+]
