@@ -19,7 +19,7 @@ def main() -> None:
     parser.add_argument("--conf", default="{}")
     args = parser.parse_args()
     t0 = time.perf_counter()
-    from crmsync.flows.runner import load_dags
+    from scripts.runner import load_dags
 
     t1 = time.perf_counter()
     dags = load_dags(args.dags_folder)

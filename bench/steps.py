@@ -124,6 +124,6 @@ def run_all_subprocess(
 
 
 def summary(flow: str, run_id: str, store_conn: str = "crmsync_store") -> dict[str, Any] | None:
-    from crmsync.flows.runner import read_summary
+    from scripts.runner import read_summary
 
     return read_summary(run_id, flow, store_conn)

@@ -280,8 +280,8 @@ def main() -> int:
         f"task logs in {log_path}"
     )
     with quiet(log_path):
-        from crmsync.flows.runner import load_dags
         from crmsync.store.engine import store_engine
+        from runner import load_dags
 
         dags = load_dags(ROOT / "dags")
         store = store_engine()

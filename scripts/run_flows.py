@@ -86,8 +86,8 @@ def main() -> int:
 
     if not args.verbose:
         _quiet()
-    from crmsync.flows.runner import load_dags, ordered, run_flow, run_record
     from crmsync.flows.summary import render_failures, render_summary
+    from runner import load_dags, ordered, run_flow, run_record
 
     if not args.verbose:
         progress = logging.getLogger("crmsync.progress")

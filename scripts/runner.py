@@ -1,6 +1,7 @@
 """Run flow DAGs once, in this process, and read back their summaries.
 
-Used by ``make run`` / ``make sync`` and the end-to-end tests. It drives real DAG runs
+Used by ``make run`` / ``make sync`` (scripts/run_flows.py) and the end-to-end tests; not
+part of the package (a deployment runs flows through its scheduler). It drives real DAG runs
 through Airflow (``dag.test()``: a DagRun in the metadata database, every task
 executed), then reads the run's summary from the link store. The scheduler path
 (LocalExecutor, where Airflow's ORM ban is enforced) is covered by a separate test.
@@ -88,7 +89,10 @@ def _no_secret_in_debug_log() -> Iterator[None]:
     print the API key. A real worker's supervisor does not log that body. While a flow
     runs here, that one message is sent without its debug line; everything else is
     untouched. Without the class (another Airflow version) this does nothing, and
-    tests/chaos/test_secrets.py says so.
+    tests/chaos/test_secrets.py says so. Airflow offers no public switch for it: the
+    supervisor's logger has no name, so ``[logging] namespace_levels`` cannot quieten it,
+    and the secrets masker does not look inside the message object. This is why the runner
+    lives in scripts/, not in the package.
     """
     try:
         from airflow.sdk.execution_time import supervisor

@@ -217,9 +217,11 @@ def _failures_of(store_conn_id: str, flow: str, run_id: str, reason: str) -> tup
     """What failed and the fix, from the failures the tasks recorded on the run row."""
     failures: list[dict[str, str]] = []
     try:
-        from crmsync.flows.runner import read_summary
+        from crmsync.store.engine import store_engine
+        from crmsync.store.runs import RunStore
 
-        failures = list((read_summary(run_id, flow, store_conn_id) or {}).get("failures", []))
+        summary = RunStore(store_engine(store_conn_id), flow).read_summary(run_id)
+        failures = list((summary or {}).get("failures", []))
     except Exception as exc:
         log.warning("could not read the failures of run %s: %s", run_id, type(exc).__name__)
     if not failures:

@@ -1557,7 +1557,7 @@ def flow_run_with_kill(
 ) -> RunOutcome:
     """The task callables in DAG order; the upsert of a side this flow writes is SIGKILLed
     in a subprocess after a random number of its writes, then rerun (Airflow's retry)."""
-    from crmsync.flows.runner import read_summary
+    from scripts.runner import read_summary
 
     killed = False
     try:
@@ -1615,7 +1615,7 @@ def run_flow_chaos(
 ) -> Report:
     """Prerequisite flows and a baseline sync, ``cfg.rounds`` faulty rounds, clean runs, an idle run.
     ``mapping_file``: the mapping ``dags[flow]`` was built from, when not the shipped one."""
-    from crmsync.flows.runner import run_flow
+    from scripts.runner import run_flow
 
     report = Report(cfg.seed, flow=flow)
     conf = {"approve_large_change": True}

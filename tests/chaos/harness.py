@@ -448,7 +448,7 @@ def run_with_kill(
 ) -> RunOutcome:
     """The six task callables in DAG order; one upsert is SIGKILLed mid-way in a subprocess,
     then rerun in this process (what Airflow's task retry does)."""
-    from crmsync.flows.runner import read_summary
+    from scripts.runner import read_summary
 
     killed = False
     try:
@@ -1055,7 +1055,7 @@ def run_chaos(
     log: Callable[[str], None] = lambda s: None,
 ) -> Report:
     """Baseline sync, ``cfg.rounds`` faulty rounds, then clean runs until converged."""
-    from crmsync.flows.runner import run_flow
+    from scripts.runner import run_flow
 
     report = Report(cfg.seed)
     conf = {"approve_large_change": True}  # chaos rounds are bulk edits by design

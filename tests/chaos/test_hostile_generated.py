@@ -20,10 +20,10 @@ from typing import Any
 
 import pytest
 from crmsync.flows.factory import build_dag
-from crmsync.flows.runner import run_flow as run_dag
 from hypothesis import given
 from hypothesis import strategies as st
 
+from scripts.runner import run_flow as run_dag
 from tests.chaos import generated as gen
 from tests.chaos import hostile
 from tests.chaos.generated import CB, Flow

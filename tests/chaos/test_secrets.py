@@ -34,7 +34,7 @@ NEEDLES = [
 
 SCRIPT = r"""
 import os, requests
-from crmsync.flows.runner import load_dags, run_flow
+from scripts.runner import load_dags, run_flow
 
 cb, crm = os.environ["CHAOS_CB_URL"], os.environ["CHAOS_CRM_URL"]
 dag = load_dags(os.environ["CHAOS_DAGS"])["contact_customer"]
@@ -118,7 +118,7 @@ def test_no_secret_in_task_logs_or_any_table(dags: Any, store: Any, sandboxes: A
 
 SCRIPT_ONE_RUN = r"""
 import os
-from crmsync.flows.runner import load_dags, run_flow
+from scripts.runner import load_dags, run_flow
 print("RUN", run_flow(load_dags(os.environ["CHAOS_DAGS"])["contact_customer"], {}).state, flush=True)
 """
 

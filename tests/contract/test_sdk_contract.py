@@ -247,7 +247,6 @@ def _edit_both_sides(api: Any, engine: Any) -> None:
 @pytest.fixture(scope="module")
 def recorded(airflow_db: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Sent]]:
     """Every Chargebee request of three runs of all six flows, then two propagated deletes."""
-    from crmsync.flows.runner import ORDER
     from crmsync.hooks._http import ApiHook
     from crmsync.store.engine import store_engine
     from crmsync.store.schema import TABLES
@@ -255,6 +254,7 @@ def recorded(airflow_db: None, tmp_path_factory: pytest.TempPathFactory) -> Iter
 
     from sandbox.chargebee.server import serve_in_thread as serve_cb
     from sandbox.customcrm.server import serve_in_thread as serve_crm
+    from scripts.runner import ORDER
     from tests.e2e.conftest import CB_KEY, CRM_TOKEN, Sandboxes
 
     tmp = tmp_path_factory.mktemp("contract")

@@ -139,14 +139,14 @@ def sandboxes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Sandb
 
 @pytest.fixture(scope="session")
 def dags(airflow_db: None) -> dict[str, Any]:
-    from crmsync.flows.runner import load_dags
+    from scripts.runner import load_dags
 
     return load_dags(ROOT / "dags")
 
 
 @pytest.fixture
 def run_flow(dags: dict[str, Any], store: Any, sandboxes: Sandboxes) -> Any:
-    from crmsync.flows.runner import run_flow as _run
+    from scripts.runner import run_flow as _run
 
     def run(dag_id: str = "contact_customer", **conf: Any) -> Any:
         return _run(dags[dag_id], conf)
@@ -161,8 +161,8 @@ def legacy_orders(tmp_path: Path, store: Any, sandboxes: Sandboxes) -> Any:
     without an order, as legacy sites could), and a DAG of the mapping with
     ``chargebee.create: legacy_order_management``. Returns ``run()`` for that DAG."""
     from crmsync.flows.factory import build_dag
-    from crmsync.flows.runner import run_flow as _run
 
+    from scripts.runner import run_flow as _run
     from tests.legacy_orders import write_legacy_order_order
 
     sandboxes.set_order_management("legacy")

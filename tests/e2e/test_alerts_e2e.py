@@ -22,7 +22,8 @@ def test_circuit_breaker_stop_alerts_the_webhook(
 ) -> None:
     import yaml
     from crmsync.flows.factory import build_dag
-    from crmsync.flows.runner import run_flow
+
+    from scripts.runner import run_flow
 
     doc = yaml.safe_load((ROOT / "include/mappings/contact_customer.yaml").read_text())
     doc["limits"] = {"max_writes_per_run": 5}
@@ -50,7 +51,7 @@ def test_circuit_breaker_stop_alerts_the_webhook(
 def test_no_alert_connection_no_alert_and_the_run_is_unchanged(
     dags: dict[str, Any], sandboxes: Any, store: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from crmsync.flows.runner import run_flow
+    from scripts.runner import run_flow
 
     monkeypatch.delenv("AIRFLOW_CONN_CRMSYNC_ALERTS", raising=False)
     r = run_flow(dags["contact_customer"], {"approve_large_change": True})
@@ -60,7 +61,7 @@ def test_no_alert_connection_no_alert_and_the_run_is_unchanged(
 def test_chargebee_429s_after_every_retry_alert_the_site_blocked(
     dags: dict[str, Any], sandboxes: Any, store: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from crmsync.flows.runner import run_flow
+    from scripts.runner import run_flow
 
     monkeypatch.setenv(
         "AIRFLOW_CONN_CHARGEBEE_DEFAULT",
@@ -88,7 +89,7 @@ def test_chargebee_429s_after_every_retry_alert_the_site_blocked(
 def test_quarantine_above_the_flows_threshold_alerts(
     dags: dict[str, Any], sandboxes: Any, store: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from crmsync.flows.runner import run_flow
+    from scripts.runner import run_flow
 
     with webhook() as hook:
         extra = {"quarantine_threshold": 1000, "quarantine_thresholds": {"contact_customer": 0}}

@@ -42,13 +42,13 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa_
-from crmsync.flows.runner import ORDER
 from crmsync.store.engine import AIRFLOW_SQLITE_TIMEOUT_SECONDS
 from crmsync.store.schema import link
 from sqlalchemy import create_engine, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.pool import NullPool
 
+from scripts.runner import ORDER
 from tests.e2e.conftest import CB_KEY, CRM_TOKEN, SEEDS, Sandboxes
 from tests.e2e.standalone import Standalone
 from tests.e2e.test_contact_customer import writes

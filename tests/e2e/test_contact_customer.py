@@ -177,7 +177,8 @@ def test_deletes_propagate_when_the_policy_says_so(dags, sandboxes, store, tmp_p
     """A mapping with `propagate` deletes the linked record on the other side."""
     import yaml
     from crmsync.flows.factory import build_dag
-    from crmsync.flows.runner import run_flow as _run
+
+    from scripts.runner import run_flow as _run
 
     doc = yaml.safe_load((ROOT / "include/mappings/contact_customer.yaml").read_text())
     doc["delete"] = {"on_customcrm_delete": "propagate", "on_chargebee_delete": "propagate"}
@@ -264,7 +265,8 @@ def test_a_dry_run_shows_the_plan_record_by_record_and_field_by_field(run_flow, 
 def test_circuit_breaker_stops_a_run_that_would_write_too_much(dags, sandboxes, store, tmp_path):
     import yaml
     from crmsync.flows.factory import build_dag
-    from crmsync.flows.runner import run_flow as _run
+
+    from scripts.runner import run_flow as _run
 
     doc = yaml.safe_load((ROOT / "include/mappings/contact_customer.yaml").read_text())
     doc["limits"] = {"max_writes_per_run": 5}

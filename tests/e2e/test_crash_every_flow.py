@@ -52,10 +52,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from crmsync.flows.runner import ORDER
 from crmsync.store.schema import TABLES, link, plan, quarantine
 from sqlalchemy import delete, func, select
 
+from scripts.runner import ORDER
 from tests.e2e.conftest import CB_KEY, CRM_TOKEN, SEEDS, Sandboxes
 from tests.e2e.test_contact_customer import writes
 

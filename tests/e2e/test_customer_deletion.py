@@ -128,7 +128,8 @@ def test_the_syncs_own_propagated_delete_is_not_resurrected_in_the_pending_windo
 ):
     import yaml
     from crmsync.flows.factory import build_dag
-    from crmsync.flows.runner import run_flow as _run
+
+    from scripts.runner import run_flow as _run
 
     doc = yaml.safe_load((ROOT / "include/mappings/contact_customer.yaml").read_text())
     doc["delete"] = {"on_customcrm_delete": "propagate", "on_chargebee_delete": "unlink"}
@@ -225,7 +226,8 @@ def test_restore_re_creates_a_purged_customer_under_its_id_once(dags, sandboxes,
     record before it: no loop of deletes and restores."""
     import yaml
     from crmsync.flows.factory import build_dag
-    from crmsync.flows.runner import run_flow as _run
+
+    from scripts.runner import run_flow as _run
 
     doc = yaml.safe_load((ROOT / "include/mappings/contact_customer.yaml").read_text())
     doc["delete"] = {"on_customcrm_delete": "unlink", "on_chargebee_delete": "restore"}

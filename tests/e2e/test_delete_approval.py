@@ -31,7 +31,8 @@ FLOW = "contact_customer"
 def approving(dags: dict[str, Any], store: Any, sandboxes: Any, tmp_path: Path) -> Any:
     """contact_customer with ``approve`` for deletes on both sides; returns ``run(**conf)``."""
     from crmsync.flows.factory import build_dag
-    from crmsync.flows.runner import run_flow as _run
+
+    from scripts.runner import run_flow as _run
 
     doc = yaml.safe_load((ROOT / "include/mappings/contact_customer.yaml").read_text())
     doc["delete"] = {"on_customcrm_delete": "approve", "on_chargebee_delete": "approve"}

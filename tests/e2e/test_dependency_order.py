@@ -33,13 +33,13 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
-from crmsync.flows.runner import ORDER
 from crmsync.mapping.model import load_mappings
 from crmsync.store.schema import TABLES, link, quarantine
 from sqlalchemy import create_engine, delete, func, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.pool import NullPool
 
+from scripts.runner import ORDER
 from tests.e2e.conftest import CB_KEY, CRM_TOKEN, ROOT, SEEDS, Sandboxes
 from tests.e2e.standalone import Standalone
 from tests.e2e.test_scheduler import link_store_ready

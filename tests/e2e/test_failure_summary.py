@@ -23,8 +23,9 @@ def _closed_port() -> int:
 def test_transport_error_names_task_connection_host_and_fix(
     dags: dict[str, Any], sandboxes: Any, store: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from crmsync.flows.runner import run_flow, run_record
     from crmsync.flows.summary import render_failures
+
+    from scripts.runner import run_flow, run_record
 
     secret = "cb_test_secret_never_shown"
     port = _closed_port()
@@ -65,7 +66,8 @@ def test_circuit_breaker_stop_shows_its_numbers_and_the_approve_hint(
 ) -> None:
     import yaml
     from crmsync.flows.factory import build_dag
-    from crmsync.flows.runner import run_flow, run_record
+
+    from scripts.runner import run_flow, run_record
 
     doc = yaml.safe_load((ROOT / "include/mappings/contact_customer.yaml").read_text())
     doc["limits"] = {"max_writes_per_run": 5}

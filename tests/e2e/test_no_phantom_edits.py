@@ -20,10 +20,10 @@ import json
 from pathlib import Path
 
 import pytest
-from crmsync.flows.runner import ORDER
 from crmsync.store.schema import audit, link
 from sqlalchemy import select
 
+from scripts.runner import ORDER
 from tests.e2e.test_contact_customer import writes
 from tests.e2e.test_crash_every_flow import all_steps
 from tests.legacy_orders import write_legacy_order_order

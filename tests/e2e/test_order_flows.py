@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import requests
-from crmsync.flows.runner import ORDER
 from crmsync.store.schema import link
 from sqlalchemy import func, select
 
+from scripts.runner import ORDER
 from tests.e2e.test_contact_customer import writes
 
 pytestmark = pytest.mark.e2e

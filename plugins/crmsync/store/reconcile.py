@@ -14,8 +14,7 @@ from sqlalchemy.engine import RowMapping
 from crmsync.mapping.model import Side
 from crmsync.store.codec import BATCH, FlowStore
 from crmsync.store.schema import link, quarantine, staging
-
-PairRow = tuple[RowMapping, RowMapping | None, RowMapping | None]
+from crmsync.store.staging import PairRow, StagingStore
 
 
 class ReconcileStore(FlowStore):
@@ -28,50 +27,7 @@ class ReconcileStore(FlowStore):
         """Every link of the flow with its staged Customcrm and Chargebee rows (None where
         the full read did not return the record), in batches, in link order. Columns of the
         staged rows are prefixed ``c_`` and ``k_`` as in ``StagingStore.iter_touched_links``."""
-        c = staging.alias("c")
-        k = staging.alias("k")
-        cols: list[Any] = [link]
-        cols += [col.label(f"c_{col.name}") for col in c.c]
-        cols += [col.label(f"k_{col.name}") for col in k.c]
-        query = (
-            select(*cols)
-            .select_from(
-                link.outerjoin(
-                    c,
-                    and_(
-                        c.c.run_id == run_id,
-                        c.c.flow == self.flow,
-                        c.c.side == Side.CUSTOMCRM.value,
-                        c.c.record_id == link.c.crm_id,
-                    ),
-                ).outerjoin(
-                    k,
-                    and_(
-                        k.c.run_id == run_id,
-                        k.c.flow == self.flow,
-                        k.c.side == Side.CHARGEBEE.value,
-                        k.c.record_id == link.c.cb_id,
-                    ),
-                )
-            )
-            .where(link.c.flow == self.flow)
-            .order_by(link.c.id)
-        )
-        with self.engine.connect() as conn:
-            batch: list[PairRow] = []
-            for row in conn.execution_options(yield_per=BATCH).execute(query).mappings():
-                batch.append(
-                    (
-                        row,
-                        row if row["c_record_id"] is not None else None,
-                        row if row["k_record_id"] is not None else None,
-                    )
-                )
-                if len(batch) >= BATCH:
-                    yield batch
-                    batch = []
-            if batch:
-                yield batch
+        return StagingStore(self.engine, self.flow).iter_links_with_staged(run_id, touched_only=False)
 
     def iter_unlinked(self, run_id: str) -> Iterator[RowMapping]:
         """Staged live records no link holds, each with its quarantine entry's ``q_kind``

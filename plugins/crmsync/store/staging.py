@@ -16,6 +16,9 @@ from crmsync.store.codec import BATCH, HINTS, FlowStore, chunks, dumps, record_f
 from crmsync.store.schema import link, plan, quarantine, staging
 
 #: runs an optional reference is retried before the record stops being carried
+#: a link row with the staged row of each side (None where not staged)
+PairRow = tuple[RowMapping, RowMapping | None, RowMapping | None]
+
 REF_PENDING_TRIES = 3
 
 
@@ -196,42 +199,38 @@ class StagingStore(FlowStore):
             )
         self.clear_deferred(run_id)
 
-    def iter_touched_links(
-        self, run_id: str
-    ) -> Iterator[list[tuple[RowMapping, RowMapping | None, RowMapping | None]]]:
+    def iter_touched_links(self, run_id: str) -> Iterator[list[PairRow]]:
         """Linked pairs with at least one side staged, in batches, with both staged rows."""
+        return self.iter_links_with_staged(run_id, touched_only=True)
+
+    def iter_links_with_staged(self, run_id: str, *, touched_only: bool) -> Iterator[list[PairRow]]:
+        """The flow's links with the run's staged row of each side (None where that side
+        was not staged), in batches, in link order; ``touched_only``: only links with at
+        least one side staged. Staged columns are prefixed ``c_`` (Customcrm) and ``k_``."""
         c = staging.alias("c")
         k = staging.alias("k")
         cols: list[Any] = [link]
         cols += [col.label(f"c_{col.name}") for col in c.c]
         cols += [col.label(f"k_{col.name}") for col in k.c]
-        query = (
-            select(*cols)
-            .select_from(
-                link.outerjoin(
-                    c,
-                    and_(
-                        c.c.run_id == run_id,
-                        c.c.flow == self.flow,
-                        c.c.side == Side.CUSTOMCRM.value,
-                        c.c.record_id == link.c.crm_id,
-                    ),
-                ).outerjoin(
-                    k,
-                    and_(
-                        k.c.run_id == run_id,
-                        k.c.flow == self.flow,
-                        k.c.side == Side.CHARGEBEE.value,
-                        k.c.record_id == link.c.cb_id,
-                    ),
-                )
+
+        def staged_side(alias: Any, side: Side, record_id: Any) -> Any:
+            return and_(
+                alias.c.run_id == run_id,
+                alias.c.flow == self.flow,
+                alias.c.side == side.value,
+                alias.c.record_id == record_id,
             )
-            .where(link.c.flow == self.flow, or_(c.c.record_id.is_not(None), k.c.record_id.is_not(None)))
-            .order_by(link.c.id)
+
+        joined = link.outerjoin(c, staged_side(c, Side.CUSTOMCRM, link.c.crm_id)).outerjoin(
+            k, staged_side(k, Side.CHARGEBEE, link.c.cb_id)
         )
+        where = [link.c.flow == self.flow]
+        if touched_only:
+            where.append(or_(c.c.record_id.is_not(None), k.c.record_id.is_not(None)))
+        query = select(*cols).select_from(joined).where(*where).order_by(link.c.id)
         with self.engine.connect() as conn:
             result = conn.execution_options(yield_per=BATCH).execute(query).mappings()
-            batch: list[tuple[RowMapping, RowMapping | None, RowMapping | None]] = []
+            batch: list[PairRow] = []
             for row in result:
                 batch.append(
                     (
