@@ -9,13 +9,16 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from crmsync.store.schema import link
-from crmsync.triggers.chargebee import _POLLERS, ChargebeeEventTrigger, event_types
+from crmsync.store.schema import link, run
+from crmsync.triggers.chargebee import _POLLERS, ChargebeeEventTrigger, SitePoller, event_types
 from crmsync.triggers.customcrm import CustomcrmChangeTrigger
-from sqlalchemy import select
+from sqlalchemy import delete, insert, select
 
 from tests.e2e import conftest as e2e
 
@@ -56,6 +59,19 @@ def _cb_trigger(flow: str, resource: str, obj: str) -> ChargebeeEventTrigger:
     )
 
 
+@contextmanager
+def _run_in_progress(store: Any, flow: str) -> Iterator[None]:
+    """A run row of ``flow`` that has not finished, as during a run's upserts."""
+    key = {"run_id": "manual__in_progress", "flow": flow}
+    with store.begin() as conn:
+        conn.execute(insert(run).values(**key, started_at=datetime.now(UTC), status="running"))
+    try:
+        yield
+    finally:
+        with store.begin() as conn:
+            conn.execute(delete(run).where(run.c.run_id == key["run_id"]))
+
+
 def _crm_trigger() -> CustomcrmChangeTrigger:
     return CustomcrmChangeTrigger("contact_customer", "contacts", "customcrm_default")
 
@@ -80,6 +96,8 @@ def test_customcrm_trigger_fires_for_an_edit_not_when_idle_nor_for_the_syncs_wri
     assert trigger.poll_once() == [], "the sync's own writes must not start a run"
     crm_id, _ = _pair(store)
     sandboxes.crm("PATCH", f"contacts/{crm_id}", json={"Phone": "+47 400 00 009"})
+    with _run_in_progress(store, "contact_customer"):
+        assert trigger.poll_once() == [], "a run in progress reads the change itself"
     changed = trigger.poll_once()
     assert [s.id for s in changed] == [crm_id]
     assert trigger.poll_once() == [], "an edit is announced once"
@@ -110,7 +128,15 @@ def test_chargebee_trigger_fires_for_an_edit_not_for_the_syncs_writes(
     assert asyncio.run(_first_event(trigger, 2)) is None, "the sync's own write must not start a run"
     _POLLERS.clear()
     time.sleep(1.1)
+    edited = time.time()
     sandboxes.cb("POST", f"customers/{cb_id}", data={"company": "Edited by a person AS"})
+    held = _cb_trigger("contact_customer", "customers", "customer")
+    poller = SitePoller("chargebee_default", "crmsync_store", POLL)
+    poller._cursor = int(edited) - 1  # the events since the edit
+    events = poller.fetch(held.event_types)
+    with _run_in_progress(store, "contact_customer"):
+        assert held.decide(events) == [], "decided after the run, not during it"
+    assert [s.id for s in held.decide([])] == [cb_id]
     event = asyncio.run(_first_event(_cb_trigger("contact_customer", "customers", "customer"), 5))
     assert event is not None and event.payload == {
         "flow": "contact_customer",

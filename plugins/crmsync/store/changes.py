@@ -8,13 +8,14 @@ thread of the triggerer (``asyncio.to_thread``), never on its event loop.
 from __future__ import annotations
 
 from collections.abc import Collection
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import and_, select
 from sqlalchemy.engine import Engine
 
 from crmsync.mapping.model import Side
 from crmsync.store.codec import chunks
-from crmsync.store.schema import link, watermark
+from crmsync.store.schema import link, run, watermark
 
 
 def flow_watermark(engine: Engine, flow: str, side: Side) -> float | None:
@@ -47,4 +48,18 @@ def linked_versions(engine: Engine, flow: str, side: Side, ids: Collection[str])
     return out
 
 
-__all__ = ["flow_watermark", "linked_versions"]
+def run_in_progress(engine: Engine, flow: str, max_age_seconds: float = 1800.0) -> bool:
+    """Whether a run of ``flow`` started less than ``max_age_seconds`` ago and has not
+    finished. Its writes come back as changes before ``update_links`` records their
+    versions, so detection waits for it (a run that crashed stops counting after the age)."""
+    since = datetime.now(UTC) - timedelta(seconds=max_age_seconds)
+    with engine.connect() as conn:
+        row = conn.execute(
+            select(run.c.run_id)
+            .where(and_(run.c.flow == flow, run.c.status != "finished", run.c.started_at > since))
+            .limit(1)
+        ).first()
+    return row is not None
+
+
+__all__ = ["flow_watermark", "linked_versions", "run_in_progress"]

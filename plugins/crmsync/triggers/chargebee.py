@@ -11,6 +11,10 @@ counted against the shared rate budget (the hook is built with
 process: each triggerer process polls on its own (run one triggerer per deployment, or
 budget ``change_poll_seconds`` for several).
 
+A trigger decides nothing while a run of its flow is in progress (the run's writes come
+back as events before ``update_links`` records their versions): it holds the events and
+decides after the run.
+
 ``occurred_at[after]`` is strict and in whole seconds, so the poll asks from one second
 before the newest event seen and drops the event ids it already handed out.
 """
@@ -42,6 +46,8 @@ RESOURCE_EVENTS: dict[str, tuple[str, ...]] = {
 }
 #: Events one poll reads at most (Chargebee's largest page: one request).
 PAGE_SIZE = 100
+#: Events a trigger holds at most while a run of its flow is in progress.
+HELD_MAX = 1000
 
 
 def event_types(resource: str, change_events: Collection[str], delete_events: Collection[str]) -> list[str]:
@@ -181,6 +187,7 @@ class ChargebeeEventTrigger(BaseEventTrigger):
         self.conn_id = conn_id
         self.store_conn_id = store_conn_id
         self._announced = Announced()
+        self._held: list[dict[str, Any]] = []  # events seen while a run of the flow was in progress
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -204,8 +211,11 @@ class ChargebeeEventTrigger(BaseEventTrigger):
         sid, queue = poller.subscribe(self.event_types, since)
         try:
             while True:
-                events = await queue.get()
-                changed = await asyncio.to_thread(self.decide, events)
+                try:  # events held while a run was in progress are decided after it
+                    fresh = await asyncio.wait_for(queue.get(), interval) if self._held else await queue.get()
+                except TimeoutError:
+                    fresh = []
+                changed = await asyncio.to_thread(self.decide, fresh)
                 if changed:
                     yield TriggerEvent(payload(self.flow, Side.CHARGEBEE.value, changed))  # type: ignore[no-untyped-call]
         finally:
@@ -220,10 +230,15 @@ class ChargebeeEventTrigger(BaseEventTrigger):
     def decide(self, events: list[dict[str, Any]]) -> list[Seen]:
         """Blocking (run in a thread): the records of ``events`` changed since the flow's
         last sync, not by the sync; remembered, so each is announced once."""
-        from crmsync.store.changes import flow_watermark, linked_versions
+        from crmsync.store.changes import flow_watermark, linked_versions, run_in_progress
         from crmsync.store.engine import store_engine
 
         engine = store_engine(self.store_conn_id)
+        events = [*self._held, *events]
+        self._held = []
+        if run_in_progress(engine, self.flow):
+            self._held = events[-HELD_MAX:]  # the run's own writes are not in its links yet
+            return []
         since = flow_watermark(engine, self.flow, Side.CHARGEBEE)
         seen = seen_in(events, self.object_key)
         linked = linked_versions(engine, self.flow, Side.CHARGEBEE, [s.id for s in seen])

@@ -5,7 +5,9 @@ Each flow reads its own resource, so each flow's trigger polls on its own, every
 ``change_poll_seconds`` of the Customcrm connection (one request a poll, counted against
 the shared rate budget). The sync's own writes come back in the list (they changed after
 the watermark) and are skipped by version (:func:`crmsync.triggers.decide.unsynced`);
-when a whole page is such records, the next poll starts after them.
+when a whole page is such records, the next poll starts after them. While a run of the
+flow is in progress nothing is polled: its writes are not in its links until
+``update_links``, and the run reads the changes itself.
 """
 
 from __future__ import annotations
@@ -92,13 +94,15 @@ class CustomcrmChangeTrigger(BaseEventTrigger):
     def poll_once(self) -> list[Seen]:
         """One poll (blocking: run it in a thread): the records that changed since the
         flow's last sync, not by the sync; remembered, so each is announced once."""
-        from crmsync.store.changes import flow_watermark, linked_versions
+        from crmsync.store.changes import flow_watermark, linked_versions, run_in_progress
         from crmsync.store.engine import store_engine
 
         engine = store_engine(self.store_conn_id)
         since = flow_watermark(engine, self.flow, Side.CUSTOMCRM)
-        if since is None:
-            return []  # never synced: the first run comes from the schedule
+        if since is None or run_in_progress(engine, self.flow):
+            # never synced: the first run comes from the schedule; a run in progress:
+            # its writes are not in its links yet, and it reads the changes itself
+            return []
         start = since if self._cursor is None or self._cursor < since else self._cursor
         hook = self._client()
         pages = hook.iter_pages(
