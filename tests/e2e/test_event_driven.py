@@ -6,7 +6,8 @@ detection at its default interval (15 s). ``customer_business_entity`` and
 ``contact_customer`` are unpaused: the first runs on its clock, the second after it
 (links Asset); then a person edits a contact in Customcrm, and with no trigger from the
 test a ``contact_customer`` run starts (its changes Asset, updated by the Customcrm
-watcher) and Chargebee shows the edit. The seconds from the edit to Chargebee are printed.
+watcher) and Chargebee shows the edit, and the sync's own writes start no further run.
+The seconds from the edit to Chargebee are printed.
 """
 
 from __future__ import annotations
@@ -82,3 +83,9 @@ def test_an_edit_in_customcrm_reaches_chargebee_by_itself_within_a_minute(
         print(f"\nCustomcrm edit → Chargebee in {shown} (measured); new contact_customer runs: {sorted(new)}")
         assert new, "no contact_customer run started by itself\n" + sa.output_tail()
         assert seconds is not None and seconds <= 60, f"took {seconds} s\n" + sa.output_tail()
+        # the run's own writes (Chargebee's customer_changed, its Customcrm writes) start no run
+        wait_quiet(sa, ["contact_customer"], before, timeout=120)
+        settled = set(sa.dag_runs("contact_customer"))
+        time.sleep(40)  # more than two polls at the default 15 s
+        extra = set(sa.dag_runs("contact_customer")) - settled
+        assert not extra, f"runs started by the sync's own writes: {extra}"
