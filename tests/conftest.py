@@ -31,8 +31,14 @@ if os.environ.get("CRMSYNC_TEST_DB") == "postgres":
     os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = _url
     _u = urlparse(_url)
     os.environ["AIRFLOW_CONN_CRMSYNC_STORE"] = json.dumps(
-        {"conn_type": "postgres", "host": _u.hostname, "port": _u.port or 5432, "login": _u.username or "",
-         "password": _u.password or "", "schema": _u.path.lstrip("/")}
+        {
+            "conn_type": "postgres",
+            "host": _u.hostname,
+            "port": _u.port or 5432,
+            "login": _u.username or "",
+            "password": _u.password or "",
+            "schema": _u.path.lstrip("/"),
+        }
     )
 else:
     _db = _HOME / "airflow.db"
