@@ -49,6 +49,12 @@ CHARGEBEE_CONN_FIELDS: dict[str, dict[str, Any]] = {
         "at 0.5 s per request (4 to 32).",
     ),
     "timeout": _int_field("Timeout (s)", 30, "Read timeout per request; connect timeout is min(10, this)."),
+    "change_poll_seconds": _int_field(
+        "Change poll (s)",
+        15,
+        "Seconds between the triggerer's polls for changes (one GET /events per site for every "
+        "flow: 15 s is 4 requests a minute); 0 stops event-driven runs for this site.",
+    ),
 }
 
 CHARGEBEE_UI_BEHAVIOUR: dict[str, Any] = {
@@ -67,6 +73,12 @@ CUSTOMCRM_CONN_FIELDS: dict[str, dict[str, Any]] = {
     ),
     "max_workers": _int_field("Max workers", 4, "Threads a task may use against the CRM."),
     "timeout": _int_field("Timeout (s)", 30, "Read timeout per request; connect timeout is min(10, this)."),
+    "change_poll_seconds": _int_field(
+        "Change poll (s)",
+        15,
+        "Seconds between the triggerer's polls for changes (one small list request per flow); "
+        "0 stops event-driven runs for this CRM.",
+    ),
 }
 
 CUSTOMCRM_UI_BEHAVIOUR: dict[str, Any] = {
