@@ -196,7 +196,9 @@ def to_side(mapping: FlowMapping, side: Side, values: Mapping[str, Canonical]) -
     return out
 
 
-def _timestamp(value: Any) -> float:
+def timestamp(value: Any) -> float:
+    """Unix seconds of a record's update time as either API returns it (seconds, or an ISO
+    8601 string); 0.0 when absent or unreadable (an unknown time sorts oldest)."""
     if value is None or value == "":
         return 0.0
     if isinstance(value, int | float):
@@ -215,7 +217,7 @@ def side_record(mapping: FlowMapping, side: Side, raw: Mapping[str, Any], meta: 
         side=side,
         id=str(raw[meta.id]),
         values=to_canonical(mapping, side, raw),
-        updated_at=_timestamp(raw.get(meta.updated_at)),
+        updated_at=timestamp(raw.get(meta.updated_at)),
         version=None if version is None else str(version),
         deleted=bool(raw.get(meta.deleted)),
         external_ref=None if ext in (None, "") else str(ext),

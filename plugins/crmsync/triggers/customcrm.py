@@ -20,6 +20,7 @@ from typing import Any
 
 from airflow.triggers.base import BaseEventTrigger, TriggerEvent
 
+from crmsync.engine.canonical import timestamp
 from crmsync.mapping.model import Side
 from crmsync.triggers.common import Announced, payload, poll_seconds
 from crmsync.triggers.decide import Seen, unsynced
@@ -28,15 +29,6 @@ log = logging.getLogger("crmsync.triggers")
 
 #: Records a poll reads: one request either way; small so an idle poll costs little.
 PAGE_SIZE = 10
-
-
-def _changed_at(value: Any) -> float:
-    if isinstance(value, int | float):
-        return float(value)
-    try:
-        return datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return 0.0
 
 
 class CustomcrmChangeTrigger(BaseEventTrigger):
@@ -111,7 +103,7 @@ class CustomcrmChangeTrigger(BaseEventTrigger):
         self.requests += 1
         page: list[dict[str, Any]] = next(pages, [])
         pages.close()
-        seen = [Seen(str(r["Id"]), _str(r.get("Version")), _changed_at(r.get("UpdatedAt"))) for r in page]
+        seen = [Seen(str(r["Id"]), _str(r.get("Version")), timestamp(r.get("UpdatedAt"))) for r in page]
         linked = linked_versions(engine, self.flow, Side.CUSTOMCRM, [s.id for s in seen])
         changed = unsynced(seen, linked, since, self._announced)
         self._announced.add(changed)
