@@ -25,6 +25,11 @@ os.environ["AIRFLOW__CORE__UNIT_TEST_MODE"] = "False"
 os.environ["AIRFLOW__DATABASE__EXTERNAL_DB_MANAGERS"] = "crmsync.store.db_manager.LinkStoreDBManager"
 os.environ["AIRFLOW__LOGGING__LOGGING_LEVEL"] = os.environ.get("CRMSYNC_TEST_LOG_LEVEL", "WARNING")
 os.environ["CRMSYNC_TASK_RETRIES"] = "0"
+# One Fernet key for every process of every test session (a test-only key, guarding nothing):
+# Airflow encrypts connections and the change triggers' kwargs with it, and on PostgreSQL
+# the session, each `airflow standalone` a test starts, and later sessions share one
+# database. With a key per AIRFLOW_HOME, a process reads another's rows as InvalidToken.
+os.environ["AIRFLOW__CORE__FERNET_KEY"] = "A-dYPuE-yf_HP6b8tcxwALz3g6uBgqVBygmFD-nzfXE="
 
 if os.environ.get("CRMSYNC_TEST_DB") == "postgres":
     _url = os.environ.get("CRMSYNC_PG_URL", "postgresql+psycopg2://crmsync:crmsync@127.0.0.1:5432/crmsync")
@@ -54,6 +59,25 @@ _FOLDER_MARKERS = {
     "e2e": "e2e",
     "chaos": "chaos",
 }
+
+
+def pytest_sessionstart(session: Any) -> None:
+    """PostgreSQL is shared with earlier sessions: forget the change triggers they left
+    (encrypted with whatever key those sessions had, and re-created from the DAGs)."""
+    if os.environ.get("CRMSYNC_TEST_DB") != "postgres":
+        return
+    from sqlalchemy import create_engine, inspect, text
+    from sqlalchemy.pool import NullPool
+
+    engine = create_engine(os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"], poolclass=NullPool)
+    try:
+        if {"asset_watcher", "trigger", "task_instance"} <= set(inspect(engine).get_table_names()):
+            with engine.begin() as conn:
+                conn.execute(text("DELETE FROM asset_watcher"))
+                conn.execute(text("UPDATE task_instance SET trigger_id = NULL WHERE trigger_id IS NOT NULL"))
+                conn.execute(text("DELETE FROM trigger"))
+    finally:
+        engine.dispose()
 
 
 def pytest_collection_modifyitems(config: Any, items: list[Any]) -> None:
