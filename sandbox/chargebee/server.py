@@ -196,16 +196,18 @@ class ChargebeeHandler(SandboxRequestHandler):
 
         if decision.kind == "lost_response" and route.writes and 200 <= status < 300 and not replayed:
             srv.stats.incr("fault_lost_response")
+            # Stats are recorded before answering so a client that reads /stats right after
+            # its response always sees that response counted.
             if decision.lost_mode == "drop":
-                self.drop_connection()
                 srv.stats.record(method, template, "lost_dropped")
+                self.drop_connection()
             else:
                 err = errors.server_error(500)
-                self.send_json(500, err.body())
                 srv.stats.record(method, template, 500)
+                self.send_json(500, err.body())
             return
-        self.send_json(status, resp, headers)
         srv.stats.record(method, template, status)
+        self.send_json(status, resp, headers)
 
     def _pre_checks(self, method: str, path: str, template: str) -> FaultDecision | None:
         """Rate limit, faults and auth; returns None when the request was already answered."""
@@ -225,13 +227,13 @@ class ChargebeeHandler(SandboxRequestHandler):
         if decision.kind == "hang":
             srv.stats.incr("fault_hang")
             self.sleep(decision.hang_seconds)
-            self.drop_connection()
             srv.stats.record(method, template, "hang")
+            self.drop_connection()
             return None
         if decision.kind == "drop":
             srv.stats.incr("fault_drop")
-            self.drop_connection()
             srv.stats.record(method, template, "dropped")
+            self.drop_connection()
             return None
         if decision.kind == "rate_429":
             srv.stats.incr("fault_rate_429")
@@ -318,8 +320,8 @@ class ChargebeeHandler(SandboxRequestHandler):
             return 500, err.body(), {}, False
 
     def _send_error(self, err: ApiError, method: str, template: str) -> None:
-        self.send_json(err.status, err.body(), err.headers)
         self.server.stats.record(method, template, err.status)
+        self.send_json(err.status, err.body(), err.headers)
 
     # ------------------------------------------------------------------ admin
     def _admin(self, method: str, path: str, query_string: str, body: bytes) -> None:
