@@ -180,9 +180,15 @@ def check_quarantine(flow: str, run_id: str, held: int) -> bool:
     )
 
 
-def rate_limited(errors: list[str]) -> int:
-    """How many write errors are Chargebee 429s the retry policy gave up on."""
-    return sum(1 for e in errors if "HTTP 429" in e or "api_request_limit_exceeded" in e)
+def writes_refused(flow: str, run_id: str, refused: int) -> bool:
+    """``refused`` Chargebee writes of a run were refused for the rate limit after every
+    retry (counted from each write's ``Outcome.rate_limited``, never from message text):
+    the site is blocked. No alert for none."""
+    if refused <= 0:
+        return False
+    return site_blocked(
+        flow, run_id, f"{refused} Chargebee writes were refused with HTTP 429 after every retry"
+    )
 
 
 def site_blocked(flow: str, run_id: str, what: str) -> bool:

@@ -15,8 +15,8 @@ from crmsync.alerts import (
     Event,
     check_quarantine,
     quarantine_threshold,
-    rate_limited,
     send_alert,
+    writes_refused,
 )
 
 from tests.integration.alert_receivers import smtp_server, webhook
@@ -126,10 +126,13 @@ def test_quarantine_threshold_per_flow_then_for_all(monkeypatch: pytest.MonkeyPa
     assert body["what"] == "4 records are held in quarantine (threshold 3)"
 
 
-def test_rate_limited_counts_chargebee_429s_only() -> None:
-    errors = [
-        "Customer (new, for Customcrm 7): chargebee POST customers failed: HTTP 429, "
-        "api_request_limit_exceeded: slow down; retried automatically next run",
-        "Customer cb_1: chargebee POST customers/{id} failed: HTTP 400, param 'email'",
-    ]
-    assert rate_limited(errors) == 1
+def test_writes_refused_for_the_rate_limit_alert_the_site_blocked(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The count comes from each write's ``Outcome.rate_limited`` (tests/unit/flows/test_writers.py);
+    none refused, no alert."""
+    with webhook() as hook:
+        _conn(monkeypatch, conn_type="http", host=hook.url)
+        assert writes_refused("contact_customer", "r1", 0) is False
+        assert writes_refused("contact_customer", "r1", 3) is True
+    [(_, _, body)] = hook.posts
+    assert body["event"] == "chargebee_site_blocked"
+    assert body["what"] == "3 Chargebee writes were refused with HTTP 429 after every retry"

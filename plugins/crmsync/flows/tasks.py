@@ -420,7 +420,7 @@ def upsert(
         _plan_assigned(mapping, repo, run_id)
     writer = _writer(mapping, side, run_id, hook, repo)
     progress = Progress(f"upsert {side.value}", _pending_writes(repo, run_id, side), _timed_budget(hook))
-    outcomes, errors = _execute_plan(
+    outcomes, errors, refused = _execute_plan(
         mapping, side, run_id, hook, repo, writer, _reread(mapping, run_row), progress
     )
     progress.log()
@@ -429,7 +429,10 @@ def upsert(
             "upsert %s: %d records re-read before writing (stale-write guard)", side.value, writer.rereads
         )
     log.info("upsert %s: %s", side.value, dict(outcomes))
-    _alert_blocked(mapping, run_id, side, errors)
+    if side is Side.CHARGEBEE and refused:
+        from crmsync.alerts import writes_refused
+
+        writes_refused(mapping.flow, run_id, refused)
     failed = sum(outcomes[s.value] for s in WRITE_FAILURES)
     if failed > mapping.limits.error_budget:
         shown = "\n".join(f"  - {e}" for e in errors[:20])
@@ -484,16 +487,18 @@ def _execute_plan(
     writer: ChargebeeWriter | CustomcrmWriter,
     reread: bool,
     progress: Progress,
-) -> tuple[Counter[str], list[str]]:
+) -> tuple[Counter[str], list[str], int]:
     """Every pending write of this side, batch by batch on the hook's threads; outcomes are
     recorded as they come (at most OUTCOME_FLUSH_ROWS / _SECONDS are lost to a kill).
-    Returns the outcome counts and the error messages."""
+    Returns the outcome counts, the error messages and how many writes the API refused
+    for its rate limit after every retry (``Outcome.rate_limited``)."""
     from crmsync.engine.plan import Op
 
     status_col = "crm_status" if side is Side.CUSTOMCRM else "cb_status"
     op_col = "crm_op" if side is Side.CUSTOMCRM else "cb_op"
     outcomes: Counter[str] = Counter()
     errors: list[str] = []
+    refused = 0
 
     def run_one(row: RowMapping) -> tuple[RowMapping, Outcome]:
         return row, writer.execute(row, recovering=row[status_col] == WriteStatus.IN_FLIGHT, reread=reread)
@@ -517,24 +522,14 @@ def _execute_plan(
                     outcomes[outcome.status.value] += 1
                     if outcome.error and outcome.status is not WriteStatus.STALE:
                         errors.append(outcome.error)
+                    refused += int(outcome.rate_limited)
                     progress.add()
                     if len(done) >= OUTCOME_FLUSH_ROWS or time.monotonic() - flushed >= OUTCOME_FLUSH_SECONDS:
                         _record_outcomes(repo, side, done)
                         flushed = time.monotonic()
             finally:
                 _record_outcomes(repo, side, done)
-    return outcomes, errors
-
-
-def _alert_blocked(mapping: FlowMapping, run_id: str, side: Side, errors: list[str]) -> None:
-    """Chargebee writes refused with 429 after every retry: the site is blocked (an alert)."""
-    from crmsync.alerts import rate_limited, site_blocked
-
-    blocked = rate_limited(errors) if side is Side.CHARGEBEE else 0
-    if blocked:
-        site_blocked(
-            mapping.flow, run_id, f"{blocked} Chargebee writes were refused with HTTP 429 after every retry"
-        )
+    return outcomes, errors, refused
 
 
 def _plan_assigned(mapping: FlowMapping, repo: Repository, run_id: str) -> None:

@@ -36,6 +36,7 @@ from crmsync.hooks.errors import (
     Conflict,
     NotFound,
     PreconditionFailed,
+    RateLimited,
     ValidationError,
 )
 from crmsync.mapping.capabilities import Assignment, capability
@@ -55,6 +56,9 @@ class Outcome:
     status: WriteStatus  # DONE, STALE, REJECTED or FAILED
     result: dict[str, Any] | None = None
     error: str | None = None
+    #: the write was refused for the API's rate limit (HTTP 429) after every retry: the
+    #: upsert task counts these to alert "site blocked", from this flag, not the error text
+    rate_limited: bool = False
 
 
 def idempotency_key(*parts: str | None) -> str:
@@ -89,7 +93,8 @@ def _fail(label: str, rid: str | None, err: ApiError) -> Outcome:
         if status is WriteStatus.REJECTED
         else "; retried automatically next run"
     )
-    return Outcome(status, error=f"{what}: {err}{fix}")
+    refused = isinstance(err, RateLimited) or err.status == 429
+    return Outcome(status, error=f"{what}: {err}{fix}", rate_limited=refused)
 
 
 class ChargebeeWriter:

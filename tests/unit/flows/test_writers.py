@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from crmsync.flows.writers import ChargebeeWriter, CustomcrmWriter
-from crmsync.hooks.errors import Conflict, PreconditionFailed, ValidationError
+from crmsync.hooks.errors import Conflict, PreconditionFailed, RateLimited, ServerError, ValidationError
 from crmsync.mapping.model import load_mapping
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -134,6 +134,29 @@ def test_a_rejected_value_is_reported_not_raised() -> None:
         reread=False,
     )
     assert out.status == "rejected" and "email" in (out.error or "")
+    assert out.rate_limited is False
+
+
+def _create_failing_with(err: Exception) -> Any:
+    w = ChargebeeWriter(M, FakeChargebee(fail_create=err), "r")
+    return w.execute(
+        row(cb_op="create", cb_id=None, cb_changes=json.dumps({"email": "x@y.io"})),
+        recovering=False,
+        reread=False,
+    )
+
+
+def test_a_write_refused_for_the_rate_limit_is_flagged_not_matched_by_text() -> None:
+    """The site-blocked alert counts ``Outcome.rate_limited``, set from the error's type and
+    status; a message that merely mentions 429 is not a rate limit."""
+    out = _create_failing_with(RateLimited("chargebee", 429, "api_request_limit_exceeded", "slow down"))
+    assert out.status == "failed" and out.rate_limited is True
+    # Chargebee's limit code on another status still comes as RateLimited (hooks/chargebee.py)
+    assert _create_failing_with(RateLimited("chargebee", 503, "api_request_limit_exceeded", "x")).rate_limited
+    text_only = ValidationError("chargebee", 400, "param_wrong_value", "HTTP 429 api_request_limit_exceeded")
+    assert _create_failing_with(text_only).rate_limited is False
+    server = ServerError("chargebee", 503, "internal_error", "HTTP 429")
+    assert _create_failing_with(server).rate_limited is False
 
 
 class FakeCrm:
