@@ -83,6 +83,10 @@ class Decision:
     #: for a DELETE or UNLINK that carries out a person's decision on a delete held under
     #: policy ``approve``: who decided (the audit row names them)
     decided_by: str | None = None
+    #: for a decision on a linked pair one side (or both) of which was deleted: the sides
+    #: whose record was deleted. Carried to the plan row's and the audit row's detail
+    #: (``deleted_on``), where the extract reads it (flows/tasks.py), not the reason text.
+    deleted_on: tuple[Side, ...] = ()
 
     def write_for(self, side: Side) -> SideWrite | None:
         return self.crm_write if side is Side.CUSTOMCRM else self.cb_write
@@ -542,9 +546,27 @@ def _decide_delete(
     if crm_deleted and cb_deleted:
         pair = pair_label(mapping, link.crm_id, link.cb_id)
         return Decision(
-            Action.UNLINK, link.crm_id, link.cb_id, reason=f"{pair}: deleted on both sides; the link is ended"
+            Action.UNLINK,
+            link.crm_id,
+            link.cb_id,
+            reason=f"{pair}: deleted on both sides; the link is ended",
+            deleted_on=(Side.CUSTOMCRM, Side.CHARGEBEE),
         )
     deleted_on = Side.CUSTOMCRM if crm_deleted else Side.CHARGEBEE
+    decision = _decide_one_deleted(mapping, link, crm, cb, deleted_on, approval)
+    return replace(decision, deleted_on=(deleted_on,))
+
+
+def _decide_one_deleted(
+    mapping: FlowMapping,
+    link: LinkState,
+    crm: SideRecord | None,
+    cb: SideRecord | None,
+    deleted_on: Side,
+    approval: DeleteDecision | None,
+) -> Decision:
+    """A linked pair whose ``deleted_on`` record was deleted: the side's delete policy."""
+    crm_deleted = deleted_on is Side.CUSTOMCRM
     d = _Deleted(
         link,
         crm,

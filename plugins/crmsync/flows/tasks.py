@@ -184,10 +184,9 @@ def _pages(
         yield from hook.iter_changed(resource, since)
 
 
-#: Audit reasons (``engine.plan._decide_delete``) of an ``unlink`` whose Chargebee record
-#: was the one deleted; an audited ``delete`` (policy propagate) always names a deleted
-#: Chargebee record (deleted by a person, or by the sync itself).
-_CHARGEBEE_DELETED_REASONS = ("was deleted in Chargebee", "deleted on both sides")
+#: Reasons of an ``unlink`` audited before audit rows named the deleted sides
+#: (``deleted_on``): read only for those older rows (:func:`_chargebee_was_deleted`).
+_LEGACY_CHARGEBEE_DELETED_REASONS = ("was deleted in Chargebee", "deleted on both sides")
 
 
 def _with_delete_signals(
@@ -260,19 +259,36 @@ def _tombstone_handled_deletes(repo: Repository, page: list[dict[str, Any]]) -> 
 
 
 def _deleted_in_chargebee(repo: Repository, ids: Sequence[str]) -> set[str]:
-    """Those of ``ids`` whose Chargebee record the audit says was deleted (see
-    :data:`_CHARGEBEE_DELETED_REASONS`)."""
+    """Those of ``ids`` whose Chargebee record the audit says was deleted."""
     if not ids:
         return set()
-    out: set[str] = set()
-    for cb_id, kind, detail in repo.chargebee_deletes_audited(ids):
-        try:
-            reason = str((json.loads(detail or "{}") or {}).get("reason") or "")
-        except ValueError:
-            reason = ""
-        if kind == "delete" or any(text in reason for text in _CHARGEBEE_DELETED_REASONS):
-            out.add(str(cb_id))
-    return out
+    return {
+        str(cb_id)
+        for cb_id, kind, detail in repo.chargebee_deletes_audited(ids)
+        if _chargebee_was_deleted(kind, detail)
+    }
+
+
+def _chargebee_was_deleted(kind: str, detail: str | None) -> bool:
+    """Whether an audited end of a pair deleted its Chargebee record.
+
+    An audited ``delete`` always did (deleted by a person, or by the sync under policy
+    propagate). An ``unlink`` did when its detail's ``deleted_on`` (the sides the plan's
+    Decision found deleted, engine/settle.py) names Chargebee. Audit rows written before
+    ``deleted_on`` existed are read by their reason, as they were then.
+    """
+    if kind == "delete":
+        return True
+    try:
+        data = json.loads(detail or "{}") or {}
+    except ValueError:
+        data = {}
+    if not isinstance(data, dict):
+        return False
+    if "deleted_on" in data:
+        return Side.CHARGEBEE.value in (data["deleted_on"] or [])
+    reason = str(data.get("reason") or "")
+    return any(text in reason for text in _LEGACY_CHARGEBEE_DELETED_REASONS)
 
 
 def _prefetched(pages: Iterator[list[dict[str, Any]]]) -> Iterator[list[dict[str, Any]]]:

@@ -66,6 +66,8 @@ def _detail(
         detail["pending_refs"] = dict(pending)
     if decision.decided_by:
         detail["decided_by"] = decision.decided_by  # who approved or rejected a held delete (audited)
+    if decision.deleted_on:
+        detail["deleted_on"] = [s.value for s in decision.deleted_on]  # audited (settle._audit)
     return dumps(detail) if detail else None
 
 

@@ -114,6 +114,7 @@ def test_crm_delete_follows_policy(
     else:
         assert d.crm_write is None and d.cb_write is None
     assert d.reason and "deleted in Customcrm" in d.reason
+    assert d.deleted_on == (Side.CUSTOMCRM,)  # structured: read back from the audit, not the reason
 
 
 def test_deleted_on_both_sides_unlinks(contact_mapping: Mapping) -> None:
@@ -121,6 +122,19 @@ def test_deleted_on_both_sides_unlinks(contact_mapping: Mapping) -> None:
     c, k = crm(m), cb(m)
     d = plan.decide_linked(m, linked(m, c, k), crm(m, deleted=True), cb(m, deleted=True))
     assert d.action is Action.UNLINK
+    assert d.deleted_on == (Side.CUSTOMCRM, Side.CHARGEBEE)
+
+
+@pytest.mark.parametrize("policy", list(DeletePolicy))
+def test_a_chargebee_delete_names_the_deleted_side_under_every_policy(
+    contact_mapping: Mapping, policy: DeletePolicy
+) -> None:
+    spec = contact_mapping.delete.model_copy(update={"on_chargebee_delete": policy})
+    m = contact_mapping.model_copy(update={"delete": spec})
+    c, k = crm(m), cb(m)
+    d = plan.decide_linked(m, linked(m, c, k), None, cb(m, deleted=True))
+    assert d.deleted_on == (Side.CHARGEBEE,)
+    assert plan.decide_linked(m, linked(m, c, k), crm(m, City="Oslo"), None).deleted_on == ()
 
 
 def test_ambiguous_names_the_candidates(contact_mapping: Mapping) -> None:

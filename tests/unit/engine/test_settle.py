@@ -195,6 +195,32 @@ def test_unlink_deletes_the_link_and_audits_it(m: Mapping) -> None:
     assert json.loads(audit.detail) == {"reason": "deleted"}
 
 
+def test_an_ended_pair_audits_the_deleted_sides_the_plan_named(m: Mapping) -> None:
+    """``deleted_on`` (the plan's Decision, in the plan row's detail) reaches the audit row,
+    where the extract reads it (flows/tasks.py ``_deleted_in_chargebee``)."""
+    unlink = FinishedRow(
+        id=1,
+        action=Action.UNLINK,
+        crm=SideWrite(id=CRM),
+        cb=SideWrite(id=CB),
+        reason="any wording",
+        detail={"deleted_on": ["chargebee"]},
+    )
+    delete = FinishedRow(
+        id=2,
+        action=Action.DELETE,
+        crm=SideWrite(id=CRM, op=Op.DELETE, status=WriteStatus.DONE),
+        cb=SideWrite(id=CB),
+        reason="any wording",
+        detail={"deleted_on": ["chargebee"], "decided_by": "alice"},
+    )
+    s = settle(m, [unlink, delete], {})
+    assert [json.loads(a.detail) for a in s.audits] == [
+        {"reason": "any wording", "deleted_on": ["chargebee"]},
+        {"reason": "any wording", "deleted_on": ["chargebee"], "approved_by": "alice"},
+    ]
+
+
 def test_a_delete_ends_the_link_only_when_it_landed(m: Mapping) -> None:
     done = FinishedRow(
         id=1,

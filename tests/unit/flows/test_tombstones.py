@@ -37,7 +37,7 @@ def tombstone(m: Mapping, rid: str) -> SideRecord:
     return SideRecord(Side.CUSTOMCRM, rid, to_canonical(m, Side.CUSTOMCRM, raw), 1.0, "4", deleted=True)
 
 
-def ended(repo: Repository, crm_id: str, cb_id: str, kind: str) -> None:
+def ended(repo: Repository, crm_id: str, cb_id: str, kind: str, detail: object = None) -> None:
     with repo.engine.begin() as conn:
         conn.execute(
             audit.insert().values(
@@ -48,7 +48,7 @@ def ended(repo: Repository, crm_id: str, cb_id: str, kind: str) -> None:
                 crm_id=crm_id,
                 cb_id=cb_id,
                 field=None,
-                detail=json.dumps({"reason": "..."}),
+                detail=json.dumps(detail or {"reason": "..."}),
             )
         )
 
@@ -83,3 +83,21 @@ def test_a_records_hints_survive_staging(tmp_path: Path) -> None:
         row = conn.execute(select(staging)).mappings().one()
     back = record_from_staging(row)
     assert back.hints == {"created_by": "jane@example.com"} and back.values == rec.values
+
+
+def test_a_handled_chargebee_delete_is_read_from_the_audits_deleted_sides(
+    repo: Repository, m: Mapping
+) -> None:
+    """The extract's "deleted already" comes from the audit's ``deleted_on`` (the plan's
+    Decision), whatever the reason's wording; rows audited before it existed are read by
+    their reason as before."""
+    from crmsync.flows.tasks import _deleted_in_chargebee
+
+    ended(repo, "C1", "cb1", "unlink", {"reason": "reworded", "deleted_on": ["chargebee"]})
+    ended(repo, "C2", "cb2", "unlink", {"reason": "x was deleted in Chargebee", "deleted_on": ["customcrm"]})
+    ended(repo, "C3", "cb3", "unlink", {"reason": "a: deleted on both sides", "deleted_on": []})
+    ended(repo, "C4", "cb4", "unlink", {"reason": "p: deleted on both sides; the link is ended"})  # legacy
+    ended(repo, "C5", "cb5", "unlink", {"reason": "y was deleted in Customcrm; its link was ended"})
+    ended(repo, "C6", "cb6", "delete", {"reason": "anything"})
+    ids = [f"cb{i}" for i in range(1, 8)]
+    assert _deleted_in_chargebee(repo, ids) == {"cb1", "cb4", "cb6"}
