@@ -103,7 +103,7 @@ from typing import Any
 import requests
 import yaml
 
-from tests.chaos import harness
+from tests.chaos import harness, model
 from tests.chaos.harness import CB, CRM, SIDES, Api, Config, Report, RunOutcome, _path, run_outcome
 from tests.chaos.hostile import CB_NESTED_UPDATE
 
@@ -1534,7 +1534,7 @@ class FlowWorld:
 
 
 def _step(m: Mapping, name: str, run_id: str, side: str | None, params: dict[str, Any]) -> None:
-    harness._step(name, run_id, side, params, mapping_file=m.path)
+    model.step(m.path, name, run_id, side, params)
 
 
 def _planned_writes(store: Any, flow: str, run_id: str) -> Counter[str]:

@@ -7,8 +7,10 @@ run with faults on (a DAG run, or - in kill rounds - the task callables run one 
 one with an upsert task SIGKILLed in a subprocess and then rerun, as Airflow's retry
 would), then faults off and a check.
 
-The expected state is computed here, from the flow's documented policies only (the
-mapping file and DESIGN.md §4), never from the engine's code:
+The expected state is the shared model of ``tests/chaos/model.py`` (also used by
+``flows.py``), computed from the flow's documented policies only (the mapping file and
+DESIGN.md §4), never from the engine's code; this module adds contact_customer's edits
+(emails, billing address, creates on both sides) and how its new records settle:
 
 * per field, three-way against the value both sides last agreed on (``base``): a
   field changed on one side flows to the other; changed on both sides to different
@@ -38,109 +40,70 @@ model then adopts what the systems hold.
 
 from __future__ import annotations
 
-import contextlib
-import json
-import os
 import random
-import signal
-import subprocess
-import sys
 import time
-import unicodedata
-from collections import Counter
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from datetime import datetime
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import requests
-import yaml
 
-ROOT = Path(__file__).resolve().parents[2]
-MAPPING_FILE = ROOT / "include" / "mappings" / "contact_customer.yaml"
+from tests.chaos.model import (  # noqa: F401  (re-exported: scripts/chaos.py and the tests import them here)
+    CB,
+    CRM,
+    SIDES,
+    Config,
+    Pair,
+    Rec,
+    Report,
+    RunOutcome,
+    Sandboxes,
+    World,
+    _path,
+    canon_text,
+    experiment,
+    kill_task,
+    load_mapping,
+    run_outcome,
+    table,
+    ts_of,
+    values_of,
+)
+
 FLOW = "contact_customer"
-CRM, CB = "customcrm", "chargebee"
-SIDES = (CRM, CB)
-
-
-# -- the mapping, read independently of the package ----------------------------------------
-
-
-@dataclass(frozen=True)
-class Field:
-    name: str
-    crm: str
-    cb: str  # dotted path, e.g. billing_address.city
-    transform: str
-
-
-def load_fields(path: Path = MAPPING_FILE) -> list[Field]:
-    """The plain two-way fields. References (``ref:``, ids translated through another
-    flow's links) and one-way fields follow other rules and are left out of the model."""
-    doc = yaml.safe_load(path.read_text())
-    return [
-        Field(f["name"], f["customcrm"], f["chargebee"], f.get("transform", "strip"))
-        for f in doc["fields"]
-        if not f.get("ref") and f.get("direction", "both") == "both"
-    ]
-
-
-FIELDS = load_fields()
+#: the plain two-way fields: references and one-way fields follow other rules (flows.py)
+MAPPING = load_mapping(FLOW, two_way_only=True)
+MAPPING_FILE = MAPPING.path
+FIELDS = list(MAPPING.fields)
 BY_NAME = {f.name: f for f in FIELDS}
 EDITABLE = ("first_name", "last_name", "phone", "company", "city")
 BLANKABLE = ("last_name", "phone", "company", "city")
 
-
-def canon(transform: str, value: Any) -> Any:
-    """The canonical form both sides are compared in: NFC, trimmed, '' → None, email lower."""
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        value = "true" if value else "false"
-    s = unicodedata.normalize("NFC", str(value)).strip()
-    if not s:
-        return None
-    if transform in ("email", "lower"):
-        return s.lower()
-    if transform in ("country", "upper"):
-        return s.upper()
-    return s
-
-
-def _path(raw: dict[str, Any], path: str) -> Any:
-    cur: Any = raw
-    for part in path.split("."):
-        if not isinstance(cur, dict):
-            return None
-        cur = cur.get(part)
-    return cur
+#: a text value in the canonical form (used by generated.py)
+canon = canon_text
+Person = Pair
 
 
 def crm_values(rec: dict[str, Any]) -> dict[str, Any]:
-    return {f.name: canon(f.transform, rec.get(f.crm)) for f in FIELDS}
+    return values_of(MAPPING, CRM, rec)
 
 
 def cb_values(rec: dict[str, Any]) -> dict[str, Any]:
-    return {f.name: canon(f.transform, _path(rec, f.cb)) for f in FIELDS}
+    return values_of(MAPPING, CB, rec)
 
 
 def crm_ts(rec: dict[str, Any]) -> float:
-    return datetime.fromisoformat(str(rec["UpdatedAt"]).replace("Z", "+00:00")).timestamp()
+    return ts_of(CRM, rec)
 
 
 def cb_ts(rec: dict[str, Any]) -> float:
-    return float(rec.get("updated_at") or 0)
+    return ts_of(CB, rec)
 
 
 # -- sandbox access (faults are off whenever the harness itself calls an API) -----------------
 
 
-class Api:
+class Api(Sandboxes):
     """People's edits, through the public APIs, and admin reads that skip faults and stats."""
-
-    def __init__(self, sb: Any) -> None:
-        self.sb = sb  # tests.e2e.conftest.Sandboxes
 
     # reads (admin: never faulted, never counted)
     def all_crm(self) -> dict[str, dict[str, Any]]:
@@ -210,86 +173,6 @@ class Api:
             moved = requests.post(f"{url}/_sandbox/clock", json={"advance": seconds + 1}, timeout=10)
             moved.raise_for_status()
 
-    # faults and counters
-    def set_faults(self, settings: dict[str, Any] | None) -> None:
-        for which in SIDES:
-            self.sb.faults(which, **(settings or {}))
-
-    def injected(self) -> Counter[str]:
-        """Faults injected since the last configuration, both sandboxes (read before reconfiguring)."""
-        out: Counter[str] = Counter()
-        for base in (self.sb.cb_url, self.sb.crm_url):
-            out.update(requests.get(f"{base}/_sandbox/faults", timeout=10).json().get("injected", {}))
-        return out
-
-    def status_count(self, status: str) -> int:
-        return sum(int(self.sb.stats(w).get("by_status", {}).get(status, 0)) for w in SIDES)
-
-    def writes(self, which: str) -> int:
-        rows = self.sb.stats(which)["requests"]
-        return sum(int(r["count"]) for r in rows if r["method"] in ("POST", "PATCH", "DELETE"))
-
-
-# -- the model ---------------------------------------------------------------------------------
-
-
-@dataclass
-class SideState:
-    id: str | None
-    values: dict[str, Any]
-    ts: float = 0.0  # updated_at of the record as its system reported it at the last edit
-    deleted: bool = False
-
-
-@dataclass
-class Person:
-    pid: str
-    crm: SideState | None
-    cb: SideState | None
-    status: str  # new | linked | detached | gone
-    base: dict[str, Any] | None = None
-    dirty: bool = False  # edited since its last sync point
-    uncertain: bool = False  # the open window spans a run that did not sync this person
-    seen: dict[str, set[Any]] = field(default_factory=dict)  # every value of the open window
-    contested: set[str] = field(default_factory=set)  # fields changed on both sides in the window
-    deleted_side: str | None = None  # detached: which side deleted
-
-    def side(self, name: str) -> SideState | None:
-        return self.crm if name == CRM else self.cb
-
-    def ids(self) -> set[str]:
-        return {s.id for s in (self.crm, self.cb) if s is not None and s.id}
-
-    def note(self, name: str, value: Any) -> None:
-        self.seen.setdefault(name, set()).add(value)
-
-
-@dataclass(frozen=True)
-class Expected:
-    """A conflict the model expects the engine to audit in a given run."""
-
-    pid: str
-    field: str
-    winner: str
-
-
-def merge_field(b: Any, c: Any, k: Any, c_ts: float, k_ts: float) -> tuple[Any, Any, Any, str | None]:
-    """One field, as the mapping's policies say: (merged, crm after, cb after, conflict winner)."""
-    if c == k:
-        return c, c, k, None
-    c_changed, k_changed = c != b, k != b
-    conflict = c_changed and k_changed
-    if c_changed and not k_changed:
-        winner = CRM
-    elif k_changed and not c_changed:
-        winner = CB
-    else:
-        winner = CRM if c_ts >= k_ts else CB  # newest_wins (a clear too), tie → customcrm
-    value, other = (c, k) if winner == CRM else (k, c)
-    if value is None and b is None:  # a blank never synced never overwrites
-        return other, c, k, (winner if conflict else None)
-    return value, value, value, (winner if conflict else None)
-
 
 # -- values ------------------------------------------------------------------------------------
 
@@ -329,178 +212,7 @@ def new_value(rng: random.Random, name: str, tag: str) -> str:
 # -- report ------------------------------------------------------------------------------------
 
 
-@dataclass
-class Report:
-    seed: int
-    flow: str = FLOW
-    rounds: int = 0
-    edits: Counter[str] = field(default_factory=Counter)
-    faults: Counter[str] = field(default_factory=Counter)
-    kills: int = 0
-    kill_attempts: int = 0
-    duplicates: int = 0
-    lost_edits: int = 0
-    conflicts_expected: int = 0
-    conflicts_audited: int = 0
-    conflicts_missing: int = 0
-    quarantined: int = 0
-    quarantined_kinds: Counter[str] = field(default_factory=Counter)
-    quarantine_without_reason: int = 0
-    link_violations: int = 0
-    seen_429: int = 0
-    runs: int = 0
-    runs_not_synced: int = 0
-    converge_seconds: float | None = None
-    converge_runs: int = 0
-    idle_writes: int | None = None
-    violations: list[str] = field(default_factory=list)
-
-    def fail(self, kind: str, message: str) -> None:
-        self.violations.append(f"[{kind}] {message}")
-        if kind == "lost_edit":
-            self.lost_edits += 1
-        elif kind == "duplicate":
-            self.duplicates += 1
-        elif kind == "conflict_not_audited":
-            self.conflicts_missing += 1
-        elif kind == "link":
-            self.link_violations += 1
-        elif kind == "quarantine":
-            self.quarantine_without_reason += 1
-
-
-# -- runs --------------------------------------------------------------------------------------
-
-
-@dataclass
-class RunOutcome:
-    run_id: str
-    finished: bool  # the run's update_links completed (crmsync_run.status == finished)
-    bad_ids: set[str]  # record ids with a failed/stale/held/unfinished write or hold in this run
-    summary: dict[str, Any] | None
-    killed: bool = False
-
-
-def run_outcome(
-    store: Any, run_id: str, summary: dict[str, Any] | None, killed: bool = False, flow: str = FLOW
-) -> RunOutcome:
-    """Whether the run finished, and the records it left unsynced (failed, held, waiting)."""
-    from crmsync.store.schema import plan, run
-    from sqlalchemy import select
-
-    bad: set[str] = set()
-    with store.connect() as conn:
-        status = conn.execute(select(run.c.status).where(run.c.run_id == run_id, run.c.flow == flow)).scalar()
-        for row in conn.execute(
-            select(plan.c.action, plan.c.crm_id, plan.c.cb_id, plan.c.crm_status, plan.c.cb_status).where(
-                plan.c.run_id == run_id, plan.c.flow == flow
-            )
-        ):
-            statuses = {row.crm_status, row.cb_status} - {None, "done"}
-            if statuses or row.action in ("quarantine", "wait"):
-                bad.update(x for x in (row.crm_id, row.cb_id) if x)
-    return RunOutcome(run_id, status == "finished", bad, summary, killed)
-
-
-def _step(
-    name: str, run_id: str, side: str | None, params: dict[str, Any], mapping_file: Path = MAPPING_FILE
-) -> None:
-    """One task callable, as a worker runs it."""
-    from crmsync.flows.tasks import run_step
-
-    kwargs: dict[str, Any] = {"run_id": run_id, "params": params}
-    if side:
-        kwargs["side"] = side
-    run_step(name, str(mapping_file), **kwargs)
-
-
-def kill_task(call: str, when: Callable[[float], bool]) -> bool:
-    """Run ``crmsync.flows.tasks.<call>`` in a subprocess; SIGKILL it once ``when()`` holds
-    (called with the seconds since the task module was imported). True when it was killed."""
-    code = f"from crmsync.flows.tasks import run_step\nprint('go', flush=True)\n{call}\n"
-    proc = subprocess.Popen(
-        [sys.executable, "-c", code],
-        env=os.environ.copy(),
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        proc.stdout.readline()  # "go": imports done, the task starts now
-        started = time.monotonic()
-        deadline = time.monotonic() + 60
-        while proc.poll() is None and time.monotonic() < deadline:
-            if when(time.monotonic() - started):
-                os.kill(proc.pid, signal.SIGKILL)
-                break
-            time.sleep(0.01)
-    finally:
-        proc.wait(timeout=60)
-        if proc.stdout is not None:
-            proc.stdout.close()
-    return proc.returncode == -signal.SIGKILL
-
-
-def run_with_kill(
-    api: Api, store: Any, run_id: str, rng: random.Random, params: dict[str, Any], report: Report
-) -> RunOutcome:
-    """The six task callables in DAG order; one upsert is SIGKILLed mid-way in a subprocess,
-    then rerun in this process (what Airflow's task retry does)."""
-    from scripts.runner import read_summary
-
-    killed = False
-    try:
-        _step("extract", run_id, CRM, params)
-        _step("extract", run_id, CB, params)
-        _step("transform", run_id, None, params)
-        ok = True
-    except Exception:  # a failed task: its downstream tasks are upstream_failed, update_links runs
-        ok = False
-    if ok:
-        victim = rng.choice(SIDES)
-        after = rng.randint(1, 4)
-        start = api.writes(victim)
-        call = (
-            f"run_step('upsert', {str(MAPPING_FILE)!r}, side={victim!r}, run_id={run_id!r}, "
-            f"params={params!r})"
-        )
-        report.kill_attempts += 1
-        killed = kill_task(call, lambda _seconds: api.writes(victim) - start >= after)
-        report.kills += killed
-        for side in (victim, CRM if victim == CB else CB):
-            # the retry of the victim, then the other side; a failure (error budget) is
-            # a failed task, and update_links still runs (trigger rule all_done)
-            with contextlib.suppress(Exception):
-                _step("upsert", run_id, side, params)
-    with contextlib.suppress(Exception):
-        _step("update_links", run_id, None, params)
-    return run_outcome(store, run_id, read_summary(run_id, FLOW), killed)
-
-
-# -- the world: edits, model transitions, checks ---------------------------------------------
-
-
-@dataclass
-class Config:
-    seed: int = 1
-    rounds: int = 4
-    edits_per_round: int = 12
-    kill_rounds: tuple[int, ...] = (2,)
-    clean_runs: int = 2
-    faults: dict[str, Any] = field(
-        default_factory=lambda: {
-            "error_rate": 0.08,
-            "statuses": [500, 502, 503],
-            "rate_429": 0.02,
-            "drop_rate": 0.03,
-            "lost_response_rate": 0.06,
-            "latency_ms": 2,
-            "latency_jitter_ms": 8,
-        }
-    )
-    kill_latency_ms: int = 60
+# -- the world: contact_customer's edits and how its new records settle ---------------------
 
 
 WEIGHTS = {
@@ -518,22 +230,27 @@ WEIGHTS = {
 }
 
 
-class World:
+class ContactWorld(World):
+    #: a pair created on both sides in one window is audited by either of its ids
+    match_either = True
+
     def __init__(self, api: Api, store: Any, cfg: Config, report: Report) -> None:
-        self.api = api
-        self.store = store
-        self.cfg = cfg
-        self.report = report
-        self.rng = random.Random(cfg.seed)
-        self.persons: dict[str, Person] = {}
-        self.expected_conflicts: list[Expected] = []
-        self._n = 0
-        self.round = 0
-        self._dup_seen: set[str] = set()
+        super().__init__(api, store, cfg, report, MAPPING, random.Random(cfg.seed))
+        self.api: Api = api
         self._twins_seen: set[tuple[str, tuple[str, ...]]] = set()
-        self.history: list[str] = []  # every edit made, for failure messages
         #: Chargebee customer deletes this round (scheduled; purged before the run)
         self.cb_deletes = 0
+
+    @property
+    def persons(self) -> dict[str, Pair]:
+        return self.pairs
+
+    def read_all(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        return self.api.all_crm(), self.api.all_cb()
+
+    def before_run(self) -> None:
+        if self.cb_deletes:
+            self.api.purge_cb()  # the round's Chargebee deletes have happened when the run reads
 
     # -- setup ------------------------------------------------------------------------------
     def adopt_baseline(self) -> None:
@@ -546,14 +263,13 @@ class World:
                 continue
             ci, ki = crm_by[email][0], cb_by[email][0]
             cv, kv = crm_values(crm[ci]), cb_values(cb[ki])
-            base = {f: (cv[f] if cv[f] == kv[f] else (cv[f] if kv[f] is None else kv[f])) for f in cv}
             pid = self._pid()
-            self.persons[pid] = Person(
+            self.pairs[pid] = Pair(
                 pid,
-                SideState(ci, cv, crm_ts(crm[ci])),
-                SideState(ki, kv, cb_ts(cb[ki])),
+                Rec(CRM, ci, cv, crm_ts(crm[ci])),
+                Rec(CB, ki, kv, cb_ts(cb[ki])),
                 "linked",
-                base,
+                self._agreed(cv, kv),
             )
 
     def _pid(self) -> str:
@@ -570,7 +286,7 @@ class World:
     ) -> Person | None:
         pool = [
             p
-            for p in self.persons.values()
+            for p in self.pairs.values()
             if p.status == status
             and (
                 not both_live
@@ -581,7 +297,7 @@ class World:
         return self.rng.choice(pool) if pool else None
 
     def _apply(self, p: Person, side: str, values: dict[str, Any]) -> None:
-        s = p.side(side)
+        s = p.rec(side)
         assert s is not None and s.id is not None
         self.history.append(f"round {self.round}: {p.pid} {p.status} {side} {s.id} set {values}")
         raw = self.api.crm_update(s.id, values) if side == CRM else self.api.cb_update(s.id, values)
@@ -591,11 +307,11 @@ class World:
             p.note(k, s.values[k])
         p.dirty = True
 
-    def _create(self, side: str, values: dict[str, Any]) -> SideState:
+    def _create(self, side: str, values: dict[str, Any]) -> Rec:
         raw = self.api.crm_create(values) if side == CRM else self.api.cb_create(values)
         vals = crm_values(raw) if side == CRM else cb_values(raw)
-        return SideState(
-            raw["Id"] if side == CRM else raw["id"], vals, crm_ts(raw) if side == CRM else cb_ts(raw)
+        return Rec(
+            side, raw["Id"] if side == CRM else raw["id"], vals, crm_ts(raw) if side == CRM else cb_ts(raw)
         )
 
     def _fresh_person(self) -> tuple[str, dict[str, Any]]:
@@ -639,7 +355,7 @@ class World:
                     if rng.random() < 0.5:
                         other["email"] = values["email"].upper()
                 cb = self._create(CB, other)
-            p = Person(pid, crm, cb, "new", dirty=True)
+            p = Pair(pid, crm, cb, "new", dirty=True)
             self.history.append(
                 f"round {self.round}: {pid} {kind} crm={crm and crm.id} cb={cb and cb.id} {values}"
             )
@@ -647,7 +363,7 @@ class World:
                 if s:
                     for k, v in s.values.items():
                         p.note(k, v)
-            self.persons[pid] = p
+            self.pairs[pid] = p
             return True
         if kind in ("edit", "blank", "email"):
             p = self._pick("linked", both_live=True)
@@ -686,7 +402,7 @@ class World:
             if p is None:
                 return False
             side = rng.choice(SIDES)
-            s = p.side(side)
+            s = p.rec(side)
             assert s is not None and s.id is not None
             self.history.append(f"round {self.round}: {p.pid} {p.status} {side} {s.id} delete")
             (self.api.crm_delete if side == CRM else self.api.cb_delete)(s.id)
@@ -702,7 +418,7 @@ class World:
             if p is None:
                 return False
             side = CRM if p.crm is not None else CB
-            s = p.side(side)
+            s = p.rec(side)
             assert s is not None and s.id is not None
             self.history.append(f"round {self.round}: {p.pid} new {side} {s.id} delete")
             (self.api.crm_delete if side == CRM else self.api.cb_delete)(s.id)
@@ -720,81 +436,31 @@ class World:
         raise ValueError(kind)
 
     # -- model transitions at a run ----------------------------------------------------------
-    def settle(self, out: RunOutcome) -> None:
-        """Apply the policies to every person the run synced; keep the others' windows open."""
-        self.report.runs += 1
-        if not out.finished:
-            self.report.runs_not_synced += 1
-        self.expected_conflicts = []
-        crm, cb = self.api.all_crm(), self.api.all_cb()
-        unlinks: list[Person] = []
-        for p in self.persons.values():
-            if p.status == "gone":
-                continue
-            if p.status == "detached":
-                p.dirty = False  # a survivor is not synced any more: nothing to wait for
-                continue
-            if not (p.dirty or p.status == "new"):
-                continue
-            if not out.finished or p.ids() & out.bad_ids:
-                p.uncertain = True
-                continue
-            if p.status == "new":
-                self._settle_new(p)
-            elif p.status == "linked":
-                if (p.crm and p.crm.deleted) or (p.cb and p.cb.deleted):
-                    both = bool(p.crm and p.crm.deleted and p.cb and p.cb.deleted)
-                    p.status = "gone" if both else "detached"
-                    p.deleted_side = CRM if p.crm and p.crm.deleted else CB
-                    if not p.uncertain:
-                        unlinks.append(p)
-                else:
-                    self._settle_linked(p)
-            p.dirty = False
-        self._resolve_ids(crm, cb)
-        self.check(out, crm, cb, unlinks)
 
-    def _settle_new(self, p: Person) -> None:
+    # -- model transitions at a run ----------------------------------------------------------
+    def _settle_new(self, p: Pair) -> None:
         live = [s for s in (p.crm, p.cb) if s is not None and not s.deleted]
         if not live:
             p.status = "gone"
             return
-        if len(live) == 2:
-            assert p.crm and p.cb
-            self._merge(p, {f.name: None for f in FIELDS})
-        else:
-            src = live[0]
-            values = dict(src.values)
-            other = SideState(None, values)
-            if src is p.crm:
-                p.cb = other
-            else:
-                p.crm = other
-            p.base = dict(values)
         p.status = "linked"
-
-    def _settle_linked(self, p: Person) -> None:
-        assert p.base is not None
-        self._merge(p, p.base)
-
-    def _merge(self, p: Person, base: dict[str, Any]) -> None:
-        assert p.crm and p.cb
-        merged: dict[str, Any] = {}
-        for f in FIELDS:
-            b, c, k = base.get(f.name), p.crm.values[f.name], p.cb.values[f.name]
-            if c != k and c != b and k != b:
-                p.contested.add(f.name)
-            m, c, k, winner = merge_field(b, c, k, p.crm.ts, p.cb.ts)
-            merged[f.name], p.crm.values[f.name], p.cb.values[f.name] = m, c, k
-            if winner and not p.uncertain:
-                self.expected_conflicts.append(Expected(p.pid, f.name, winner))
-        p.base = merged
+        if len(live) == 2:
+            p.base = {f.name: None for f in FIELDS}
+            self._merge(p)
+            return
+        src = live[0]
+        values = dict(src.values)
+        if src is p.crm:
+            p.cb = Rec(CB, None, values)
+        else:
+            p.crm = Rec(CRM, None, values)
+        p.base = dict(values)
 
     def _resolve_ids(self, crm: dict[str, Any], cb: dict[str, Any]) -> None:
         """A record the sync created is found by the email it must carry."""
         need = [
             p
-            for p in self.persons.values()
+            for p in self.pairs.values()
             if p.status == "linked" and not (p.crm and p.crm.id and p.cb and p.cb.id)
         ]
         if not need:
@@ -803,7 +469,7 @@ class World:
         cb_by = _by_email({i: cb_values(r) for i, r in cb.items() if not r.get("deleted")})
         for p in need:
             for side, by in ((CRM, crm_by), (CB, cb_by)):
-                s = p.side(side)
+                s = p.rec(side)
                 assert s is not None
                 if s.id:
                     continue
@@ -812,193 +478,11 @@ class World:
                 if len(found) == 1:
                     s.id = found[0]
                 elif not found:
-                    self.report.fail(
+                    self.fail(
                         "lost_edit", f"{p.pid}: no {side} record with {email} after a sync (create lost)"
                     )
                     p.status = "gone"
                 # several: counted by the duplicate check
-
-    # -- checks ------------------------------------------------------------------------------
-    def check(self, out: RunOutcome, crm: dict[str, Any], cb: dict[str, Any], unlinks: list[Person]) -> None:
-        from crmsync.store.schema import audit, link, quarantine
-        from sqlalchemy import select
-
-        r = self.report
-        rnd = f"round {self.round} run {out.run_id}"
-        was_uncertain = {p.pid for p in self.persons.values() if p.uncertain}
-        # 1. duplicates by email, per side, among live records
-        for side, recs, vals in ((CRM, crm, crm_values), (CB, cb, cb_values)):
-            live = {i: vals(x) for i, x in recs.items() if not (x.get("Deleted") or x.get("deleted"))}
-            for email, ids in _by_email(live).items():
-                if len(ids) > 1 and email not in self._dup_seen:
-                    self._dup_seen.add(email)
-                    r.fail("duplicate", f"{rnd}: {side} has {len(ids)} live records with {email}: {ids}")
-        # 2. values of every person the run synced
-        for p in self.persons.values():
-            if p.dirty:
-                continue  # window still open
-            self._check_person(p, crm, cb, rnd)
-        # 3. links: unique, and one per linked person
-        with self.store.connect() as conn:
-            links = conn.execute(select(link.c.crm_id, link.c.cb_id).where(link.c.flow == FLOW)).all()
-            audits = conn.execute(
-                select(audit.c.kind, audit.c.crm_id, audit.c.cb_id, audit.c.field, audit.c.detail).where(
-                    audit.c.flow == FLOW, audit.c.run_id == out.run_id
-                )
-            ).all()
-            held = conn.execute(
-                select(
-                    quarantine.c.side, quarantine.c.record_id, quarantine.c.reason, quarantine.c.kind
-                ).where(quarantine.c.flow == FLOW)
-            ).all()
-        crm_links = Counter(c for c, _ in links)
-        cb_links = Counter(k for _, k in links)
-        for ident, n in (crm_links + cb_links).items():
-            if n > 1:
-                r.fail("link", f"{rnd}: {ident} is in {n} links")
-        pairs = set(links)
-        for p in self.persons.values():
-            synced = p.status == "linked" and not p.dirty and p.crm and p.cb and p.crm.id and p.cb.id
-            if synced and (p.crm.id, p.cb.id) not in pairs:  # type: ignore[union-attr]
-                r.fail("link", f"{rnd}: {p.pid} ({p.crm.id}, {p.cb.id}) is not linked")
-        # 4. conflicts: every one the model expects is audited in this run, with its winner
-        audited = {}
-        for kind, crm_id, cb_id, fname, detail in audits:
-            if kind == "conflict":
-                audited[(crm_id, cb_id, fname)] = json.loads(detail).get("winner")
-        r.conflicts_audited += len(audited)
-        for e in self.expected_conflicts:
-            p = self.persons[e.pid]
-            assert p.crm and p.cb
-            r.conflicts_expected += 1
-            hit = [
-                w
-                for (ci, ki, fn), w in audited.items()
-                if fn == e.field and (ci == p.crm.id or ki == p.cb.id)
-            ]
-            if not hit:
-                r.fail(
-                    "conflict_not_audited",
-                    f"{rnd}: {e.pid} field {e.field} (winner {e.winner}) not in crmsync_audit",
-                )
-            elif hit[0] != e.winner:
-                r.fail(
-                    "lost_edit",
-                    f"{rnd}: {e.pid} field {e.field}: audited winner {hit[0]}, policy says {e.winner}",
-                )
-        certain = {
-            i: p
-            for p in self.persons.values()
-            if p.status == "linked" and not p.dirty and p.pid not in was_uncertain
-            for i in p.ids()
-        }
-        wanted = {(e.pid, e.field) for e in self.expected_conflicts}
-        for crm_id, cb_id, fname in audited:
-            p = certain.get(crm_id) or certain.get(cb_id)  # type: ignore[arg-type]
-            if p is not None and fname in BY_NAME and (p.pid, fname) not in wanted:
-                r.fail(
-                    "unexpected_conflict",
-                    f"{rnd}: {p.pid} field {fname} audited as a conflict; the policy sees none",
-                )
-        for p in unlinks:
-            if not any(k == "unlink" and (ci in p.ids() or ki in p.ids()) for k, ci, ki, _, _ in audits):
-                r.fail("conflict_not_audited", f"{rnd}: unlink of {p.pid} {sorted(p.ids())} not audited")
-        # 5. quarantine: every held record says why
-        r.quarantined = len(held)
-        r.quarantined_kinds = Counter(kind for *_, kind in held)
-        for side, rid, reason, _kind in held:
-            if not (reason or "").strip():
-                r.fail("quarantine", f"{rnd}: {side} {rid} is held with no reason")
-
-    def _check_person(self, p: Person, crm: dict[str, Any], cb: dict[str, Any], rnd: str) -> None:
-        r = self.report
-        if p.status == "gone":
-            return
-        if p.status == "detached":
-            # the deleted side stays deleted; the survivor keeps exactly its own values
-            dead, alive = (p.crm, p.cb) if p.deleted_side == CRM else (p.cb, p.crm)
-            assert dead and alive
-            recs_dead = crm if p.deleted_side == CRM else cb
-            recs_alive = cb if p.deleted_side == CRM else crm
-            if dead.id and dead.id in recs_dead:
-                x = recs_dead[dead.id]
-                if not (x.get("Deleted") or x.get("deleted")):
-                    r.fail(
-                        "lost_edit",
-                        f"{rnd}: {p.pid}: deleted {p.deleted_side} record {dead.id} is live again",
-                    )
-            if (
-                alive.id not in recs_alive
-                or recs_alive[alive.id].get("Deleted")
-                or recs_alive[alive.id].get("deleted")
-            ):
-                r.fail("lost_edit", f"{rnd}: {p.pid}: survivor {alive.id} is gone")
-                return
-            actual = (cb_values if p.deleted_side == CRM else crm_values)(recs_alive[alive.id])
-            dead_values = crm_values if p.deleted_side == CRM else cb_values
-            twins = [
-                i
-                for i, x in recs_dead.items()
-                if not (x.get("Deleted") or x.get("deleted")) and dead_values(x)["email"] == actual["email"]
-            ]
-            if twins and (p.pid, tuple(twins)) not in self._twins_seen:
-                self._twins_seen.add((p.pid, tuple(twins)))
-                r.fail(
-                    "lost_edit",
-                    f"{rnd}: {p.pid}: deleted in {p.deleted_side} (policy unlink), re-created there: {twins}",
-                )
-            if p.uncertain:
-                alive.values = actual
-            else:
-                for name, want in alive.values.items():
-                    if actual[name] != want:
-                        r.fail(
-                            "lost_edit",
-                            f"{rnd}: {p.pid} survivor {alive.id} {name}={actual[name]!r}, expected {want!r}",
-                        )
-                        alive.values[name] = actual[name]
-            p.uncertain = False
-            p.seen = {}
-            p.contested = set()
-            return
-        if p.status != "linked":
-            return
-        assert p.crm and p.cb and p.base is not None
-        if not (p.crm.id and p.cb.id) or p.crm.id not in crm or p.cb.id not in cb:
-            return
-        ac, ak = crm_values(crm[p.crm.id]), cb_values(cb[p.cb.id])
-        for f in FIELDS:
-            n = f.name
-            want_c, want_k = p.crm.values[n], p.cb.values[n]
-            got_c, got_k = ac[n], ak[n]
-            if (got_c, got_k) == (want_c, want_k):
-                continue
-            if p.uncertain and self._plausible(p, n, got_c, got_k):
-                continue
-            r.fail(
-                "lost_edit",
-                f"{rnd}: {p.pid} ({p.crm.id} ⇄ {p.cb.id}) {n}: customcrm={got_c!r} chargebee={got_k!r}, "
-                f"expected customcrm={want_c!r} chargebee={want_k!r}"
-                + (" (window spanned a failed run)" if p.uncertain else ""),
-            )
-        # adopt what the systems hold (a failure is reported once, not on every later round)
-        p.crm.values, p.cb.values = ac, ak
-        p.crm.ts, p.cb.ts = crm_ts(crm[p.crm.id]), cb_ts(cb[p.cb.id])
-        p.base = {n: (ac[n] if ac[n] == ak[n] else (ac[n] if ak[n] is None else ak[n])) for n in ac}
-        p.uncertain = False
-        p.seen = {}
-        p.contested = set()
-
-    def _plausible(self, p: Person, name: str, got_c: Any, got_k: Any) -> bool:
-        """Weaker invariant for a window that spanned a failed run."""
-        assert p.crm and p.cb and p.base is not None
-        want_c, want_k = p.crm.values[name], p.cb.values[name]
-        if name not in p.contested and want_c == want_k and want_c is not None:
-            return False  # a one-sided edit must have arrived, failed runs or not
-        seen = p.seen.get(name, set()) | {p.base.get(name), want_c, want_k}
-        if got_c == got_k:
-            return got_c in seen
-        return (got_c is None and got_k in seen) or (got_k is None and got_c in seen)
 
     def explain(self, p: Person) -> str:
         """A person's state, what the link store says about its records, and its edits."""
@@ -1031,9 +515,6 @@ class World:
         lines += [f"  edit: {h}" for h in self.history if f" {p.pid} " in h][-8:]
         return "\n".join(lines)
 
-    def all_settled(self) -> bool:
-        return not any(p.dirty or p.uncertain or p.status == "new" for p in self.persons.values())
-
 
 def _by_email(values: dict[str, dict[str, Any]]) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
@@ -1041,6 +522,9 @@ def _by_email(values: dict[str, dict[str, Any]]) -> dict[str, list[str]]:
         if v.get("email"):
             out.setdefault(v["email"], []).append(rid)
     return out
+
+
+# -- the whole experiment ----------------------------------------------------------------------
 
 
 # -- the whole experiment ----------------------------------------------------------------------
@@ -1062,80 +546,11 @@ def run_chaos(
     api.set_faults(None)
     first = run_flow(dag, conf)
     assert first.ok, f"baseline run failed: {first.failed_tasks}"
-    world = World(api, store, cfg, report)
+    world = ContactWorld(api, store, cfg, report)
     world.adopt_baseline()
-    log(f"baseline: {len(world.persons)} linked people")
+    log(f"baseline: {len(world.pairs)} linked people")
     rng = random.Random(cfg.seed * 7919)
-    for i in range(1, cfg.rounds + 1):
-        world.edit_round()
-        if world.cb_deletes:
-            api.purge_cb()  # the round's Chargebee deletes have happened when the run reads
-        kill = i in cfg.kill_rounds
-        faults = {"seed": cfg.seed * 1000 + i, **cfg.faults}
-        if kill:
-            faults["latency_ms"] = max(int(faults.get("latency_ms", 0)), cfg.kill_latency_ms)
-        api.set_faults(faults)
-        try:
-            if kill:
-                out = run_with_kill(api, store, f"manual__chaos_{cfg.seed}_{i}", rng, conf, report)
-            else:
-                fr = run_flow(dag, conf)
-                out = run_outcome(store, fr.run_id, fr.summary)
-        finally:
-            report.faults.update(api.injected())
-            api.set_faults(None)
-        report.rounds += 1
-        world.settle(out)
-        log(
-            f"round {i}: {'KILL ' if out.killed else ''}finished={out.finished} "
-            f"held={len(out.bad_ids)} violations={len(report.violations)}"
-        )
-    started = time.monotonic()
-    for j in range(1, cfg.clean_runs + 1):
-        fr = run_flow(dag, conf)
-        world.settle(run_outcome(store, fr.run_id, fr.summary))
-        report.converge_runs = j
-        if world.all_settled():
-            report.converge_seconds = time.monotonic() - started
-            break
-    unsettled = [p for p in world.persons.values() if p.dirty or p.uncertain or p.status == "new"]
-    for p in unsettled[:5]:
-        report.fail("lost_edit", f"not converged after {cfg.clean_runs} clean runs: {world.explain(p)}")
-    before = api.writes(CRM) + api.writes(CB)
-    run_flow(dag, conf)
-    report.idle_writes = api.writes(CRM) + api.writes(CB) - before
+    # a kill round: the upsert of a random side, killed after one to four of its writes
+    experiment(world, dag, conf, rng, lambda _run_id: (rng.choice(SIDES), rng.randint(1, 4)), log=log)
     report.seen_429 = api.status_count("429")
     return report
-
-
-def table(reports: Iterable[Report]) -> str:
-    """One table, one row per flow and seed."""
-    cols = [
-        ("flow", lambda r: r.flow),
-        ("seed", lambda r: r.seed),
-        ("rounds", lambda r: r.rounds),
-        ("edits", lambda r: sum(r.edits.values())),
-        ("faults: 5xx", lambda r: r.faults.get("error", 0)),
-        ("429", lambda r: r.faults.get("rate_429", 0)),
-        ("drop", lambda r: r.faults.get("drop", 0)),
-        ("lost resp", lambda r: r.faults.get("lost_response", 0)),
-        ("kills", lambda r: f"{r.kills}/{r.kill_attempts}"),
-        ("duplicates", lambda r: r.duplicates),
-        ("lost edits", lambda r: r.lost_edits),
-        ("quarantined", lambda r: r.quarantined),
-        ("conflicts", lambda r: f"{r.conflicts_expected - r.conflicts_missing}/{r.conflicts_expected}"),
-        ("429s seen", lambda r: r.seen_429),
-        (
-            "converge",
-            lambda r: (
-                "no" if r.converge_seconds is None else f"{r.converge_seconds:.1f}s/{r.converge_runs}run"
-            ),
-        ),
-        ("idle writes", lambda r: r.idle_writes),
-    ]
-    rows = [[str(get(r)) for _, get in cols] for r in reports]
-    widths = [max(len(h), *(len(row[i]) for row in rows)) for i, (h, _) in enumerate(cols)]
-    line = " | ".join(h.rjust(w) for (h, _), w in zip(cols, widths, strict=True))
-    sep = "-+-".join("-" * w for w in widths)
-    body = [" | ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
-    return "\n".join([line, sep, *body])
