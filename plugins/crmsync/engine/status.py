@@ -39,6 +39,17 @@ class HoldKind(StrEnum):
     #: a delete held for a person's decision (delete policy ``approve``), on the deleted
     #: record: retried every run, nothing written until someone approves or rejects it
     APPROVAL = "approval"
+    #: that held delete, approved by a person (store/approvals.py): the next run deletes
+    #: the linked record, then releases the row
+    APPROVED = "approved"
+    #: that held delete, rejected by a person: the next run ends the link and keeps the
+    #: linked record, then releases the row
+    DECLINED = "declined"
+
+
+#: The kinds of a delete held under policy ``approve``, waiting or decided: the engine, the
+#: approvals store and the Sync page compare a row's kind with these, never its reason.
+APPROVAL_KINDS = (HoldKind.APPROVAL, HoldKind.APPROVED, HoldKind.DECLINED)
 
 
 def hold_kind_of_write(status: str) -> HoldKind:

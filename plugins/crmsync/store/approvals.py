@@ -4,9 +4,10 @@ A delete under policy ``approve`` is held as a quarantine row of kind ``approval
 *deleted* record (its side and id; its staged copy is the tombstone, so every run stages
 it again and plans the held delete again, and an undelete, read live, releases it). A
 decision needs no schema change: it turns the row's kind into ``approved`` or
-``declined`` and records who decided (and when) in the staged record's hints and in the
-reason. The next run reads it (:func:`decisions`) and plans the delete as ``propagate``
-(approved) or ``unlink`` (rejected); ``update_links`` then removes the row.
+``declined`` (:class:`~crmsync.engine.status.HoldKind` members: the kind *is* the
+decision) and records who decided (and when) in the staged record's hints and, for
+people, in the reason. The next run reads it (:func:`decisions`) and plans the delete
+as ``propagate`` (approved) or ``unlink`` (rejected); ``update_links`` then removes the row.
 
 The Sync page calls :func:`decide_delete`; a person without the page can too::
 
@@ -27,18 +28,19 @@ from sqlalchemy.engine import Connection, Engine
 
 from crmsync.engine.canonical import SideRecord, content_hash
 from crmsync.engine.plan import DeleteDecision
-from crmsync.engine.status import HoldKind
+from crmsync.engine.status import APPROVAL_KINDS, HoldKind
 from crmsync.mapping.model import DeletePolicy, Side
 from crmsync.mapping.model import Mapping as FlowMapping
 from crmsync.store.codec import chunks, dumps, now, record_from_json
 from crmsync.store.schema import link, quarantine, staging
 from crmsync.store.staging import StagingStore
 
-#: Quarantine kinds of a held delete: waiting for a decision, approved, rejected.
-PENDING = HoldKind.APPROVAL.value
-APPROVED = "approved"
-DECLINED = "declined"
-KINDS = (PENDING, APPROVED, DECLINED)
+#: Quarantine kinds of a held delete: waiting for a decision, approved, rejected (the
+#: decision is the kind; the reason only tells a person).
+PENDING = HoldKind.APPROVAL
+APPROVED = HoldKind.APPROVED
+DECLINED = HoldKind.DECLINED
+KINDS = APPROVAL_KINDS
 
 #: Keys, in the held record's hints, of who decided and when (not field paths: "~").
 DECIDED_BY = "~decided_by"

@@ -27,14 +27,16 @@ from typing import Any
 from sqlalchemy import and_, delete, desc, func, or_, select, update
 from sqlalchemy.engine import Engine, RowMapping
 
+from crmsync.engine.status import APPROVAL_KINDS as HOLD_APPROVAL_KINDS
+from crmsync.engine.status import HoldKind
 from crmsync.store.schema import audit, link, quarantine, run
 
 #: hold kinds that wait on another record or flow (shown as "waiting", not as quarantine)
 WAITING_KINDS = ("waiting", "ref_pending")
 #: deletes held until a person approves or rejects them (store/approvals.py), and the
 #: decided ones the next run carries out
-APPROVAL_KIND = "approval"
-APPROVAL_KINDS = (APPROVAL_KIND, "approved", "declined")
+APPROVAL_KIND = HoldKind.APPROVAL.value
+APPROVAL_KINDS = tuple(k.value for k in HOLD_APPROVAL_KINDS)
 #: audit kinds shown as conflicts and as deletes
 CONFLICT_KINDS = ("conflict",)
 DELETE_KINDS = ("delete", "unlink", "restore", "delete_approved", "delete_rejected")

@@ -89,6 +89,25 @@ def test_a_decision_is_recorded_once_with_who_decided(engine: Engine, held: Link
     assert reason.startswith("delete approved by alice at ") and "c1 was deleted" in reason
 
 
+def test_the_decision_is_the_rows_kind_shared_by_the_engine_and_the_page(
+    engine: Engine, held: LinkStore
+) -> None:
+    """Whatever the reason says, the kind (a HoldKind member) decides; the Sync page lists
+    and offers buttons by the same members."""
+    from crmsync.engine.status import APPROVAL_KINDS, HoldKind
+    from crmsync.store import operator
+    from sqlalchemy import update
+
+    assert approvals.decide_delete(engine, FLOW, "customcrm", "c1", approve=True, by="alice")
+    with engine.begin() as conn:  # a reason that reads like the other decision changes nothing
+        conn.execute(update(quarantine).values(reason="delete rejected by nobody"))
+    assert kinds(engine) == {("customcrm", "c1"): HoldKind.APPROVED, ("chargebee", "k2"): HoldKind.APPROVAL}
+    got = approvals.decisions(engine, FLOW, [("customcrm", "c1"), ("chargebee", "k2")])
+    assert got == {("customcrm", "c1"): DeleteDecision(True, "alice")}
+    assert approvals.KINDS == APPROVAL_KINDS
+    assert set(operator.APPROVAL_KINDS) == set(APPROVAL_KINDS) and operator.APPROVAL_KIND == HoldKind.APPROVAL
+
+
 def test_a_decision_needs_a_person_and_a_side(engine: Engine, held: LinkStore) -> None:
     with pytest.raises(ValueError, match="needs `by`"):
         approvals.decide_delete(engine, FLOW, "customcrm", "c1", approve=True, by="  ")

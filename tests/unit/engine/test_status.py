@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
-from crmsync.engine.status import WRITE_FAILURES, HoldKind, RunStatus, WriteStatus, hold_kind_of_write
+from crmsync.engine.status import (
+    APPROVAL_KINDS,
+    WRITE_FAILURES,
+    HoldKind,
+    RunStatus,
+    WriteStatus,
+    hold_kind_of_write,
+)
 
 
 def test_values_are_the_stored_strings() -> None:
     assert [s.value for s in WriteStatus] == ["pending", "in_flight", "done", "stale", "rejected", "failed"]
     kinds = ["invalid", "ambiguous", "waiting", "ref_pending", "rejected", "failed", "approval"]
-    assert [k.value for k in HoldKind] == kinds
+    assert [k.value for k in HoldKind] == [*kinds, "approved", "declined"]
+    # a held delete's decision is its kind (store/approvals.py), as stored before these members
+    assert APPROVAL_KINDS == ("approval", "approved", "declined")
     assert [r.value for r in RunStatus] == ["running", "planned", "finished"]
     assert set(WRITE_FAILURES) == {"rejected", "failed"}
 
