@@ -12,9 +12,7 @@ from collections.abc import Mapping
 from dataclasses import asdict
 from typing import Any
 
-from sqlalchemy.engine import RowMapping
-
-from crmsync.engine.plan import Action, Op
+from crmsync.engine.plan import Op
 from crmsync.engine.settle import (
     CurrentLink,
     FinishedRow,
@@ -28,12 +26,14 @@ from crmsync.engine.settle import (
 )
 from crmsync.engine.status import HoldKind, WriteStatus
 from crmsync.mapping.model import Mapping as FlowMapping
+from crmsync.mapping.model import Side
 from crmsync.store import approvals
 from crmsync.store.links import LinkRow
+from crmsync.store.plan import StoredPlanRow
 from crmsync.store.repository import Repository, loads
 
 
-def apply_plan_rows(mapping: FlowMapping, repo: Repository, run_id: str, rows: list[RowMapping]) -> None:
+def apply_plan_rows(mapping: FlowMapping, repo: Repository, run_id: str, rows: list[StoredPlanRow]) -> None:
     finished = [finished_row(row) for row in rows]
     # The links this chunk updates, read once before it (the chunk's writes are applied
     # together at the end, so every row sees the links as they were before the chunk).
@@ -65,30 +65,29 @@ def _undecided(mapping: FlowMapping, repo: Repository, holds: list[Hold]) -> lis
     return [h for h in holds if h.kind != HoldKind.APPROVAL or (h.side, h.record_id) not in decided]
 
 
-def _side(row: Mapping[Any, Any], prefix: str) -> SideWrite:
-    op = row.get(f"{prefix}_op")
-    status = row.get(f"{prefix}_status")
+def side_write(row: StoredPlanRow, side: Side) -> SideWrite:
+    """One side's write of a stored plan row (its JSON columns decoded, ``staged`` kept)."""
+    if side is Side.CUSTOMCRM:
+        op, status, rid, staged = row["crm_op"], row["crm_status"], row["crm_id"], row["crm_staged"]
+        result, changes, error = row["crm_result"], row["crm_changes"], row["crm_error"]
+    else:
+        op, status, rid, staged = row["cb_op"], row["cb_status"], row["cb_id"], row["cb_staged"]
+        result, changes, error = row["cb_result"], row["cb_changes"], row["cb_error"]
     return SideWrite(
-        id=row.get(f"{prefix}_id"),
-        op=None if op is None else Op(op),
-        status=None if status is None else WriteStatus(status),
-        result=loads(row.get(f"{prefix}_result")),
-        staged=row.get(f"{prefix}_staged"),
-        changes=loads(row.get(f"{prefix}_changes")),
-        error=row.get(f"{prefix}_error"),
+        id=rid, op=op, status=status, result=loads(result), staged=staged, changes=loads(changes), error=error
     )
 
 
-def finished_row(row: RowMapping) -> FinishedRow:
+def finished_row(row: StoredPlanRow) -> FinishedRow:
     """A plan row as settle reads it."""
     return FinishedRow(
         id=row["id"],
-        action=Action(row["action"]),
-        crm=_side(row, "crm"),
-        cb=_side(row, "cb"),
+        action=row["action"],
+        crm=side_write(row, Side.CUSTOMCRM),
+        cb=side_write(row, Side.CHARGEBEE),
         link_id=row["link_id"],
         held_side=row["held_side"],
-        hold_kind=HoldKind(row["hold_kind"]) if row["hold_kind"] else None,
+        hold_kind=row["hold_kind"],
         reason=row["reason"],
         detail=loads(row["detail"]) or {},
         merged=loads(row["merged"]) or {},
@@ -109,7 +108,22 @@ def current_link(link: LinkRow) -> CurrentLink:
     )
 
 
-# Row-shaped entry points of two settle rules (kept for tests/unit/flows/test_pending_refs.py).
+# Row-shaped entry points of two settle rules, over partial rows of plain strings (kept for
+# tests/unit/flows/test_pending_refs.py; the task reads StoredPlanRow through side_write).
+
+
+def _side(row: Mapping[str, Any], prefix: str) -> SideWrite:
+    op = row.get(f"{prefix}_op")
+    status = row.get(f"{prefix}_status")
+    return SideWrite(
+        id=row.get(f"{prefix}_id"),
+        op=None if op is None else Op(op),
+        status=None if status is None else WriteStatus(status),
+        result=loads(row.get(f"{prefix}_result")),
+        staged=row.get(f"{prefix}_staged"),
+        changes=loads(row.get(f"{prefix}_changes")),
+        error=row.get(f"{prefix}_error"),
+    )
 
 
 def _pending_after(row: Mapping[str, Any], old: dict[str, str], values: dict[str, Any]) -> dict[str, str]:

@@ -28,12 +28,12 @@ from crmsync.mapping.model import Mapping as FlowMapping
 from crmsync.mapping.model import Side, load_mapping
 
 if TYPE_CHECKING:
-    from sqlalchemy.engine import RowMapping
-
     from crmsync.flows.operator import Step
     from crmsync.flows.writers import ChargebeeWriter, CustomcrmWriter, Outcome
+    from crmsync.hooks._http import ApiHook
     from crmsync.hooks.chargebee import ChargebeeHook
     from crmsync.hooks.customcrm import CustomcrmHook
+    from crmsync.store.plan import StoredPlanRow
     from crmsync.store.repository import LinkRow, Repository, RunRow
 
 log = logging.getLogger("crmsync")
@@ -137,7 +137,7 @@ class Progress:
         progress_log.info("%s", self.line())
 
 
-def _timed_budget(hook: Any) -> Callable[[], float] | None:
+def _timed_budget(hook: ApiHook) -> Callable[[], float] | None:
     """The seconds ``hook`` has waited for its rate budget since now (the hook counts them
     per request); None for a hook that does not count."""
     start = getattr(hook, "budget_waited", None)
@@ -509,15 +509,15 @@ def _execute_plan(
     Returns the outcome counts, the error messages and how many writes the API refused
     for its rate limit after every retry (``Outcome.rate_limited``)."""
     from crmsync.engine.plan import Op
+    from crmsync.store.plan import side_write_state
 
-    status_col = "crm_status" if side is Side.CUSTOMCRM else "cb_status"
-    op_col = "crm_op" if side is Side.CUSTOMCRM else "cb_op"
     outcomes: Counter[str] = Counter()
     errors: list[str] = []
     refused = 0
 
-    def run_one(row: RowMapping) -> tuple[RowMapping, Outcome]:
-        return row, writer.execute(row, recovering=row[status_col] == WriteStatus.IN_FLIGHT, reread=reread)
+    def run_one(row: StoredPlanRow) -> tuple[StoredPlanRow, Outcome]:
+        recovering = side_write_state(row, side)[1] == WriteStatus.IN_FLIGHT
+        return row, writer.execute(row, recovering=recovering, reread=reread)
 
     with ThreadPoolExecutor(
         max_workers=_workers(mapping, hook), thread_name_prefix=f"upsert-{side.value}"
@@ -525,9 +525,7 @@ def _execute_plan(
         for batch in repo.iter_pending_writes(run_id, side):
             # Write-ahead, one statement per batch: a crash after a remote create leaves
             # "in_flight", and the rerun looks the record up before creating anything.
-            ahead = [
-                r["id"] for r in batch if r[op_col] == Op.CREATE and r[status_col] == WriteStatus.PENDING
-            ]
+            ahead = [r["id"] for r in batch if side_write_state(r, side) == (Op.CREATE, WriteStatus.PENDING)]
             if ahead:
                 repo.mark_writes(ahead, side, WriteStatus.IN_FLIGHT)
             done: list[tuple[int, Outcome]] = []
@@ -718,7 +716,7 @@ def _fail_unfinished(repo: Repository, run_id: str, summary: dict[str, Any], unf
     )
 
 
-def _recorded_failures(run_row: Any) -> list[dict[str, str]]:
+def _recorded_failures(run_row: RunRow | None) -> list[dict[str, str]]:
     """The failures earlier tasks of the run recorded on its row (see :func:`run_step`)."""
     if run_row is None or not run_row["summary"]:
         return []

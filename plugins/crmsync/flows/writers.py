@@ -16,8 +16,6 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy.engine import RowMapping
-
 from crmsync.engine.canonical import (
     CHARGEBEE_META,
     CUSTOMCRM_META,
@@ -28,7 +26,7 @@ from crmsync.engine.canonical import (
     to_canonical,
     to_side,
 )
-from crmsync.engine.plan import chargebee_create_id
+from crmsync.engine.plan import Op, chargebee_create_id
 from crmsync.engine.status import WriteStatus
 from crmsync.hooks.errors import (
     ApiError,
@@ -47,8 +45,17 @@ if TYPE_CHECKING:
     from crmsync.flows.refs import RefResolver
     from crmsync.hooks.chargebee import ChargebeeHook
     from crmsync.hooks.client import SyncClient
+    from crmsync.store.plan import StoredPlanRow
 
 log = logging.getLogger(__name__)
+
+
+def _planned_id(rid: str | None, op: Op) -> str:
+    """The record id a planned write names: the target of an update or delete, the source
+    of a create (transform plans none of them without it)."""
+    if rid is None:
+        raise ValueError(f"a planned {op} names no record id")
+    return rid
 
 
 @dataclass
@@ -72,7 +79,7 @@ def result_of(mapping: FlowMapping, side: Side, raw: dict[str, Any], meta: Meta)
     return {"id": rec.id, "values": rec.values, "version": rec.version, "updated_at": rec.updated_at}
 
 
-def _generation(row: RowMapping) -> str:
+def _generation(row: StoredPlanRow) -> str:
     """Creates share a key across runs (a crash in one run, a rerun in the next must
     not create twice); a restore is a new generation of the record, so it gets its own."""
     return f"restore:{row['run_id']}" if row["action"] == "restore" else ""
@@ -161,26 +168,28 @@ class ChargebeeWriter:
                 )
         self._ensured = True
 
-    def execute(self, row: RowMapping, *, recovering: bool, reread: bool) -> Outcome:
+    def execute(self, row: StoredPlanRow, *, recovering: bool, reread: bool) -> Outcome:
         changes = json.loads(row["cb_changes"] or "{}")
         op = row["cb_op"]
         rid = row["cb_id"]
         try:
-            if op == "create":
+            if op == Op.CREATE:
                 return self._create(row, changes, recovering)
-            if op == "update":
-                return self._update(rid, row, changes, reread)
-            if op == "delete":
+            if op == Op.UPDATE:
+                return self._update(_planned_id(rid, op), row, changes, reread)
+            if op == Op.DELETE:
                 with contextlib.suppress(NotFound):
-                    self.hook.action(self.resource, rid, self.cap.delete_action)
+                    self.hook.action(self.resource, _planned_id(rid, op), self.cap.delete_action)
                 return Outcome(WriteStatus.DONE, {"id": rid, "deleted": True})
             raise ValueError(f"unknown op {op!r}")
         except ApiError as err:
             return _fail(self.label, rid or f"(new, for Customcrm {row['crm_id']})", err)
 
-    def _create(self, row: RowMapping, changes: dict[str, Any], recovering: bool) -> Outcome:
+    def _create(self, row: StoredPlanRow, changes: dict[str, Any], recovering: bool) -> Outcome:
         new_id = chargebee_create_id(
-            self.mapping, row["crm_id"], {**json.loads(row["merged"] or "{}"), **changes}
+            self.mapping,
+            _planned_id(row["crm_id"], Op.CREATE),
+            {**json.loads(row["merged"] or "{}"), **changes},
         )
         self._ensure_parent()
         params = {**self.mapping.chargebee.create_defaults, **to_side(self.mapping, Side.CHARGEBEE, changes)}
@@ -214,7 +223,7 @@ class ChargebeeWriter:
         raw = self._write_fields(str(existing["id"]), diff, {**now, **changes}, fresh=existing)
         return Outcome(WriteStatus.DONE, self._result(raw or existing))
 
-    def _update(self, rid: str, row: RowMapping, changes: dict[str, Any], reread: bool) -> Outcome:
+    def _update(self, rid: str, row: StoredPlanRow, changes: dict[str, Any], reread: bool) -> Outcome:
         if_version = row["cb_if_version"]
         current: dict[str, Any] | None = None
         if reread and if_version:
@@ -373,18 +382,18 @@ class CustomcrmWriter:
     def _result(self, raw: dict[str, Any]) -> dict[str, Any]:
         return result_of(self.mapping, Side.CUSTOMCRM, raw, CUSTOMCRM_META)
 
-    def execute(self, row: RowMapping, *, recovering: bool, reread: bool) -> Outcome:
+    def execute(self, row: StoredPlanRow, *, recovering: bool, reread: bool) -> Outcome:
         changes = json.loads(row["crm_changes"] or "{}")
         op = row["crm_op"]
         rid = row["crm_id"]
         try:
-            if op == "create":
+            if op == Op.CREATE:
                 return self._create(row, changes, recovering)
-            if op == "update":
-                return self._update(rid, changes, row["crm_if_version"])
-            if op == "delete":
+            if op == Op.UPDATE:
+                return self._update(_planned_id(rid, op), changes, row["crm_if_version"])
+            if op == Op.DELETE:
                 try:
-                    self.hook.delete(self.resource, rid, if_match=row["crm_if_version"])
+                    self.hook.delete(self.resource, _planned_id(rid, op), if_match=row["crm_if_version"])
                 except NotFound:
                     pass
                 except PreconditionFailed:
@@ -398,8 +407,8 @@ class CustomcrmWriter:
         except ApiError as err:
             return _fail(self.label, rid or f"(for Chargebee {row['cb_id']})", err)
 
-    def _create(self, row: RowMapping, changes: dict[str, Any], recovering: bool) -> Outcome:
-        cb_id = row["cb_id"]
+    def _create(self, row: StoredPlanRow, changes: dict[str, Any], recovering: bool) -> Outcome:
+        cb_id = _planned_id(row["cb_id"], Op.CREATE)
         if recovering:
             found = [r for r in self.hook.find_own(self.resource, cb_id) if not r.get("Deleted")]
             if found:

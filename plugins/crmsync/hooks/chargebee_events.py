@@ -22,7 +22,10 @@ named there but in no event instead of guessing its fields.
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from crmsync.hooks.chargebee import ChargebeeHook
 
 #: Key of a placeholder record (:func:`iter_known`): why its fields could not be learned.
 #: Not a Chargebee field name (those start with a letter); the engine skips such a record
@@ -86,14 +89,14 @@ def _version(rec: Mapping[str, Any]) -> int:
 
 
 def iter_changed(
-    hook: Any, resource: str, event_types: Sequence[str], occurred_after: int
+    hook: ChargebeeHook, resource: str, event_types: Sequence[str], occurred_after: int
 ) -> Iterator[list[dict[str, Any]]]:
     """Pages of ``resource`` records changed after ``occurred_after`` (Unix seconds), per events."""
     yield from iter_changed_since(hook, resource, event_types, occurred_after)
 
 
 def iter_changed_since(
-    hook: Any, resource: str, event_types: Sequence[str], occurred_after: int | None
+    hook: ChargebeeHook, resource: str, event_types: Sequence[str], occurred_after: int | None
 ) -> Iterator[list[dict[str, Any]]]:
     """Pages of ``resource`` records per their events; all of them when ``occurred_after`` is None.
 
@@ -111,7 +114,7 @@ def iter_changed_since(
 
 
 def iter_known(
-    hook: Any,
+    hook: ChargebeeHook,
     resource: str,
     event_types: Sequence[str],
     linked: Callable[[Sequence[str]], Collection[str]],

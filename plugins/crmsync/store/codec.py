@@ -14,6 +14,7 @@ from sqlalchemy.engine import Engine, RowMapping
 
 from crmsync.engine.canonical import SideRecord
 from crmsync.engine.plan import LinkState
+from crmsync.engine.status import WriteStatus
 from crmsync.mapping.model import Side
 
 #: Rows per statement or per streamed batch.
@@ -96,4 +97,4 @@ def chunks(items: Sequence[Any], size: int = BATCH) -> Iterator[Sequence[Any]]:
 
 def finished(status: Any) -> Any:
     """A write status column that is no longer waiting (no write, or done either way)."""
-    return or_(status.is_(None), status.not_in(("pending", "in_flight")))
+    return or_(status.is_(None), status.not_in((WriteStatus.PENDING, WriteStatus.IN_FLIGHT)))

@@ -3,27 +3,29 @@ changes, write status, result) and whether it was turned into links yet (``appli
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from typing import Any, TypedDict
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, TypedDict, cast
 
 from sqlalchemy import bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.engine import RowMapping
 
+from crmsync.engine.plan import Action, Op
 from crmsync.engine.plan_text import PlanView
+from crmsync.engine.status import WRITE_FAILURES, HoldKind, WriteStatus
 from crmsync.mapping.model import Side
 from crmsync.store.codec import BATCH, FlowStore, chunks, dumps, finished, loads
 from crmsync.store.schema import plan
 
+#: Write statuses a person should look at (the summary lists them).
+_PROBLEMS = (*WRITE_FAILURES, WriteStatus.STALE)
 
-class PlanRow(TypedDict):
-    """One row of the plan table as the transform task writes it (``crmsync_plan``;
-    ``upsert`` fills the ``*_status/_result/_error`` columns, ``update_links`` ``applied``).
-    JSON columns are already encoded."""
+
+class _PlanColumns(TypedDict):
+    """The plan table's columns that read back as they were written (JSON still encoded)."""
 
     run_id: str
     flow: str
     seq: int
-    action: str
     crm_id: str | None
     cb_id: str | None
     link_id: int | None
@@ -34,20 +36,66 @@ class PlanRow(TypedDict):
     reason: str | None
     detail: str | None
     held_side: str | None
-    hold_kind: str | None
     applied: bool
-    crm_op: str | None
     crm_changes: str | None
     crm_if_version: str | None
-    crm_status: str | None
     crm_result: str | None
     crm_error: str | None
-    cb_op: str | None
     cb_changes: str | None
     cb_if_version: str | None
-    cb_status: str | None
     cb_result: str | None
     cb_error: str | None
+
+
+class PlanRow(_PlanColumns):
+    """One row of the plan table as the transform task writes it (``crmsync_plan``;
+    ``upsert`` fills the ``*_status/_result/_error`` columns, ``update_links`` ``applied``).
+    JSON columns are already encoded; the enum columns take the enums' strings."""
+
+    action: str
+    hold_kind: str | None
+    crm_op: str | None
+    crm_status: str | None
+    cb_op: str | None
+    cb_status: str | None
+
+
+class StoredPlanRow(_PlanColumns):
+    """A plan row as the store reads it back for ``upsert`` and ``update_links``: the row's
+    ``id`` and the action, operations, write statuses and hold kind as their enums, so the
+    readers index keys mypy checks and compare members, not strings."""
+
+    id: int
+    action: Action
+    hold_kind: HoldKind | None
+    crm_op: Op | None
+    crm_status: WriteStatus | None
+    cb_op: Op | None
+    cb_status: WriteStatus | None
+
+
+def stored_plan_row(r: Mapping[str, Any] | RowMapping) -> StoredPlanRow:
+    """Decode one selected plan row (every column of ``crmsync_plan``): the action, the
+    operations, the write statuses and the hold kind become their enums, the rest is kept
+    as stored. The one place plan rows are decoded, so the readers' keys and types hold."""
+    hold = r["hold_kind"]
+    decoded: dict[str, Any] = {
+        "action": Action(r["action"]),
+        "hold_kind": HoldKind(hold) if hold else None,
+        "applied": bool(r["applied"]),
+    }
+    for prefix in ("crm", "cb"):
+        op, status = r[f"{prefix}_op"], r[f"{prefix}_status"]
+        decoded[f"{prefix}_op"] = None if op is None else Op(op)
+        decoded[f"{prefix}_status"] = None if status is None else WriteStatus(status)
+    return cast(StoredPlanRow, {**r, **decoded})
+
+
+def side_write_state(row: StoredPlanRow, side: Side) -> tuple[Op | None, WriteStatus | None]:
+    """``side``'s planned operation and write status on a plan row (None, None: no write there)."""
+    if side is Side.CUSTOMCRM:
+        return row["crm_op"], row["crm_status"]
+    return row["cb_op"], row["cb_status"]
 
 
 class PlanStore(FlowStore):
@@ -63,8 +111,8 @@ class PlanStore(FlowStore):
                         plan.c.flow == self.flow,
                         or_(
                             plan.c.applied.is_(True),
-                            plan.c.crm_status.not_in(("pending",)),
-                            plan.c.cb_status.not_in(("pending",)),
+                            plan.c.crm_status.not_in((WriteStatus.PENDING,)),
+                            plan.c.cb_status.not_in((WriteStatus.PENDING,)),
                         ),
                     )
                 ).scalar()
@@ -93,7 +141,7 @@ class PlanStore(FlowStore):
                 or 0
             )
 
-    def _plan_batches(self, run_id: str, *conditions: Any) -> Iterator[list[RowMapping]]:
+    def _plan_batches(self, run_id: str, *conditions: Any) -> Iterator[list[StoredPlanRow]]:
         """This run's plan rows matching ``conditions``, in id order, one short read per batch.
 
         Keyset paging (``id > last``) with a fresh connection per batch: no long-lived
@@ -102,8 +150,9 @@ class PlanStore(FlowStore):
         last_id = 0
         while True:
             with self.engine.connect() as conn:
-                rows = list(
-                    conn.execute(
+                rows = [
+                    stored_plan_row(r)
+                    for r in conn.execute(
                         select(plan)
                         .where(
                             plan.c.run_id == run_id,
@@ -114,23 +163,25 @@ class PlanStore(FlowStore):
                         .order_by(plan.c.id)
                         .limit(BATCH)
                     ).mappings()
-                )
+                ]
             if not rows:
                 return
             last_id = rows[-1]["id"]
             yield rows
 
-    def iter_pending_writes(self, run_id: str, side: Side) -> Iterator[list[RowMapping]]:
+    def iter_pending_writes(self, run_id: str, side: Side) -> Iterator[list[StoredPlanRow]]:
         """Plan rows with a write for ``side`` not done yet (pending, or in flight at a crash)."""
         op = plan.c.crm_op if side is Side.CUSTOMCRM else plan.c.cb_op
         status = plan.c.crm_status if side is Side.CUSTOMCRM else plan.c.cb_status
-        return self._plan_batches(run_id, op.is_not(None), status.in_(("pending", "in_flight")))
+        return self._plan_batches(
+            run_id, op.is_not(None), status.in_((WriteStatus.PENDING, WriteStatus.IN_FLIGHT))
+        )
 
-    def iter_chargebee_creates(self, run_id: str) -> Iterator[list[RowMapping]]:
+    def iter_chargebee_creates(self, run_id: str) -> Iterator[list[StoredPlanRow]]:
         """Plan rows whose Chargebee create is done and that plan no Customcrm write: where
         Chargebee assigned values Customcrm must take (see ``engine.assigned``)."""
         return self._plan_batches(
-            run_id, plan.c.cb_op == "create", plan.c.cb_status == "done", plan.c.crm_op.is_(None)
+            run_id, plan.c.cb_op == Op.CREATE, plan.c.cb_status == WriteStatus.DONE, plan.c.crm_op.is_(None)
         )
 
     def plan_customcrm_updates(self, rows: Sequence[tuple[int, str, str | None, str]]) -> None:
@@ -143,10 +194,10 @@ class PlanStore(FlowStore):
             update(plan)
             .where(plan.c.id == bindparam("key_id"), plan.c.crm_op.is_(None))
             .values(
-                crm_op="update",
+                crm_op=Op.UPDATE,
                 crm_changes=bindparam("new_changes"),
                 crm_if_version=bindparam("new_version"),
-                crm_status="pending",
+                crm_status=WriteStatus.PENDING,
                 detail=bindparam("new_detail"),
             )
         )
@@ -160,7 +211,7 @@ class PlanStore(FlowStore):
             )
 
     def mark_write(
-        self, plan_id: int, side: Side, status: str, *, result: Any = None, error: str | None = None
+        self, plan_id: int, side: Side, status: WriteStatus, *, result: Any = None, error: str | None = None
     ) -> None:
         prefix = "crm" if side is Side.CUSTOMCRM else "cb"
         values: dict[str, Any] = {f"{prefix}_status": status, f"{prefix}_error": error}
@@ -169,7 +220,9 @@ class PlanStore(FlowStore):
         with self.engine.begin() as conn:
             conn.execute(update(plan).where(plan.c.id == plan_id).values(**values))
 
-    def mark_write_results(self, side: Side, results: Sequence[tuple[int, str, Any, str | None]]) -> None:
+    def mark_write_results(
+        self, side: Side, results: Sequence[tuple[int, WriteStatus, Any, str | None]]
+    ) -> None:
         """Record many writes' ``(plan id, status, result, error)`` in one transaction.
 
         Same effect as :meth:`mark_write` for each (a ``None`` result keeps the stored one).
@@ -195,14 +248,14 @@ class PlanStore(FlowStore):
             if without:
                 conn.execute(stmt.values(values), without)
 
-    def mark_writes(self, plan_ids: Sequence[int], side: Side, status: str) -> None:
+    def mark_writes(self, plan_ids: Sequence[int], side: Side, status: WriteStatus) -> None:
         """Set the write status of many plan rows in one transaction (the write-ahead mark)."""
         column = plan.c.crm_status if side is Side.CUSTOMCRM else plan.c.cb_status
         with self.engine.begin() as conn:
             for chunk in chunks(list(plan_ids)):
                 conn.execute(update(plan).where(plan.c.id.in_(chunk)).values({column: status}))
 
-    def iter_unapplied(self, run_id: str) -> Iterator[list[RowMapping]]:
+    def iter_unapplied(self, run_id: str) -> Iterator[list[StoredPlanRow]]:
         """Finished plan rows not yet turned into links."""
         return self._plan_batches(
             run_id, plan.c.applied.is_(False), finished(plan.c.crm_status), finished(plan.c.cb_status)
@@ -259,10 +312,10 @@ class PlanStore(FlowStore):
                         plan.c.run_id == run_id,
                         plan.c.flow == self.flow,
                         or_(
-                            plan.c.action.in_(("quarantine", "wait")),
+                            plan.c.action.in_((Action.QUARANTINE, Action.WAIT)),
                             plan.c.held_side.is_not(None),
-                            plan.c.crm_status.in_(("rejected", "failed", "stale")),
-                            plan.c.cb_status.in_(("rejected", "failed", "stale")),
+                            plan.c.crm_status.in_(_PROBLEMS),
+                            plan.c.cb_status.in_(_PROBLEMS),
                         ),
                     )
                     .order_by(plan.c.id)
@@ -277,7 +330,7 @@ class PlanStore(FlowStore):
                 reason or ""
                 for (reason,) in conn.execute(
                     select(plan.c.reason)
-                    .where(plan.c.run_id == run_id, plan.c.flow == self.flow, plan.c.action == "skip")
+                    .where(plan.c.run_id == run_id, plan.c.flow == self.flow, plan.c.action == Action.SKIP)
                     .order_by(plan.c.id)
                     .limit(limit)
                 )
@@ -302,7 +355,7 @@ class PlanStore(FlowStore):
         ]  # fmt: skip
         query = (
             select(*cols)
-            .where(plan.c.run_id == run_id, plan.c.flow == self.flow, plan.c.action != "unchanged")
+            .where(plan.c.run_id == run_id, plan.c.flow == self.flow, plan.c.action != Action.UNCHANGED)
             .order_by(plan.c.seq)
         )
         with self.engine.connect() as conn:

@@ -17,6 +17,7 @@ from sqlalchemy.engine import Engine, RowMapping
 
 from crmsync.engine.canonical import SideRecord
 from crmsync.engine.plan_text import PlanView
+from crmsync.engine.status import WriteStatus
 from crmsync.mapping.model import Side
 from crmsync.store.codec import (
     BATCH,
@@ -30,7 +31,7 @@ from crmsync.store.codec import (
     record_to_json,
 )
 from crmsync.store.links import LinkRow, LinkStore
-from crmsync.store.plan import PlanRow, PlanStore
+from crmsync.store.plan import PlanRow, PlanStore, StoredPlanRow
 from crmsync.store.runs import RunRow, RunStore
 from crmsync.store.staging import REF_PENDING_TRIES, StagingStore
 
@@ -138,27 +139,29 @@ class Repository:
     def count_plan_writes(self, run_id: str) -> int:
         return self.plan.count_plan_writes(run_id)
 
-    def iter_pending_writes(self, run_id: str, side: Side) -> Iterator[list[RowMapping]]:
+    def iter_pending_writes(self, run_id: str, side: Side) -> Iterator[list[StoredPlanRow]]:
         return self.plan.iter_pending_writes(run_id, side)
 
-    def iter_chargebee_creates(self, run_id: str) -> Iterator[list[RowMapping]]:
+    def iter_chargebee_creates(self, run_id: str) -> Iterator[list[StoredPlanRow]]:
         return self.plan.iter_chargebee_creates(run_id)
 
     def plan_customcrm_updates(self, rows: Sequence[tuple[int, str, str | None, str]]) -> None:
         self.plan.plan_customcrm_updates(rows)
 
     def mark_write(
-        self, plan_id: int, side: Side, status: str, *, result: Any = None, error: str | None = None
+        self, plan_id: int, side: Side, status: WriteStatus, *, result: Any = None, error: str | None = None
     ) -> None:
         self.plan.mark_write(plan_id, side, status, result=result, error=error)
 
-    def mark_write_results(self, side: Side, results: Sequence[tuple[int, str, Any, str | None]]) -> None:
+    def mark_write_results(
+        self, side: Side, results: Sequence[tuple[int, WriteStatus, Any, str | None]]
+    ) -> None:
         self.plan.mark_write_results(side, results)
 
-    def mark_writes(self, plan_ids: Sequence[int], side: Side, status: str) -> None:
+    def mark_writes(self, plan_ids: Sequence[int], side: Side, status: WriteStatus) -> None:
         self.plan.mark_writes(plan_ids, side, status)
 
-    def iter_unapplied(self, run_id: str) -> Iterator[list[RowMapping]]:
+    def iter_unapplied(self, run_id: str) -> Iterator[list[StoredPlanRow]]:
         return self.plan.iter_unapplied(run_id)
 
     def count_unfinished_writes(self, run_id: str) -> int:

@@ -10,6 +10,7 @@ from sqlalchemy import and_, insert, select, update
 from sqlalchemy.engine import Connection, RowMapping
 from sqlalchemy.exc import IntegrityError
 
+from crmsync.engine.status import RunStatus
 from crmsync.mapping.model import Side
 from crmsync.store.codec import FlowStore, dumps, now
 from crmsync.store.schema import run, watermark
@@ -22,7 +23,7 @@ class RunRow(TypedDict):
     flow: str
     started_at: Any
     finished_at: Any
-    status: str  # running | planned | finished
+    status: RunStatus
     crm_next_watermark: float | None
     cb_next_watermark: float | None
     params: str | None
@@ -35,7 +36,7 @@ def run_row(row: RowMapping) -> RunRow:
         flow=row["flow"],
         started_at=row["started_at"],
         finished_at=row["finished_at"],
-        status=row["status"],
+        status=RunStatus(row["status"]),
         crm_next_watermark=row["crm_next_watermark"],
         cb_next_watermark=row["cb_next_watermark"],
         params=row["params"],
@@ -61,7 +62,7 @@ class RunStore(FlowStore):
                         run_id=run_id,
                         flow=self.flow,
                         started_at=now(),
-                        status="running",
+                        status=RunStatus.RUNNING,
                         params=dumps(params),
                     )
                 )

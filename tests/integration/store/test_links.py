@@ -86,7 +86,7 @@ def test_audit_says_which_pairs_a_delete_ended(engine: Engine) -> None:
 
 def test_apply_marks_its_plan_rows_applied(engine: Engine) -> None:
     plans, links = PlanStore(engine, FLOW), LinkStore(engine, FLOW)
-    plans.insert_plan([{"run_id": "r1", "flow": FLOW, "seq": i, "action": "noop"} for i in (1, 2)])
+    plans.insert_plan([{"run_id": "r1", "flow": FLOW, "seq": i, "action": "unchanged"} for i in (1, 2)])
     first, second = [r["id"] for b in plans.iter_unapplied("r1") for r in b]
     apply(links, plan_ids=[first], upsert_links=[link_values("c1", "k1")])
     assert [r["id"] for b in plans.iter_unapplied("r1") for r in b] == [second]

@@ -31,7 +31,7 @@ def test_writes_go_from_pending_to_done_and_rows_to_applied(engine: Engine) -> N
         [
             row(1, "create", crm_id="c1", cb_op="create", cb_status="pending", cb_changes="{}"),
             row(2, "update", crm_id="c2", cb_id="k2", crm_op="update", crm_status="pending"),
-            row(3, "noop", crm_id="c3", cb_id="k3", detail='{"note": 1}'),
+            row(3, "unchanged", crm_id="c3", cb_id="k3", detail='{"note": 1}'),
             row(4, "skip", crm_id="c4", reason="no partner"),
         ]
     )
@@ -40,7 +40,7 @@ def test_writes_go_from_pending_to_done_and_rows_to_applied(engine: Engine) -> N
     cb_ids = ids(plans.iter_pending_writes("r1", CB))
     crm_ids = ids(plans.iter_pending_writes("r1", CRM))
     assert len(cb_ids) == 1 and len(crm_ids) == 1
-    assert len(ids(plans.iter_unapplied("r1"))) == 2  # the noop and the skip
+    assert len(ids(plans.iter_unapplied("r1"))) == 2  # the unchanged and the skip
     plans.mark_writes(cb_ids, CB, "in_flight")
     assert ids(plans.iter_pending_writes("r1", CB)) == cb_ids  # in flight at a crash: still to do
     plans.mark_write_results(CB, [(cb_ids[0], "done", {"id": "k1"}, None)])
@@ -87,7 +87,7 @@ def test_what_the_summary_reads(engine: Engine) -> None:
                 cb_error="no",
                 detail='{"a": 1}',
             ),
-            row(5, "noop", detail='{"b": 2}'),
+            row(5, "unchanged", detail='{"b": 2}'),
         ]
     )
     assert plans.plan_skips("r1") == ["no partner", ""]
@@ -101,7 +101,7 @@ def test_what_the_summary_reads(engine: Engine) -> None:
         ("skip", None): 2,
         ("quarantine", None): 1,
         ("update", "rejected"): 1,
-        ("noop", None): 1,
+        ("unchanged", None): 1,
     }
     assert sorted(plans.plan_details("r1")) == ['{"a": 1}', '{"b": 2}']
     plans.delete_plan("r1")
@@ -110,7 +110,7 @@ def test_what_the_summary_reads(engine: Engine) -> None:
 
 def test_plan_batches_page_through_many_rows(engine: Engine) -> None:
     plans = PlanStore(engine, FLOW)
-    plans.insert_plan([row(i, "noop") for i in range(1, 1202)])
+    plans.insert_plan([row(i, "unchanged") for i in range(1, 1202)])
     batches = list(plans.iter_unapplied("r1"))
     assert [len(b) for b in batches] == [500, 500, 201]
     assert ids(batches) == sorted(ids(batches))

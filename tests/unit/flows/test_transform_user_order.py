@@ -21,6 +21,7 @@ from crmsync.engine.canonical import SideRecord, content_hash, match_key, to_can
 from crmsync.flows.links import apply_plan_rows
 from crmsync.flows.transform import build_plan
 from crmsync.mapping.model import Mapping, Side, load_mapping
+from crmsync.store.plan import stored_plan_row
 from crmsync.store.repository import Repository
 from crmsync.store.schema import plan, quarantine
 from pydantic import ValidationError
@@ -100,7 +101,7 @@ def test_a_corrected_user_with_no_order_leaves_quarantine(repo: Repository, m: M
     assert build_plan(m, RUN1, {}, repo) is not None
     with repo.engine.connect() as conn:
         rows = conn.execute(select(plan).where(plan.c.run_id == RUN1)).mappings().all()
-    apply_plan_rows(m, repo, RUN1, list(rows))
+    apply_plan_rows(m, repo, RUN1, [stored_plan_row(r) for r in rows])
     with repo.engine.connect() as conn:
         held = conn.execute(select(quarantine.c.record_id, quarantine.c.reason)).all()
     assert [h[0] for h in held] == ["USR-1"] and "Email" in held[0][1]
@@ -110,7 +111,7 @@ def test_a_corrected_user_with_no_order_leaves_quarantine(repo: Repository, m: M
     with repo.engine.connect() as conn:
         rows = conn.execute(select(plan).where(plan.c.run_id == RUN2)).mappings().all()
     assert [r["action"] for r in rows] == ["skip"]  # no order names the user yet
-    apply_plan_rows(m, repo, RUN2, list(rows))
+    apply_plan_rows(m, repo, RUN2, [stored_plan_row(r) for r in rows])
     with repo.engine.connect() as conn:
         assert conn.execute(select(quarantine)).all() == []
 
