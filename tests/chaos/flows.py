@@ -33,7 +33,10 @@ documented policies only (read here with plain YAML, never through the package):
 * records are paired by the link store after the clean baseline run (the identity of
   pairs, not their values, comes from the engine).
 
-As in ``harness.py``, a pair's edits accumulate in a window until a run syncs it (the
+The model itself (pairs, windows, merges, the checks against the link store, the loop)
+is ``tests/chaos/model.py``, shared with ``harness.py``; this module adds each flow's
+edits (``SPECS``), how its new records settle and are found, and the waiting/lonely
+checks. As in ``harness.py``, a pair's edits accumulate in a window until a run syncs it (the
 run finished and its plan rows report no failed/held write for the pair's records);
 a window that spanned an unsynced run is checked with weaker invariants (one-sided
 edits must still arrive; contested fields agree on one of the values seen).
@@ -89,151 +92,38 @@ through the APIs, so its update_links is killed a random moment after it starts.
 from __future__ import annotations
 
 import contextlib
-import json
 import random
 import time
-import unicodedata
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import requests
 import yaml
 
-from tests.chaos import harness, model
-from tests.chaos.harness import CB, CRM, SIDES, Api, Config, Report, RunOutcome, _path, run_outcome
 from tests.chaos.hostile import CB_NESTED_UPDATE
-
-ROOT = Path(__file__).resolve().parents[2]
-MAPPINGS = ROOT / "include" / "mappings"
-
-
-# -- the mapping, read independently of the package ----------------------------------------
-
-
-@dataclass(frozen=True)
-class MField:
-    name: str
-    crm: str
-    cb: str
-    transform: str
-    direction: str  # both | to_customcrm | to_chargebee
-    values: tuple[tuple[str, str], ...]  # canonical → Chargebee raw
-    read_only_edits: str  # restore | keep (one-way fields)
-
-    def source(self) -> str | None:
-        return {"to_customcrm": CB, "to_chargebee": CRM}.get(self.direction)
-
-
-@dataclass(frozen=True)
-class Mapping:
-    flow: str
-    path: Path
-    fields: tuple[MField, ...]
-    policy: str
-    tie: str
-    on_delete: dict[str, str]
-    can_create: dict[str, bool]  # side → the sync may create records there
-    match_key: str
-    one_to_many: bool
-    create_id: str | None
-    create_disabled_reason: str | None = None
-
-    def f(self, name: str) -> MField:
-        return next(x for x in self.fields if x.name == name)
-
-
-def _key(v: Any) -> str:
-    return str(v).lower() if isinstance(v, bool) else str(v)
-
-
-def load_mapping(flow: str, path: Path | None = None) -> Mapping:
-    """The model's view of a mapping file (default: the shipped one of ``flow``)."""
-    path = path or MAPPINGS / f"{flow}.yaml"
-    doc = yaml.safe_load(path.read_text())
-    ro = doc.get("read_only_edits", "restore")
-    fields = tuple(
-        MField(
-            f["name"],
-            f["customcrm"],
-            f["chargebee"],
-            f.get("transform", "strip"),
-            f.get("direction", "both"),
-            tuple((_key(k), v) for k, v in (f.get("values") or {}).items()),
-            f.get("read_only_edits", ro),
-        )
-        for f in doc["fields"]
-        if not f.get("ref")
-    )
-    conflict = doc.get("conflict") or {}
-    delete = doc.get("delete") or {}
-    return Mapping(
-        flow,
-        path,
-        fields,
-        conflict.get("policy", "newest_wins"),
-        conflict.get("tie_breaker", CRM),
-        {CRM: delete.get("on_customcrm_delete", "unlink"), CB: delete.get("on_chargebee_delete", "unlink")},
-        # the sync creates on a side when that side's block does not say create: false
-        {CRM: doc["customcrm"].get("create", True), CB: doc["chargebee"].get("create", True)},
-        doc["match"]["keys"][0],
-        doc.get("cardinality") == "one_to_many",
-        doc["chargebee"].get("create_id"),
-        doc["chargebee"].get("create_disabled_reason"),
-    )
-
-
-def canon(f: MField, value: Any, side: str) -> Any:
-    """A raw value of either side in the form both are compared in."""
-    if value is None or value == "":
-        return None
-    if f.values and side == CB:
-        back = {raw: k for k, raw in f.values}
-        return back.get(str(value), f"?{value}")
-    t = f.transform
-    if t == "bool" or isinstance(value, bool):
-        return "true" if value in (True, "true", "True", 1) else "false"
-    if t == "int":
-        return int(value)
-    if t == "json":
-        obj = json.loads(value) if isinstance(value, str) else value
-        return json.dumps(obj, sort_keys=True) if obj else None
-    if t == "date":
-        if isinstance(value, int | float):
-            return datetime.fromtimestamp(value, UTC).date().isoformat()
-        return str(value)[:10]
-    if t == "datetime":
-        if isinstance(value, int | float):
-            return int(value)
-        return int(datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp())
-    s = unicodedata.normalize("NFC", str(value)).strip()
-    if not s:
-        return None
-    if t in ("lower", "email"):
-        return s.lower()
-    if t in ("upper", "country"):
-        return s.upper()
-    return s
-
-
-def values_of(m: Mapping, side: str, rec: dict[str, Any]) -> dict[str, Any]:
-    if side == CRM:
-        return {f.name: canon(f, rec.get(f.crm), CRM) for f in m.fields}
-    return {f.name: canon(f, _path(rec, f.cb), CB) for f in m.fields}
-
-
-def ts_of(side: str, rec: dict[str, Any]) -> float:
-    if side == CRM:
-        return datetime.fromisoformat(str(rec["UpdatedAt"]).replace("Z", "+00:00")).timestamp()
-    return float(rec.get("updated_at") or 0)
-
-
-def is_live(rec: dict[str, Any]) -> bool:
-    return not (rec.get("Deleted") or rec.get("deleted") or rec.get("status") == "deleted")
-
+from tests.chaos.model import (
+    CB,
+    CRM,
+    SIDES,
+    Config,
+    Mapping,
+    MField,
+    Pair,
+    Rec,
+    Report,
+    RunOutcome,
+    World,
+    canon,
+    experiment,
+    is_live,
+    load_mapping,
+    ts_of,
+    values_of,
+)
+from tests.chaos.model import Sandboxes as Api
 
 # -- per-flow knowledge: which API writes what, how values are made ----------------------------
 
@@ -741,126 +631,30 @@ class FlowApi:
             self.cb("POST", f"{self.spec.cb_resource}/{rid}/delete")
 
 
-# -- the model ---------------------------------------------------------------------------------
+# -- the world: a flow's edits, how its new records settle and are found ---------------------
 
 
-@dataclass
-class Rec:
-    side: str
-    id: str | None
-    values: dict[str, Any]
-    ts: float = 0.0
-    deleted: bool = False
-
-
-@dataclass
-class Pair:
-    pid: str
-    crm: Rec | None
-    cb: Rec | None
-    #: new | linked | detached | gone | lonely (never to be created/linked) | waiting (a
-    #: Customcrm order whose invoice has no order yet: held, linked once it is generated)
-    status: str
-    base: dict[str, Any] | None = None
-    dirty: bool = False
-    uncertain: bool = False
-    seen: dict[str, set[Any]] = field(default_factory=dict)
-    contested: set[str] = field(default_factory=set)
-    deleted_side: str | None = None
-    invoice: str | None = None  # waiting: the invoice whose order it waits for
-    held_for: str | None = None  # waiting or lonely: a field its hold must name
-    born: int = 0  # the round it was made in
-
-    def rec(self, side: str) -> Rec | None:
-        return self.crm if side == CRM else self.cb
-
-    def ids(self) -> set[str]:
-        return {r.id for r in (self.crm, self.cb) if r is not None and r.id}
-
-
-@dataclass(frozen=True)
-class Expected:
-    pid: str
-    field: str
-    winner: str
-
-
-def merge_two_way(
-    policy: str, tie: str, b: Any, c: Any, k: Any, c_ts: float, k_ts: float
-) -> tuple[Any, Any, Any, str | None]:
-    """One two-way field by the mapping's policy: (merged, crm after, cb after, conflict winner)."""
-    if c == k:
-        return c, c, k, None
-    c_changed, k_changed = c != b, k != b
-    conflict = c_changed and k_changed
-    if c_changed and not k_changed:
-        winner = CRM
-    elif k_changed and not c_changed:
-        winner = CB
-    elif policy == "customcrm_wins":  # a clear against an edit is a conflict like any other
-        winner = CRM
-    elif policy == "chargebee_wins":
-        winner = CB
-    elif c_ts != k_ts:
-        winner = CRM if c_ts > k_ts else CB
-    else:
-        winner = tie
-    value, other = (c, k) if winner == CRM else (k, c)
-    if value is None and b is None:  # a blank never synced never overwrites
-        return other, c, k, (winner if conflict else None)
-    return value, value, value, (winner if conflict else None)
-
-
-def merge_one_way(
-    policy: str, tie: str, ro: str, src: str, b: Any, c: Any, k: Any, c_ts: float, k_ts: float
-) -> tuple[Any, Any, Any, str | None]:
-    """A one-way field (``src`` is its source side): the other side's edit is written back
-    (``restore``) or kept (``keep``); a source edit reaches the other side unless it is a
-    blank; both edited is a conflict, audited, decided as for a two-way field, and a win
-    of the other side still yields to ``restore``."""
-    if c == k:
-        return c, c, k, None
-    sv, ov = (k, c) if src == CB else (c, k)
-    s_changed, o_changed = sv != b, ov != b
-    conflict = s_changed and o_changed
-    if s_changed and not o_changed:
-        winner = src
-    elif o_changed and not s_changed:
-        winner = CRM if src == CB else CB
-    else:
-        winner = merge_two_way(policy, tie, b, c, k, c_ts, k_ts)[3] or src
-    if winner == src and sv is None and b is None:
-        new_other, merged = ov, ov  # a blank source never synced fills nothing
-    elif winner == src:
-        new_other, merged = sv, sv  # a source edit flows, a clear of an agreed value too
-    elif ro == "restore" and (sv is not None or b is not None):
-        new_other, merged = sv, sv
-    else:
-        # keep (or a blank source never synced): the other side's edit stays, reported;
-        # what the sides agree on stays the source's value
-        new_other, merged = ov, sv
-    c2, k2 = (new_other, sv) if src == CB else (sv, new_other)
-    return merged, c2, k2, (winner if conflict else None)
-
-
-class FlowWorld:
+class FlowWorld(World):
     def __init__(
         self, api: Api, store: Any, flow: str, cfg: Config, report: Report, mapping_file: Path | None = None
     ) -> None:
-        self.api, self.store, self.cfg, self.report = api, store, cfg, report
-        self.m = load_mapping(flow, mapping_file)
+        rng = random.Random(cfg.seed * 31 + len(flow))
+        super().__init__(api, store, cfg, report, load_mapping(flow, mapping_file), rng)
+        self.prefix = f"{flow}: "
         self.spec = spec_for(flow, mapping_file)
+        self.cb_key_unique = self.spec.cb_key_unique
         self.fa = FlowApi(api, self.m, self.spec)
-        self.rng = random.Random(cfg.seed * 31 + len(flow))
-        self.pairs: dict[str, Pair] = {}
         self.recs: dict[tuple[str, str], Rec] = {}  # shared by the pairs of a one-to-many user
-        self.expected_conflicts: list[Expected] = []
-        self.history: list[str] = []
-        self.round = 0
-        self._n = 0
-        self._reported: set[str] = set()
-        self.held_reasons: Counter[str] = Counter()
         self.statuses: Counter[str] = Counter()  # the pairs' statuses at the end
+
+    def read_all(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        return self.fa.all(CRM), self.fa.all(CB)
+
+    def _trailer(self, p: Pair) -> str:
+        assert p.crm is not None
+        return "\n  " + "\n  ".join(
+            h for h in self.history if f" {p.pid} " in h or (p.crm.id and p.crm.id in h)
+        )
 
     def awaited_invoices(self) -> set[str]:
         """Invoices a Customcrm order of the model waits or waited for: their one order is
@@ -875,13 +669,6 @@ class FlowWorld:
         with self.store.connect() as conn:
             rows = conn.execute(select(link.c.crm_id, link.c.cb_id).where(link.c.flow == flow)).all()
         return [(str(c), str(k)) for c, k in rows]
-
-    def fail(self, kind: str, msg: str, once: str | None = None) -> None:
-        if once is not None:
-            if once in self._reported:
-                return
-            self._reported.add(once)
-        self.report.fail(kind, f"{self.m.flow}: {msg}")
 
     # -- setup -------------------------------------------------------------------------------
     def adopt_baseline(self) -> None:
@@ -912,18 +699,6 @@ class FlowWorld:
         if f.direction == "both":
             return c[f.name] is None or k[f.name] is None
         return f.read_only_edits == "keep" or (k if f.source() == CB else c)[f.name] is None
-
-    def _agreed(self, c: dict[str, Any], k: dict[str, Any]) -> dict[str, Any]:
-        """What both sides agree on: a two-way field's non-blank value, a one-way field's
-        source value (a kept value on the other side is a difference, not agreed)."""
-        out = {}
-        for n in c:
-            f = self.m.f(n)
-            if f.direction != "both":
-                out[n] = k[n] if f.source() == CB else c[n]
-            else:
-                out[n] = c[n] if c[n] == k[n] else (c[n] if k[n] is None else k[n])
-        return out
 
     def _rec(self, side: str, rid: str, raw: dict[str, Any]) -> Rec:
         key = (side, rid)
@@ -1111,36 +886,6 @@ class FlowWorld:
         return True
 
     # -- model transitions at a run --------------------------------------------------------------
-    def settle(self, out: RunOutcome) -> None:
-        self.report.runs += 1
-        if not out.finished:
-            self.report.runs_not_synced += 1
-        self.expected_conflicts = []
-        unlinks: list[Pair] = []
-        for p in self.pairs.values():
-            if p.status in ("gone", "lonely", "detached", "waiting"):
-                p.dirty = False
-                continue
-            if not (p.dirty or p.status == "new"):
-                continue
-            if not out.finished or p.ids() & out.bad_ids:
-                p.uncertain = True
-                continue
-            if p.status == "new":
-                self._settle_new(p)
-            elif (p.crm and p.crm.deleted) or (p.cb and p.cb.deleted):
-                both = bool(p.crm and p.crm.deleted and p.cb and p.cb.deleted)
-                p.status = "gone" if both else "detached"
-                p.deleted_side = CRM if p.crm and p.crm.deleted else CB
-                if not p.uncertain:
-                    unlinks.append(p)
-            else:
-                self._merge(p)
-            p.dirty = False
-        crm, cb = self.fa.all(CRM), self.fa.all(CB)
-        self._resolve_ids(crm, cb)
-        self.check(out, crm, cb, unlinks)
-
     def _settle_new(self, p: Pair) -> None:
         if p.crm is not None and p.cb is not None:
             # a new record and the existing one it matches: merged as if nothing were agreed
@@ -1165,28 +910,6 @@ class FlowWorld:
             p.crm = other
         p.base = dict(values)
         p.status = "linked"
-
-    def _merge(self, p: Pair) -> None:
-        assert p.crm and p.cb and p.base is not None
-        merged: dict[str, Any] = {}
-        for f in self.m.fields:
-            n = f.name
-            b, c, k = p.base.get(n), p.crm.values[n], p.cb.values[n]
-            src = f.source()
-            if src is None:
-                if c != k and c != b and k != b:
-                    p.contested.add(n)
-                m, c2, k2, winner = merge_two_way(self.m.policy, self.m.tie, b, c, k, p.crm.ts, p.cb.ts)
-                if winner and not p.uncertain:
-                    self.expected_conflicts.append(Expected(p.pid, n, winner))
-            else:
-                m, c2, k2, winner = merge_one_way(
-                    self.m.policy, self.m.tie, f.read_only_edits, src, b, c, k, p.crm.ts, p.cb.ts
-                )
-                if winner and not p.uncertain:
-                    self.expected_conflicts.append(Expected(p.pid, n, winner))
-            merged[n], p.crm.values[n], p.cb.values[n] = m, c2, k2
-        p.base = merged
 
     def _resolve_ids(self, crm: dict[str, Any], cb: dict[str, Any]) -> None:
         key = self.m.match_key
@@ -1235,123 +958,18 @@ class FlowWorld:
                     )
                     p.status = "gone"
 
-    # -- checks ----------------------------------------------------------------------------------
-    def check(self, out: RunOutcome, crm: dict[str, Any], cb: dict[str, Any], unlinks: list[Pair]) -> None:
-        from crmsync.store.schema import audit, link, quarantine
-        from sqlalchemy import select
-
-        r, m = self.report, self.m
-        rnd = f"round {self.round} run {out.run_id}"
-        was_uncertain = {p.pid for p in self.pairs.values() if p.uncertain}
-        # 1. duplicates by match key among live records
-        for side, recs in ((CRM, crm), (CB, cb)):
-            if side == CB and not self.spec.cb_key_unique:
-                continue
-            by: dict[Any, list[str]] = {}
-            for i, x in sorted(recs.items()):
-                v = values_of(m, side, x)[m.match_key]
-                if is_live(x) and v is not None:
-                    by.setdefault(v, []).append(i)
-            for v, ids in by.items():
-                if len(ids) > 1:
-                    self.fail(
-                        "duplicate",
-                        f"{rnd}: {side} has {len(ids)} live records with {m.match_key}={v!r}: {ids}",
-                        once=f"dup {side} {v}",
-                    )
-        # 2. values of settled pairs
-        for p in self.pairs.values():
-            if not p.dirty:
-                self._check_pair(p, crm, cb, rnd)
-        # 3. links
-        with self.store.connect() as conn:
-            links = conn.execute(select(link.c.crm_id, link.c.cb_id).where(link.c.flow == m.flow)).all()
-            audits = conn.execute(
-                select(audit.c.kind, audit.c.crm_id, audit.c.cb_id, audit.c.field, audit.c.detail).where(
-                    audit.c.flow == m.flow, audit.c.run_id == out.run_id
-                )
-            ).all()
-            held = conn.execute(
-                select(
-                    quarantine.c.side, quarantine.c.record_id, quarantine.c.reason, quarantine.c.kind
-                ).where(quarantine.c.flow == m.flow)
-            ).all()
-        counts = Counter(k for _, k in links)
-        if not m.one_to_many:
-            counts += Counter(c for c, _ in links)
-        for ident, n in counts.items():
-            if n > 1:
-                self.fail("link", f"{rnd}: {ident} is in {n} links", once=f"link {ident}")
-        pairs = set(links)
-        linked_ids = {x for pair in links for x in pair}
-        for p in self.pairs.values():
-            pair_ids = (p.crm.id if p.crm else None, p.cb.id if p.cb else None)
-            if p.status == "linked" and not p.dirty and all(pair_ids) and pair_ids not in pairs:
-                self.fail("link", f"{rnd}: {p.pid} {pair_ids} is not linked")
-            if (
-                p.status in ("detached", "gone")
-                and not p.dirty
-                and (p.crm and p.cb and (p.crm.id, p.cb.id) in pairs)
-            ):
-                self.fail(
-                    "link",
-                    f"{rnd}: {p.pid} deleted on {p.deleted_side} but still linked",
-                    once=f"unl {p.pid}",
-                )
-            if p.status == "lonely" and p.ids() & linked_ids:
-                self.fail(
-                    "link",
-                    f"{rnd}: {p.pid} {sorted(p.ids())} names nothing yet is linked",
-                    once=f"lonely {p.pid}",
-                )
-        # 4. conflicts
-        audited: dict[tuple[Any, Any, Any], Any] = {}
-        for kind, crm_id, cb_id, fname, detail in audits:
-            if kind == "conflict":
-                audited[(crm_id, cb_id, fname)] = json.loads(detail).get("winner")
-        r.conflicts_audited += len(audited)
-        for e in self.expected_conflicts:
-            p = self.pairs[e.pid]
-            assert p.crm and p.cb
-            r.conflicts_expected += 1
-            hit = [
-                w for (ci, ki, fn), w in audited.items() if fn == e.field and ci == p.crm.id and ki == p.cb.id
-            ]
-            if not hit:
-                self.fail(
-                    "conflict_not_audited",
-                    f"{rnd}: {e.pid} field {e.field} (winner {e.winner}) not in crmsync_audit",
-                )
-            elif hit[0] != e.winner:
-                self.fail(
-                    "lost_edit",
-                    f"{rnd}: {e.pid} field {e.field}: audited winner {hit[0]}, policy says {e.winner}",
-                )
-        wanted = {(e.pid, e.field) for e in self.expected_conflicts}
-        certain = {
-            (p.crm.id, p.cb.id): p
-            for p in self.pairs.values()
-            if p.status == "linked" and not p.dirty and p.pid not in was_uncertain and p.crm and p.cb
-        }
-        names = {f.name for f in m.fields}
-        for (ci, ki, fname), _w in audited.items():
-            q = certain.get((ci, ki))
-            if q is not None and fname in names and (q.pid, fname) not in wanted:
-                self.fail(
-                    "unexpected_conflict",
-                    f"{rnd}: {q.pid} field {fname} audited as a conflict; the policy sees none",
-                )
-        for p in unlinks:
-            if not any(k == "unlink" and (ci in p.ids() or ki in p.ids()) for k, ci, ki, _, _ in audits):
-                self.fail("conflict_not_audited", f"{rnd}: unlink of {p.pid} {sorted(p.ids())} not audited")
-        # 5. quarantine
-        r.quarantined = len(held)
-        self.held_reasons = Counter(f"{kind}: {(reason or '')[:90]}" for *_, reason, kind in held)
-        r.quarantined_kinds = Counter(kind for *_, kind in held)
-        for side, rid, reason, _kind in held:
-            if not (reason or "").strip():
-                self.fail("quarantine", f"{rnd}: {side} {rid} is held with no reason")
-        self._check_waiting(out, rnd, cb, held, linked_ids)
+    # -- the flow's own checks --------------------------------------------------------------------
+    def _check_more(
+        self,
+        out: RunOutcome,
+        rnd: str,
+        crm: dict[str, Any],
+        cb: dict[str, Any],
+        held: list[Any],
+        linked: set[str],
+    ) -> None:
+        m = self.m
+        self._check_waiting(out, rnd, cb, held, linked)
         # 6. a side the sync may not create on gets no record from a lonely or new one
         for p in self.pairs.values():
             if p.status != "lonely":
@@ -1432,109 +1050,8 @@ class FlowWorld:
                     once=f"hr {p.pid}",
                 )
 
-    def _check_pair(self, p: Pair, crm: dict[str, Any], cb: dict[str, Any], rnd: str) -> None:
-        m = self.m
-        if p.status == "detached":
-            dead, alive = (p.crm, p.cb) if p.deleted_side == CRM else (p.cb, p.crm)
-            assert dead and alive
-            recs_dead, recs_alive = (crm, cb) if p.deleted_side == CRM else (cb, crm)
-            alive_side = CB if p.deleted_side == CRM else CRM
-            if dead.id and dead.id in recs_dead and is_live(recs_dead[dead.id]):
-                self.fail(
-                    "lost_edit",
-                    f"{rnd}: {p.pid}: deleted {p.deleted_side} record {dead.id} is live again",
-                    once=f"live {p.pid}",
-                )
-            if alive.id not in recs_alive:
-                self.fail("lost_edit", f"{rnd}: {p.pid}: survivor {alive.id} is gone", once=f"gone {p.pid}")
-                return
-            actual = values_of(m, alive_side, recs_alive[alive.id])
-            if not is_live(recs_alive[alive.id]):
-                if not alive.deleted:
-                    self.fail(
-                        "lost_edit", f"{rnd}: {p.pid}: survivor {alive.id} was deleted", once=f"gone {p.pid}"
-                    )
-                return
-            key = actual[m.match_key]
-            dead_side = p.deleted_side or CRM
-            twins = [
-                i
-                for i, x in recs_dead.items()
-                if i != dead.id
-                and is_live(x)
-                and values_of(m, dead_side, x)[m.match_key] == key
-                and key is not None
-            ]
-            if twins and (dead_side == CRM or self.spec.cb_key_unique) and not m.one_to_many:
-                self.fail(
-                    "lost_edit",
-                    f"{rnd}: {p.pid}: deleted in {dead_side} (policy unlink), re-created there: {twins}",
-                    once=f"tw {p.pid}",
-                )
-            if not p.uncertain:
-                for n, want in alive.values.items():
-                    if actual[n] != want:
-                        self.fail(
-                            "lost_edit",
-                            f"{rnd}: {p.pid} survivor {alive.id} {n}={actual[n]!r}, expected {want!r}",
-                        )
-            alive.values = actual
-            p.uncertain = False
-            p.seen, p.contested = {}, set()
-            return
-        if p.status != "linked":
-            return
-        assert p.crm and p.cb and p.base is not None
-        if not (p.crm.id and p.cb.id) or p.crm.id not in crm or p.cb.id not in cb:
-            return
-        ac, ak = values_of(m, CRM, crm[p.crm.id]), values_of(m, CB, cb[p.cb.id])
-        for f in m.fields:
-            n = f.name
-            want_c, want_k = p.crm.values[n], p.cb.values[n]
-            got_c, got_k = ac[n], ak[n]
-            if (got_c, got_k) == (want_c, want_k):
-                continue
-            if p.uncertain and self._plausible(p, f, got_c, got_k):
-                continue
-            self.fail(
-                "lost_edit",
-                f"{rnd}: {p.pid} ({p.crm.id} ⇄ {p.cb.id}) {n}: customcrm={got_c!r} chargebee={got_k!r}, "
-                f"expected customcrm={want_c!r} chargebee={want_k!r}"
-                + (" (window spanned a failed run)" if p.uncertain else "")
-                + "\n  "
-                + "\n  ".join(h for h in self.history if f" {p.pid} " in h or (p.crm.id and p.crm.id in h)),
-            )
-        p.crm.values, p.cb.values = ac, ak
-        p.crm.ts, p.cb.ts = ts_of(CRM, crm[p.crm.id]), ts_of(CB, cb[p.cb.id])
-        p.base = self._agreed(ac, ak)
-        p.uncertain = False
-        p.seen, p.contested = {}, set()
-
-    def _plausible(self, p: Pair, f: MField, got_c: Any, got_k: Any) -> bool:
-        assert p.crm and p.cb and p.base is not None
-        n = f.name
-        want_c, want_k = p.crm.values[n], p.cb.values[n]
-        if n not in p.contested and want_c == want_k and want_c is not None:
-            return False  # a one-sided edit must have arrived, failed runs or not
-        seen = p.seen.get(n, set()) | {p.base.get(n), want_c, want_k}
-        if got_c == got_k:
-            return got_c in seen
-        return (got_c is None and got_k in seen) or (got_k is None and got_c in seen)
-
-    def all_settled(self) -> bool:
-        return not any(p.dirty or p.uncertain or p.status == "new" for p in self.pairs.values())
-
-    def explain(self, p: Pair) -> str:
-        return f"{p.pid} status={p.status} ids={sorted(p.ids())} uncertain={p.uncertain}\n  " + "\n  ".join(
-            h for h in self.history if f" {p.pid} " in h
-        )
-
 
 # -- runs ----------------------------------------------------------------------------------------
-
-
-def _step(m: Mapping, name: str, run_id: str, side: str | None, params: dict[str, Any]) -> None:
-    model.step(m.path, name, run_id, side, params)
 
 
 def _planned_writes(store: Any, flow: str, run_id: str) -> Counter[str]:
@@ -1552,55 +1069,20 @@ def _planned_writes(store: Any, flow: str, run_id: str) -> Counter[str]:
     return out
 
 
-def flow_run_with_kill(
-    api: Api, store: Any, m: Mapping, run_id: str, rng: random.Random, params: dict[str, Any], report: Report
-) -> RunOutcome:
-    """The task callables in DAG order; the upsert of a side this flow writes is SIGKILLed
-    in a subprocess after a random number of its writes, then rerun (Airflow's retry)."""
-    from scripts.runner import read_summary
+def _victim(store: Any, m: Mapping, rng: random.Random) -> Callable[[str], tuple[str, int] | None]:
+    """A kill round's victim: the upsert of a side this run plans to write to, killed
+    after one or two writes; none (update_links is killed) for a flow that writes nothing
+    through the APIs (user_order)."""
 
-    killed = False
-    try:
-        _step(m, "extract", run_id, CRM, params)
-        _step(m, "extract", run_id, CB, params)
-        _step(m, "transform", run_id, None, params)
-        ok = True
-    except Exception:
-        ok = False
-    if ok and spec_for(m.flow, m.path).kill_step == "upsert":
-        # the victim: a side this run plans to write to, killed after one or two writes
+    def pick(run_id: str) -> tuple[str, int] | None:
+        if spec_for(m.flow, m.path).kill_step != "upsert":
+            return None
         planned = _planned_writes(store, m.flow, run_id)
         writable = [s for s in SIDES if planned[s]] or [CRM]
         victim = rng.choice(writable)
-        after = rng.randint(1, max(1, min(2, planned[victim])))
-        start = api.writes(victim)
-        report.kill_attempts += 1
-        killed = harness.kill_task(
-            f"run_step('upsert', {str(m.path)!r}, side={victim!r}, run_id={run_id!r}, params={params!r})",
-            lambda _s: api.writes(victim) - start >= after,
-        )
-        report.kills += killed
-        for side in (victim, CRM if victim == CB else CB):
-            # the retry of the victim, then the other side; a failure (error budget) is
-            # a failed task, and update_links still runs (trigger rule all_done)
-            with contextlib.suppress(Exception):
-                _step(m, "upsert", run_id, side, params)
-    elif ok:
-        # a flow that writes nothing through the APIs (user_order): its writes are the
-        # link store's, so update_links is killed, a random moment after it started work
-        for side in SIDES:
-            with contextlib.suppress(Exception):
-                _step(m, "upsert", run_id, side, params)
-        report.kill_attempts += 1
-        delay = rng.uniform(0.0, 0.25)
-        killed = harness.kill_task(
-            f"run_step('update_links', {str(m.path)!r}, run_id={run_id!r}, params={params!r})",
-            lambda seconds: seconds >= delay,
-        )
-        report.kills += killed
-    with contextlib.suppress(Exception):
-        _step(m, "update_links", run_id, None, params)
-    return run_outcome(store, run_id, read_summary(run_id, m.flow), killed, flow=m.flow)
+        return victim, rng.randint(1, max(1, min(2, planned[victim])))
+
+    return pick
 
 
 def run_flow_chaos(
@@ -1631,43 +1113,9 @@ def run_flow_chaos(
     log(f"{flow} baseline: {len(world.pairs)} linked pairs")
     cb_writes_before = api.writes(CB)
     rng = random.Random(cfg.seed * 7919 + len(flow))
-    for i in range(1, cfg.rounds + 1):
-        world.edit_round()
-        kill = i in cfg.kill_rounds
-        faults = {"seed": cfg.seed * 1000 + i, **cfg.faults, **spec.faults}
-        if kill:
-            faults["latency_ms"] = max(int(faults.get("latency_ms", 0)), cfg.kill_latency_ms)
-        api.set_faults(faults)
-        try:
-            if kill:
-                out = flow_run_with_kill(
-                    api, store, world.m, f"manual__chaos_{flow}_{cfg.seed}_{i}", rng, conf, report
-                )
-            else:
-                fr = run_flow(dags[flow], conf)
-                out = run_outcome(store, fr.run_id, fr.summary, flow=flow)
-        finally:
-            report.faults.update(api.injected())
-            api.set_faults(None)
-        report.rounds += 1
-        world.settle(out)
-        log(
-            f"{flow} round {i}: {'KILL ' if out.killed else ''}finished={out.finished} "
-            f"held={len(out.bad_ids)} violations={len(report.violations)}"
-        )
-    started = time.monotonic()
-    for j in range(1, cfg.clean_runs + 1):
-        fr = run_flow(dags[flow], conf)
-        world.settle(run_outcome(store, fr.run_id, fr.summary, flow=flow))
-        report.converge_runs = j
-        if world.all_settled():
-            report.converge_seconds = time.monotonic() - started
-            break
-    for p in [p for p in world.pairs.values() if p.dirty or p.uncertain or p.status == "new"][:5]:
-        world.fail("lost_edit", f"not converged after {cfg.clean_runs} clean runs: {world.explain(p)}")
-    before = api.writes(CRM) + api.writes(CB)
-    run_flow(dags[flow], conf)
-    report.idle_writes = api.writes(CRM) + api.writes(CB) - before
+    pick = _victim(store, world.m, rng)
+    experiment(world, dags[flow], conf, rng, pick, extra_faults=spec.faults, label=f"{flow} ", log=log)
+
     by_sync = api.writes(CB) - cb_writes_before - world.fa.cb_writes
     if flow in READ_ONLY_CB and by_sync:
         world.fail("read_only", f"the sync wrote {by_sync} times to Chargebee's API")
