@@ -32,17 +32,21 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import requests
+from sqlalchemy import create_engine, text
+from sqlalchemy.pool import NullPool
 
 ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
 
 TERMINAL_RUN_STATES = {"success", "failed"}
+ACTIVE_RUN_STATES = {"queued", "running"}
 
 
 def free_port() -> int:
@@ -395,3 +399,83 @@ def _is_zombie(pid: int) -> bool:
 def standalone(home: Path, extra_env: Mapping[str, str] | None = None) -> Iterator[Standalone]:
     with Standalone(home, extra_env) as sa:
         yield sa
+
+
+# -- a standalone whose scheduler runs the clocks and Assets (the scheduler tests) -----------
+
+
+@dataclass(frozen=True)
+class Scheduling:
+    """A :func:`scheduling_standalone`: the stack, the DAGs as parsed (before they were
+    unpaused) and the runs each had before (runs of earlier tests on a shared database)."""
+
+    sa: Standalone
+    dags: dict[str, dict[str, Any]]
+    before: dict[str, set[str]]
+
+
+@contextlib.contextmanager
+def scheduling_standalone(
+    home: Path, dag_ids: Sequence[str], extra_env: Mapping[str, str] | None = None
+) -> Iterator[Scheduling]:
+    """A standalone as ``make up`` runs one: DAGs created paused and the scheduler's own
+    clocks and Asset scheduling on; the link store emptied, ``dag_ids`` parsed, their
+    earlier runs noted, then all of them unpaused at once.
+
+    Shared by the scheduler tests that start flows by their clocks and Assets
+    (test_dependency_order, test_event_driven): the setup was the same in each.
+    """
+    from tests.e2e.test_scheduler import link_store_ready  # it imports this module
+
+    env = {
+        **(extra_env or {}),
+        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
+        # Asset-triggered runs (and the clocks) need the scheduler's job schedule
+        "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "True",
+    }
+    reset_scheduling(metadata_db(home)[0])
+    with Standalone(home, extra_env=env) as sa:
+        link_store_ready(sa.db_url)
+        dags = {dag_id: sa.wait_for_dag(dag_id) for dag_id in dag_ids}
+        before = {dag_id: set(sa.dag_runs(dag_id)) for dag_id in dag_ids}
+        for dag_id in dag_ids:
+            sa.api("PATCH", f"dags/{dag_id}", json={"is_paused": False})
+        yield Scheduling(sa, dags, before)
+
+
+def reset_scheduling(db_url: str) -> None:
+    """Before a standalone with its clocks on starts: on PostgreSQL it shares the session's
+    database, where earlier tests left DAGs unpaused (they would start on their clocks at
+    once) and links Asset events queued (they would start downstream flows). SQLite gets a
+    fresh database per standalone: nothing to do."""
+    if not db_url.startswith("postgresql"):
+        return
+    engine = create_engine(db_url, poolclass=NullPool)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("UPDATE dag SET is_paused = true"))
+            conn.execute(text("DELETE FROM asset_dag_run_queue"))
+    finally:
+        engine.dispose()
+
+
+def wait_quiet(sa: Standalone, dag_ids: list[str], before: dict[str, set[str]], timeout: float) -> None:
+    """Until every DAG has a run the test did not see before, none of those is active, and
+    that stays so for three polls (an Asset-triggered run is created a scheduler loop after
+    its upstream run). Runs of earlier tests (a shared PostgreSQL database) are ignored."""
+    deadline = time.monotonic() + timeout
+    quiet = 0
+    while quiet < 3:
+        runs = {d: sa.dag_runs(d) for d in dag_ids}
+        new = {d: {r: st for r, st in rs.items() if r not in before.get(d, set())} for d, rs in runs.items()}
+        active = {d: st for d, rs in new.items() for st in rs.values() if st in ACTIVE_RUN_STATES}
+        quiet = quiet + 1 if all(new.values()) and not active else 0
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not settled after {timeout:.0f}s: new runs {new}, active {active}")
+        time.sleep(3)
+    failed = {(d, r): st for d, rs in new.items() for r, st in rs.items() if st == "failed"}
+    if failed:
+        import pytest  # only here: bench/ imports this module outside pytest
+
+        (dag_id, run_id), _ = next(iter(failed.items()))
+        pytest.fail(f"failed runs {failed}\n{sa.task_logs(dag_id, run_id)}")

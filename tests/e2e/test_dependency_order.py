@@ -24,7 +24,6 @@ the default entity because of ordering.
 from __future__ import annotations
 
 import json
-import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -35,14 +34,13 @@ from urllib.parse import quote
 import pytest
 from crmsync.mapping.model import load_mappings
 from crmsync.store.schema import TABLES, link, quarantine
-from sqlalchemy import create_engine, delete, func, select, text
+from sqlalchemy import create_engine, delete, func, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.pool import NullPool
 
 from scripts.runner import ORDER
 from tests.e2e.conftest import CB_KEY, CRM_TOKEN, ROOT, SEEDS, Sandboxes
-from tests.e2e.standalone import Standalone, metadata_db
-from tests.e2e.test_scheduler import link_store_ready
+from tests.e2e.standalone import Standalone, scheduling_standalone, wait_quiet
 
 pytestmark = [pytest.mark.e2e, pytest.mark.scheduler]
 
@@ -50,7 +48,6 @@ MAPPINGS = {m.flow: m for m in load_mappings(ROOT / "include" / "mappings")}
 #: flows that reference another flow (scheduled on its Asset) and those that do not (on their clock)
 DOWNSTREAM = {f: m.depends_on for f, m in MAPPINGS.items() if m.depends_on}
 ROOTS = [f for f in ORDER if f not in DOWNSTREAM]
-ACTIVE = {"queued", "running"}
 
 
 @pytest.fixture
@@ -108,42 +105,6 @@ def end_state(sb: Sandboxes, engine: Engine) -> dict[str, Any]:
     return {"customers": customers, "contacts": contacts, "links": links, "held": sorted(held)}
 
 
-def reset_scheduling(db_url: str) -> None:
-    """Before a standalone with its clocks on starts: on PostgreSQL it shares the session's
-    database, where earlier tests left DAGs unpaused (they would start on their clocks at
-    once) and links Asset events queued (they would start downstream flows). SQLite gets a
-    fresh database per standalone: nothing to do."""
-    if not db_url.startswith("postgresql"):
-        return
-    engine = create_engine(db_url, poolclass=NullPool)
-    try:
-        with engine.begin() as conn:
-            conn.execute(text("UPDATE dag SET is_paused = true"))
-            conn.execute(text("DELETE FROM asset_dag_run_queue"))
-    finally:
-        engine.dispose()
-
-
-def wait_quiet(sa: Standalone, dag_ids: list[str], before: dict[str, set[str]], timeout: float) -> None:
-    """Until every DAG has a run the test did not see before, none of those is active, and
-    that stays so for three polls (an Asset-triggered run is created a scheduler loop after
-    its upstream run). Runs of earlier tests (a shared PostgreSQL database) are ignored."""
-    deadline = time.monotonic() + timeout
-    quiet = 0
-    while quiet < 3:
-        runs = {d: sa.dag_runs(d) for d in dag_ids}
-        new = {d: {r: st for r, st in rs.items() if r not in before.get(d, set())} for d, rs in runs.items()}
-        active = {d: st for d, rs in new.items() for st in rs.values() if st in ACTIVE}
-        quiet = quiet + 1 if all(new.values()) and not active else 0
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not settled after {timeout:.0f}s: new runs {new}, active {active}")
-        time.sleep(3)
-    failed = {(d, r): st for d, rs in new.items() for r, st in rs.items() if st == "failed"}
-    if failed:
-        (dag_id, run_id), _ = next(iter(failed.items()))
-        pytest.fail(f"failed runs {failed}\n{sa.task_logs(dag_id, run_id)}")
-
-
 def run_details(sa: Standalone, dag_id: str, before: set[str]) -> list[dict[str, Any]]:
     """The DAG's runs the test did not see before, with their type and times."""
     body = sa.api("GET", f"dags/{dag_id}/dagRuns", params={"limit": 100, "order_by": "-run_after"})
@@ -175,20 +136,12 @@ def assert_downstream_after_upstream(sa: Standalone, before: dict[str, set[str]]
 def test_unpausing_every_dag_at_once_ends_as_running_them_in_order(
     sandboxes: Sandboxes, second_sandboxes: Sandboxes, run_flow: Any, store: Engine, tmp_path: Path
 ) -> None:
-    env = {
-        **connections(second_sandboxes),
-        # as `make up`: DAGs created paused, the scheduler runs their clocks and Assets
-        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
-        "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "True",
-    }
-    reset_scheduling(metadata_db(tmp_path / "airflow")[0])
-    with Standalone(tmp_path / "airflow", extra_env=env) as sa:
-        link_store_ready(sa.db_url)
-        for dag_id in ORDER:
-            assert sa.wait_for_dag(dag_id)["is_paused"], f"{dag_id} was not created paused"
-        before = {d: set(sa.dag_runs(d)) for d in ORDER}
-        for dag_id in ORDER:  # all at once, as make up does
-            sa.api("PATCH", f"dags/{dag_id}", json={"is_paused": False})
+    # as `make up`: DAGs created paused, all unpaused at once, the scheduler runs their
+    # clocks and Assets
+    with scheduling_standalone(tmp_path / "airflow", ORDER, connections(second_sandboxes)) as clocked:
+        sa, before = clocked.sa, clocked.before
+        for dag_id, dag in clocked.dags.items():
+            assert dag["is_paused"], f"{dag_id} was not created paused"
         # the flows without references start on their clock's latest tick, unless a run of
         # that tick exists already (a PostgreSQL database shared with an earlier test in the
         # same hour): a manual trigger is the same start, whatever the clock did

@@ -22,9 +22,7 @@ from sqlalchemy import create_engine, select
 from sqlalchemy.pool import NullPool
 
 from tests.e2e.conftest import Sandboxes
-from tests.e2e.standalone import Standalone, metadata_db
-from tests.e2e.test_dependency_order import reset_scheduling, wait_quiet
-from tests.e2e.test_scheduler import link_store_ready
+from tests.e2e.standalone import scheduling_standalone, wait_quiet
 
 pytestmark = [pytest.mark.e2e, pytest.mark.scheduler]
 
@@ -60,19 +58,8 @@ def _wait_for_phone(sb: Sandboxes, cb_id: str, timeout: float) -> float | None:
 def test_an_edit_in_customcrm_reaches_chargebee_by_itself_within_a_minute(
     sandboxes: Sandboxes, tmp_path: Path
 ) -> None:
-    env = {
-        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
-        # Asset-triggered runs (and the clocks) need the scheduler's job schedule
-        "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "True",
-    }
-    reset_scheduling(metadata_db(tmp_path / "airflow")[0])
-    with Standalone(tmp_path / "airflow", extra_env=env) as sa:
-        link_store_ready(sa.db_url)
-        for dag_id in FLOWS:
-            sa.wait_for_dag(dag_id)
-        earlier = {d: set(sa.dag_runs(d)) for d in FLOWS}  # a shared PostgreSQL database's
-        for dag_id in FLOWS:
-            sa.api("PATCH", f"dags/{dag_id}", json={"is_paused": False})
+    with scheduling_standalone(tmp_path / "airflow", FLOWS) as clocked:
+        sa, earlier = clocked.sa, clocked.before  # earlier: a shared PostgreSQL database's
         # its clock's latest tick may have run already (a database shared with an earlier test)
         sa.trigger("customer_business_entity")
         wait_quiet(sa, FLOWS, earlier, timeout=300)
