@@ -25,6 +25,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypedDict, TypeVar, Unpack, get_args
 from urllib.parse import quote, urlsplit
 
@@ -188,11 +189,33 @@ class HookClients(TypedDict, total=False):
     budget_factory: BudgetFactory | None
 
 
+@dataclass(frozen=True)
+class ErrorReport:
+    """What an API's error body says, read by a hook's :meth:`ApiHook._read_error`."""
+
+    code: str | None
+    message: str | None
+    param: str | None = None
+    #: the error class the API's own error code names (None: the status decides)
+    cls: type[ApiError] | None = None
+    #: every ``(field, message)`` the API reported (a ValidationError carries them)
+    errors: list[tuple[str | None, str]] = field(default_factory=list)
+
+
 class ApiHook(HttpHook):
     """Common base of the two API hooks (not registered as a connection type itself).
 
-    Subclasses set ``system``/``settings_model``/``conn_fields``/``ui_behaviour`` and
-    implement :meth:`_resolve_base_url`, :meth:`_auth` and :meth:`_error_from_response`.
+    A subclass names its API in the class statement (``system=``, ``hook_name=``: see
+    :meth:`__init_subclass__`), sets ``settings_model``/``conn_fields``/``ui_behaviour`` and
+    implements :meth:`_resolve_base_url`, :meth:`_auth` and :meth:`_read_error`.
+
+    The clients a task (or a test) may pass to a subclass's constructor (:class:`HookClients`):
+
+    :param budget: override the shared rate budget (tests, custom limiters).
+    :param retry_policy: override the retry policy derived from the connection.
+    :param budget_factory: what makes the site's limiter (a task passes
+        :func:`~crmsync.hooks.budget.task_budget_factory`'s, shared through the link store);
+        default: the process's (:func:`~crmsync.hooks.budget.budget_factory`).
     """
 
     system: ClassVar[str] = "api"
@@ -205,6 +228,20 @@ class ApiHook(HttpHook):
     #: :mod:`crmsync.provider`, so the form and the provider info cannot disagree)
     conn_fields: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
     ui_behaviour: ClassVar[Mapping[str, Any]] = {}
+    #: error classes of statuses this API uses its own way (before :data:`STATUS_ERRORS`)
+    status_errors: ClassVar[Mapping[int, type[ApiError]]] = {}
+
+    def __init_subclass__(cls, *, system: str = "", hook_name: str = "", **kwargs: Any) -> None:
+        """Name a subclass's API once: ``system`` is its connection type, and the connection
+        attributes Airflow reads follow from it (``<system>_conn_id``, ``<system>_default``),
+        so the hooks cannot spell them differently."""
+        super().__init_subclass__(**kwargs)
+        if system:
+            cls.system = cls.conn_type = system
+            cls.conn_name_attr = f"{system}_conn_id"
+            cls.default_conn_name = f"{system}_default"
+        if hook_name:
+            cls.hook_name = hook_name
 
     def __init__(self, conn_id: str, **clients: Unpack[HookClients]) -> None:
         super().__init__(method="GET", http_conn_id=conn_id)
@@ -246,6 +283,17 @@ class ApiHook(HttpHook):
         same request would get the same body)."""
         return InvalidResponse(self.system, status, code, message, None, method, template)
 
+    def _next_page(self, token: Any, seen: set[str], what: str, template: str, status: int) -> str | None:
+        """The next page's offset or cursor (``what``), None after the last page. One the
+        list already returned is a paging loop: an InvalidResponse, never an endless read."""
+        if token in (None, ""):
+            return None
+        text = str(token)
+        if text in seen:
+            raise self._invalid(f"{what} repeated", "GET", template, status=status, code="paging_loop")
+        seen.add(text)
+        return text
+
     # ------------------------------------------------------------------ config
 
     def _resolve_base_url(self, conn: Any, settings: HttpSettings) -> str:
@@ -253,6 +301,14 @@ class ApiHook(HttpHook):
 
     def _auth(self, conn: Any, settings: HttpSettings) -> Any:
         raise NotImplementedError
+
+    def _password(self, conn: Any, secret: str) -> str:
+        """The connection's password, the API's ``secret`` (named in the error when empty)."""
+        if not conn.password:
+            raise ConnectionConfigError(
+                f"connection {self.http_conn_id!r}: the {secret} (password field) is empty"
+            )
+        return str(conn.password)
 
     def _budget_key(self) -> str:
         parts = urlsplit(self.base_url)
@@ -416,6 +472,23 @@ class ApiHook(HttpHook):
     # ----------------------------------------------------------------- request
 
     def _error_from_response(self, response: requests.Response, method: str, template: str) -> ApiError:
+        """The typed error of a non-2xx response: the subclass reads its API's error body
+        (:meth:`_read_error`), :func:`api_error` picks the class (the API's own error code
+        first, then the status: :attr:`status_errors`, then the common meanings)."""
+        report = self._read_error(response, error_body(response))
+        args = (
+            self.system,
+            response.status_code,
+            report.code,
+            report.message,
+            report.param,
+            method,
+            template,
+        )
+        return api_error(response, args, report.cls, self.status_errors, errors=report.errors)
+
+    def _read_error(self, response: requests.Response, body: dict[str, Any]) -> ErrorReport:
+        """What the API's error ``body`` (``{}`` when not JSON) says about ``response``."""
         raise NotImplementedError
 
     def _count(self, key: str, waited: float = 0.0) -> None:

@@ -37,10 +37,9 @@ from requests.auth import HTTPBasicAuth
 from crmsync.hooks._http import (
     ApiHook,
     ConnectionConfigError,
+    ErrorReport,
     HookClients,
     HttpSettings,
-    api_error,
-    error_body,
     quote_segment,
 )
 from crmsync.hooks.budget import DEFAULT_RATE_PER_MINUTE
@@ -275,15 +274,11 @@ CHARGEBEE_ERROR_CODES: dict[str, type[ApiError]] = {
 }
 
 
-class ChargebeeHook(ApiHook):
+class ChargebeeHook(ApiHook, system="chargebee", hook_name="Chargebee"):
     """Read and write Chargebee records with paging, retries, rate budget and typed errors.
 
-    :param chargebee_conn_id: Airflow connection id (``conn_type`` ``chargebee``).
-    :param budget: override the shared per-site rate budget (tests, custom limiters).
-    :param retry_policy: override the retry policy derived from the connection.
-    :param budget_factory: what makes the site's limiter (a task passes
-        :func:`~crmsync.hooks.budget.task_budget_factory`'s, shared through the link store);
-        default: the process's (:func:`~crmsync.hooks.budget.budget_factory`).
+    :param chargebee_conn_id: Airflow connection id (``conn_type`` ``chargebee``); the
+        other parameters (the per-site rate budget, the retry policy): see :class:`ApiHook`.
 
     Connection: host = site name (``acme-test``) or a full base URL; password = API key;
     extra: ``base_url``, ``rate_limit_per_minute`` (default 150, the test-site limit),
@@ -293,20 +288,14 @@ class ChargebeeHook(ApiHook):
     :class:`ChargebeeSettings`).
     """
 
-    conn_name_attr = "chargebee_conn_id"
     conn_fields = CHARGEBEE_CONN_FIELDS
     ui_behaviour = CHARGEBEE_UI_BEHAVIOUR
-    default_conn_name = "chargebee_default"
-    conn_type = "chargebee"
-    hook_name = "Chargebee"
-
-    system: ClassVar[str] = "chargebee"
     settings_model: ClassVar[type[HttpSettings]] = ChargebeeSettings
     default_rate_per_minute: ClassVar[int | None] = DEFAULT_RATE_PER_MINUTE
     #: Chargebee blocks a site for about a minute after a breach.
     default_rate_limit_pause: ClassVar[float | None] = 60.0
 
-    def __init__(self, chargebee_conn_id: str = default_conn_name, **clients: Unpack[HookClients]) -> None:
+    def __init__(self, chargebee_conn_id: str = "chargebee_default", **clients: Unpack[HookClients]) -> None:
         super().__init__(chargebee_conn_id, **clients)
         self.chargebee_conn_id = chargebee_conn_id
 
@@ -335,11 +324,7 @@ class ChargebeeHook(ApiHook):
         return chargebee_base_url(conn.host, settings.base_url)
 
     def _auth(self, conn: Any, settings: HttpSettings) -> Any:
-        if not conn.password:
-            raise ConnectionConfigError(
-                f"connection {self.http_conn_id!r}: the API key (password field) is empty"
-            )
-        return HTTPBasicAuth(conn.password, "")
+        return HTTPBasicAuth(self._password(conn, "API key"), "")
 
     def resource(self, name: str) -> ChargebeeResource:
         """The :class:`ChargebeeResource` for a plural resource name."""
@@ -356,15 +341,13 @@ class ChargebeeHook(ApiHook):
 
     # ----------------------------------------------------------------- errors
 
-    def _error_from_response(self, response: requests.Response, method: str, template: str) -> ApiError:
-        body = error_body(response)
-        status = response.status_code
+    def _read_error(self, response: requests.Response, body: dict[str, Any]) -> ErrorReport:
         code = body.get("api_error_code") if isinstance(body.get("api_error_code"), str) else None
         message = body.get("message") if isinstance(body.get("message"), str) else response.reason
         param = body.get("param") if isinstance(body.get("param"), str) else None
-        args: tuple[Any, ...] = ("chargebee", status, code, message, param, method, template)
         # Chargebee's error code decides over the status (a 400 "resource_not_found" is a NotFound).
-        return api_error(response, args, None if status == 429 else CHARGEBEE_ERROR_CODES.get(code or ""))
+        cls = None if response.status_code == 429 else CHARGEBEE_ERROR_CODES.get(code or "")
+        return ErrorReport(code, message, param, cls)
 
     # ------------------------------------------------------------------ reads
 
@@ -428,16 +411,12 @@ class ChargebeeHook(ApiHook):
             page = [self._unwrap(entry, res, "GET", template) for entry in body["list"]]
             if page:
                 yield page
-            next_offset = body.get("next_offset")
-            if not next_offset:
+            # a falsy next_offset (absent, "", 0) ends the list
+            offset = self._next_page(
+                body.get("next_offset") or None, seen, "next_offset", template, response.status_code
+            )
+            if offset is None:
                 return
-            next_offset = str(next_offset)
-            if next_offset in seen:
-                raise self._invalid(
-                    "next_offset repeated", "GET", template, status=response.status_code, code="paging_loop"
-                )
-            seen.add(next_offset)
-            offset = next_offset
 
     def listable(self, resource: str) -> bool:
         """Whether Chargebee documents a list and retrieve of ``resource``

@@ -35,10 +35,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from crmsync.hooks._http import (
     ApiHook,
     ConnectionConfigError,
+    ErrorReport,
     HookClients,
     HttpSettings,
-    api_error,
-    error_body,
     quote_segment,
 )
 from crmsync.hooks.errors import (
@@ -176,32 +175,23 @@ def if_match_value(version: int | str) -> str:
 CUSTOMCRM_STATUS_ERRORS: dict[int, type[ApiError]] = {410: NotFound, 428: PreconditionFailed}
 
 
-class CustomcrmHook(ApiHook):
+class CustomcrmHook(ApiHook, system="customcrm", hook_name="Customcrm"):
     """Read and write Customcrm records: cursor paging, If-Match writes, typed errors.
 
-    :param customcrm_conn_id: Airflow connection id (``conn_type`` ``customcrm``).
-    :param budget: override the shared rate budget (tests, custom limiters).
-    :param retry_policy: override the retry policy derived from the connection.
-    :param budget_factory: what makes the site's limiter (a task passes
-        :func:`~crmsync.hooks.budget.task_budget_factory`'s, shared through the link store);
-        default: the process's (:func:`~crmsync.hooks.budget.budget_factory`).
+    :param customcrm_conn_id: Airflow connection id (``conn_type`` ``customcrm``); the
+        other parameters (the rate budget, the retry policy): see :class:`ApiHook`.
 
     Connection: host = base URL; password = API token (sent as ``Bearer``); extra: see
     :class:`CustomcrmApiSettings`.
     """
 
-    conn_name_attr = "customcrm_conn_id"
     conn_fields = CUSTOMCRM_CONN_FIELDS
     ui_behaviour = CUSTOMCRM_UI_BEHAVIOUR
-    default_conn_name = "customcrm_default"
-    conn_type = "customcrm"
-    hook_name = "Customcrm"
-
-    system: ClassVar[str] = "customcrm"
+    status_errors = CUSTOMCRM_STATUS_ERRORS
     settings_model: ClassVar[type[HttpSettings]] = CustomcrmApiSettings
     default_rate_per_minute: ClassVar[int | None] = None
 
-    def __init__(self, customcrm_conn_id: str = default_conn_name, **clients: Unpack[HookClients]) -> None:
+    def __init__(self, customcrm_conn_id: str = "customcrm_default", **clients: Unpack[HookClients]) -> None:
         super().__init__(customcrm_conn_id, **clients)
         self.customcrm_conn_id = customcrm_conn_id
 
@@ -233,11 +223,7 @@ class CustomcrmHook(ApiHook):
         return raw
 
     def _auth(self, conn: Any, settings: HttpSettings) -> Any:
-        if not conn.password:
-            raise ConnectionConfigError(
-                f"connection {self.http_conn_id!r}: the API token (password field) is empty"
-            )
-        return _BearerAuth(conn.password)
+        return _BearerAuth(self._password(conn, "API token"))
 
     # --------------------------------------------------------- field renaming
 
@@ -274,9 +260,7 @@ class CustomcrmHook(ApiHook):
 
     # ----------------------------------------------------------------- errors
 
-    def _error_from_response(self, response: requests.Response, method: str, template: str) -> ApiError:
-        body = error_body(response)
-        status = response.status_code
+    def _read_error(self, response: requests.Response, body: dict[str, Any]) -> ErrorReport:
         raw_type = body.get("type") if isinstance(body.get("type"), str) else None
         # "https://crm.example.com/problems/version-mismatch" or "urn:customcrm:problem:gone" → the slug.
         code = (
@@ -297,8 +281,7 @@ class CustomcrmHook(ApiHook):
         else:
             message = detail or title or response.reason
         param = next((f for f, _ in errors if f), None)
-        args: tuple[Any, ...] = ("customcrm", status, code or title, message, param, method, template)
-        return api_error(response, args, statuses=CUSTOMCRM_STATUS_ERRORS, errors=errors)
+        return ErrorReport(code or title, message, param, errors=errors)
 
     # ------------------------------------------------------------------ reads
 
@@ -331,15 +314,9 @@ class CustomcrmHook(ApiHook):
             if page:
                 yield page
             next_cursor = body.get(api.envelope.next_cursor)
-            if next_cursor in (None, ""):
+            cursor = self._next_page(next_cursor, seen, "next cursor", template, response.status_code)
+            if cursor is None:
                 return
-            next_cursor = str(next_cursor)
-            if next_cursor in seen:
-                raise self._invalid(
-                    "next cursor repeated", "GET", template, status=response.status_code, code="paging_loop"
-                )
-            seen.add(next_cursor)
-            cursor = next_cursor
 
     def iter_pages(
         self,
