@@ -43,6 +43,11 @@ export AIRFLOW__CORE__DAGS_FOLDER="${AIRFLOW__CORE__DAGS_FOLDER:-$CRMSYNC_ROOT/d
 export AIRFLOW__CORE__LOAD_EXAMPLES="${AIRFLOW__CORE__LOAD_EXAMPLES:-False}"
 export AIRFLOW__CORE__PARALLELISM="${AIRFLOW__CORE__PARALLELISM:-4}"
 export AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG="${AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG:-4}"
+# The scheduler sleeps this long after a loop with nothing to do (Airflow's default 1 s):
+# each of a flow's 6 task hops, and a triggered run's start, waited half of it on average
+# (about 3.5 s of a 10 s one-edit run, bench/RESULTS.md "Where a one-edit run spends its
+# time"). 0.2 s costs a few more idle loops (a few % of one core, measured there).
+export AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME="${AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME:-0.2}"
 # The link store's tables are migrated by `airflow db migrate` through this DB manager
 # (also registered in the provider info; the `airflow db-manager` commands need it here).
 export AIRFLOW__DATABASE__EXTERNAL_DB_MANAGERS="${AIRFLOW__DATABASE__EXTERNAL_DB_MANAGERS:-crmsync.store.db_manager.LinkStoreDBManager}"

@@ -103,6 +103,7 @@ from typing import Any
 import requests
 import yaml
 
+from tests.chaos import hostile
 from tests.chaos.hostile import CB_NESTED_UPDATE
 from tests.chaos.model import (
     CB,
@@ -115,6 +116,7 @@ from tests.chaos.model import (
     Rec,
     Report,
     RunOutcome,
+    RunView,
     World,
     canon,
     experiment,
@@ -239,20 +241,9 @@ def _paid_invoice(
     return inv, contacts[inv["customer_id"]]
 
 
-#: what an invoice of a model-made order keeps from the paid invoice it copies
-INVOICE_COPY = (
-    "customer_id",
-    "date",
-    "paid_at",
-    "currency_code",
-    "sub_total",
-    "tax",
-    "total",
-    "amount_paid",
-    "line_items",
-    "shipping_address",
-    "billing_address",
-)
+#: what an invoice of a model-made order keeps from the paid invoice it copies (not its
+#: status and amount due: the copy is paid)
+INVOICE_COPY = tuple(k for k in hostile.INVOICE_COPY if k not in ("status", "amount_due"))
 
 
 def _new_paid_invoice(w: FlowWorld, rng: random.Random, tag: str) -> tuple[str, str] | None:
@@ -761,16 +752,7 @@ class FlowWorld(World):
                 lucky = p.status == "waiting" and self.rng.random() < self.spec.generate_each_round
                 if lucky and self._generate(p):
                     self.report.edits["generate"] += 1
-        for _ in range(self.cfg.edits_per_round):
-            kind = self.rng.choices(kinds, [weights[k] for k in kinds])[0]
-            try:
-                done = self._edit(kind)
-            except Exception as exc:
-                raise RuntimeError(
-                    f"{self.m.flow}: edit {kind} failed; last edits:\n" + "\n".join(self.history[-10:])
-                ) from exc
-            if done:
-                self.report.edits[kind] += 1
+        self.make_edits({k: weights[k] for k in kinds})
 
     def _edit(self, kind: str) -> bool:
         rng, spec = self.rng, self.spec
@@ -959,17 +941,9 @@ class FlowWorld(World):
                     p.status = "gone"
 
     # -- the flow's own checks --------------------------------------------------------------------
-    def _check_more(
-        self,
-        out: RunOutcome,
-        rnd: str,
-        crm: dict[str, Any],
-        cb: dict[str, Any],
-        held: list[Any],
-        linked: set[str],
-    ) -> None:
-        m = self.m
-        self._check_waiting(out, rnd, cb, held, linked)
+    def _check_more(self, view: RunView) -> None:
+        m, rnd, crm, cb = self.m, view.rnd, view.crm, view.cb
+        self._check_waiting(view.out, rnd, cb, view.held, view.linked)
         # 6. a side the sync may not create on gets no record from a lonely or new one
         for p in self.pairs.values():
             if p.status != "lonely":

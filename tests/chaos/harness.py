@@ -314,6 +314,16 @@ class ContactWorld(World):
             side, raw["Id"] if side == CRM else raw["id"], vals, crm_ts(raw) if side == CRM else cb_ts(raw)
         )
 
+    def _delete(self, p: Pair, side: str) -> None:
+        """A person deletes the record of ``p`` on ``side`` (Chargebee: scheduled, purged
+        before the round's run)."""
+        s = p.rec(side)
+        assert s is not None and s.id is not None
+        self.history.append(f"round {self.round}: {p.pid} {p.status} {side} {s.id} delete")
+        (self.api.crm_delete if side == CRM else self.api.cb_delete)(s.id)
+        self.cb_deletes += side == CB
+        s.deleted = True
+
     def _fresh_person(self) -> tuple[str, dict[str, Any]]:
         pid = self._pid()
         tag = pid[1:]
@@ -326,17 +336,7 @@ class ContactWorld(World):
     def edit_round(self) -> None:
         self.round += 1
         self.cb_deletes = 0
-        kinds, weights = zip(*WEIGHTS.items(), strict=True)
-        for _ in range(self.cfg.edits_per_round):
-            kind = self.rng.choices(kinds, weights)[0]
-            try:
-                done = self._edit(kind)
-            except Exception as exc:
-                raise RuntimeError(
-                    f"edit {kind} failed; last edits:\n" + "\n".join(self.history[-15:])
-                ) from exc
-            if done:
-                self.report.edits[kind] += 1
+        self.make_edits(WEIGHTS)
 
     def _edit(self, kind: str) -> bool:
         rng = self.rng
@@ -355,15 +355,15 @@ class ContactWorld(World):
                     if rng.random() < 0.5:
                         other["email"] = values["email"].upper()
                 cb = self._create(CB, other)
-            p = Pair(pid, crm, cb, "new", dirty=True)
+            made = Pair(pid, crm, cb, "new", dirty=True)
             self.history.append(
                 f"round {self.round}: {pid} {kind} crm={crm and crm.id} cb={cb and cb.id} {values}"
             )
             for s in (crm, cb):
                 if s:
                     for k, v in s.values.items():
-                        p.note(k, v)
-            self.pairs[pid] = p
+                        made.note(k, v)
+            self.pairs[pid] = made
             return True
         if kind in ("edit", "blank", "email"):
             p = self._pick("linked", both_live=True)
@@ -401,13 +401,7 @@ class ContactWorld(World):
             p = self._pick("linked", both_live=True)
             if p is None:
                 return False
-            side = rng.choice(SIDES)
-            s = p.rec(side)
-            assert s is not None and s.id is not None
-            self.history.append(f"round {self.round}: {p.pid} {p.status} {side} {s.id} delete")
-            (self.api.crm_delete if side == CRM else self.api.cb_delete)(s.id)
-            self.cb_deletes += side == CB
-            s.deleted = True
+            self._delete(p, rng.choice(SIDES))
             p.dirty = True
             return True
         if kind == "delete_new":
@@ -417,13 +411,7 @@ class ContactWorld(World):
             )
             if p is None:
                 return False
-            side = CRM if p.crm is not None else CB
-            s = p.rec(side)
-            assert s is not None and s.id is not None
-            self.history.append(f"round {self.round}: {p.pid} new {side} {s.id} delete")
-            (self.api.crm_delete if side == CRM else self.api.cb_delete)(s.id)
-            self.cb_deletes += side == CB
-            s.deleted = True
+            self._delete(p, CRM if p.crm is not None else CB)
             return True
         if kind == "survivor_edit":
             p = self._pick("detached")

@@ -462,6 +462,17 @@ def table(reports: Iterable[Report]) -> str:
     return "\n".join([line, sep, *body])
 
 
+def assert_converged(report: Report, min_edits: int) -> None:
+    """What every chaos experiment must show: no violation, a chaotic run (edits, faults,
+    one kill attempt), convergence, and an idle run after it that writes nothing."""
+    assert report.violations == [], "\n".join(report.violations)
+    assert sum(report.edits.values()) >= min_edits
+    assert sum(report.faults.values()) > 0, report.faults
+    assert report.kill_attempts == 1
+    assert report.converge_seconds is not None
+    assert report.idle_writes == 0, "after convergence, a run with no edits must write nothing"
+
+
 # -- runs --------------------------------------------------------------------------------------
 
 
@@ -635,6 +646,19 @@ def _kill_update_links(
 # -- the world: model transitions at a run, checks -------------------------------------------
 
 
+@dataclass(frozen=True)
+class RunView:
+    """What the checks after a run read: its outcome, both sides' records, the held
+    records and the linked ids."""
+
+    out: RunOutcome
+    rnd: str  # "round N run ID", the prefix of every violation of this check
+    crm: dict[str, Any]
+    cb: dict[str, Any]
+    held: list[Any]
+    linked: set[str]
+
+
 class World:
     """The expected state of one flow's pairs and the checks after each run. A harness
     subclasses it with its flow's edits and three hooks: how a new pair settles
@@ -665,6 +689,24 @@ class World:
         """One round of people's seeded edits through the sandboxes' APIs (faults off)."""
         raise NotImplementedError
 
+    def _edit(self, kind: str) -> bool:
+        """One edit of ``kind``; False when no record fits it this round."""
+        raise NotImplementedError
+
+    def make_edits(self, weights: dict[str, float]) -> None:
+        """The round's ``cfg.edits_per_round`` edits, each of a kind drawn by ``weights``."""
+        kinds = list(weights)
+        for _ in range(self.cfg.edits_per_round):
+            kind = self.rng.choices(kinds, [weights[k] for k in kinds])[0]
+            try:
+                done = self._edit(kind)
+            except Exception as exc:
+                raise RuntimeError(
+                    f"{self.prefix}edit {kind} failed; last edits:\n" + "\n".join(self.history[-15:])
+                ) from exc
+            if done:
+                self.report.edits[kind] += 1
+
     def before_run(self) -> None:
         """What must have happened when the round's run reads (e.g. a scheduled purge)."""
 
@@ -677,15 +719,7 @@ class World:
     def _resolve_ids(self, crm: dict[str, Any], cb: dict[str, Any]) -> None:
         raise NotImplementedError
 
-    def _check_more(
-        self,
-        out: RunOutcome,
-        rnd: str,
-        crm: dict[str, Any],
-        cb: dict[str, Any],
-        held: list[Any],
-        linked: set[str],
-    ) -> None:
+    def _check_more(self, view: RunView) -> None:
         """The flow's own checks after the shared ones."""
 
     def _trailer(self, p: Pair) -> str:
@@ -778,7 +812,7 @@ class World:
             if not any(k == "unlink" and (ci in p.ids() or ki in p.ids()) for k, ci, ki, _, _ in audits):
                 self.fail("conflict_not_audited", f"{rnd}: unlink of {p.pid} {sorted(p.ids())} not audited")
         self._check_held(rnd, held)  # 5. every held record says why
-        self._check_more(out, rnd, crm, cb, held, linked)
+        self._check_more(RunView(out, rnd, crm, cb, held, linked))
 
     def _check_duplicates(self, rnd: str, crm: dict[str, Any], cb: dict[str, Any]) -> None:
         m = self.m
