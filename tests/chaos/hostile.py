@@ -14,7 +14,9 @@ plumbing and the reason checks.
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import requests
@@ -24,6 +26,24 @@ from hypothesis import strategies as st
 from sqlalchemy import delete, select
 
 CRM, CB = "customcrm", "chargebee"
+
+#: what an invoice's copy keeps (the model's and the order_order batch's paid invoices; the rest
+#: is the sandbox's bookkeeping or its orders)
+INVOICE_COPY = (
+    "customer_id",
+    "status",
+    "date",
+    "paid_at",
+    "currency_code",
+    "sub_total",
+    "tax",
+    "total",
+    "amount_paid",
+    "amount_due",
+    "line_items",
+    "shipping_address",
+    "billing_address",
+)
 
 #: C0/C1 control characters that no field accepts
 CONTROL = ["\x00", "\x01", "\x07", "\x08", "\x0b", "\x0c", "\x1b", "\x7f", "\x9f"]
@@ -132,6 +152,19 @@ def plant(sb: Any, side: str, resource: str, bodies: list[dict[str, Any]]) -> li
     return [record_id(side, raw) for raw in out.json()["records"]]
 
 
+def plant_json(sb: Any, resource: str, records: list[dict[str, Any]]) -> None:
+    """Store Chargebee ``records`` as they are, by hand: requests refuses NaN and
+    infinity, which Python's JSON (and the sandbox) take."""
+    body = json.dumps({"records": records})
+    out = requests.post(
+        f"{sb.cb_url}/_sandbox/records/{resource}",
+        data=body.encode(),
+        headers={"Content-Type": "application/json"},
+        timeout=30,
+    )
+    out.raise_for_status()
+
+
 # -- the link store ---------------------------------------------------------------------------
 
 
@@ -156,6 +189,29 @@ def links(store: Any, flow: str) -> dict[str, str]:
 # -- checks -----------------------------------------------------------------------------------
 
 
+@dataclass
+class After:
+    """What a batch check reads after a run: the problems found so far (a failed run),
+    the flow's held records and links, and both sides' records by id."""
+
+    problems: list[str]
+    held: dict[tuple[str, str], tuple[str, str]]
+    links: dict[str, str]
+    crm: dict[str, dict[str, Any]]
+    cb: dict[str, dict[str, Any]]
+
+
+def after_run(sb: Any, store: Any, flow: str, run: Any, crm_resource: str, cb_resource: str) -> After:
+    problems = [] if run.ok else [f"run failed: {run.failed_tasks}"]
+    return After(
+        problems,
+        held(store, flow),
+        links(store, flow),
+        {x["Id"]: x for x in admin_records(sb, CRM, crm_resource)},
+        {x["id"]: x for x in admin_records(sb, CB, cb_resource)},
+    )
+
+
 def reason_problems(what: str, reason: str, rid: str, field_names: list[str]) -> list[str]:
     """A reason a person can act on names the record, the field and what to do."""
     problems = []
@@ -173,17 +229,31 @@ T = TypeVar("T")
 
 
 def first_run_then_fix(
-    check: Callable[[], list[str]], bad: Sequence[T], pick: int, fix: Callable[[T], str]
+    check: Callable[[], list[str]],
+    bad: Sequence[T],
+    pick: int,
+    fix: Callable[[T], str | None],
+    describe: Callable[[T], str] | None = None,
 ) -> None:
     """The shape every flow's hostile-input test shares: a run whose problems (``check``
     runs the flow and lists them) must be none, then one bad record fixed as a person would
-    (``fix`` returns what it fixed) and a run after which the fixed record is synced too."""
+    (``fix`` returns what it fixed, or ``describe`` says it before the fix) and a run after
+    which the fixed record is synced too."""
     problems = check()
     assert not problems, "\n".join(problems)
     assert bad, "the batch has no bad record a person could fix"
-    what = fix(bad[pick % len(bad)])
+    victim = bad[pick % len(bad)]
+    what = describe(victim) if describe else ""
+    what = fix(victim) or what
     problems = check()
     assert not problems, f"after fixing {what}:\n" + "\n".join(problems)
+
+
+def good_record_problems(what: str, hold: tuple[str, str] | None, noun: str = "a good record") -> list[str]:
+    """A good record is not held for a problem (a waiting hold is no problem)."""
+    if hold is not None and hold[0] in PROBLEM_KINDS:
+        return [f"{what}: {noun} is held: {hold}"]
+    return []
 
 
 def bad_record_problems(

@@ -43,7 +43,6 @@ nor copied into Customcrm. One test runs on a legacy site
 from __future__ import annotations
 
 import itertools
-import json
 import math
 import time
 import unicodedata
@@ -60,16 +59,7 @@ from hypothesis import strategies as st
 
 from tests.chaos import hostile
 from tests.chaos.harness import _path
-from tests.chaos.hostile import (
-    CB,
-    CONTROL,
-    CRM,
-    LONG_UNITS,
-    PROBLEM_KINDS,
-    exotic_text,
-    fresh_id,
-    reason_problems,
-)
+from tests.chaos.hostile import CB, CRM
 
 pytestmark = pytest.mark.e2e
 
@@ -201,11 +191,11 @@ def good_values(draw: Any, n: int, side: str, world: World) -> dict[str, Any]:
     for name, (_, _, limit) in TEXT.items():
         kind = draw(st.sampled_from(["text", "text", "none", "blank", "limit"]))
         if kind == "text":
-            values[name] = draw(exotic_text.filter(lambda s, limit=limit: _fits(limit, s)))
+            values[name] = draw(hostile.exotic_text.filter(lambda s, limit=limit: _fits(limit, s)))
         elif kind == "blank":
             values[name] = draw(st.sampled_from(["", "   ", "\u3000"]))
         elif kind == "limit":
-            values[name] = draw(st.sampled_from(LONG_UNITS)) * limit
+            values[name] = draw(st.sampled_from(hostile.LONG_UNITS)) * limit
         else:
             values[name] = None
     values["ship_country"] = draw(st.one_of(st.none(), st.sampled_from(ISO_OK)))
@@ -280,11 +270,11 @@ def bad_record(draw: Any, n: int, side: str, world: World) -> Rec:
         values[name] = draw(st.sampled_from(["lost_in_space", "Processing", "SHIPPED", "ny", "new!"]))
     elif defect == "too_long":
         name = draw(st.sampled_from(sorted(TEXT)))
-        unit = draw(st.sampled_from(LONG_UNITS))
+        unit = draw(st.sampled_from(hostile.LONG_UNITS))
         values[name] = unit * (TEXT[name][2] + draw(st.integers(1, 300)))
     elif defect == "control":
         name = draw(st.sampled_from(sorted(TEXT)))
-        values[name] = f"Bad{draw(st.sampled_from(CONTROL))}Value{n}"
+        values[name] = f"Bad{draw(st.sampled_from(hostile.CONTROL))}Value{n}"
     elif defect == "wrong_type":
         name = draw(st.sampled_from(sorted(TEXT)))
         values[name] = draw(st.sampled_from([{"name": "Acme"}, ["a", "b"], True, False]))
@@ -304,7 +294,7 @@ def bad_record(draw: Any, n: int, side: str, world: World) -> Rec:
         values[name] = draw(st.sampled_from(["yesterday", "2025-13-45", "31.12.2025", "soon"]))
     elif defect == "no_customer":
         name = "contact_id"
-        values[name] = fresh_id("cust_missing")
+        values[name] = hostile.fresh_id("cust_missing")
         kinds = ("waiting",)
     elif defect == "no_invoice":  # Chargebee makes orders from invoices only: it waits
         name = "invoice_id"
@@ -312,7 +302,7 @@ def bad_record(draw: Any, n: int, side: str, world: World) -> Rec:
         kinds = ("waiting",)
     else:  # unknown_invoice: no order of it will appear; it waits for a person
         name = "invoice_id"
-        values[name] = fresh_id("INV-MISSING")
+        values[name] = hostile.fresh_id("INV-MISSING")
         kinds = ("waiting",)
     return Rec(side, values, defect, name, kinds=kinds)
 
@@ -384,24 +374,6 @@ def wipe(sb: Any, store: Any) -> None:
     hostile.wipe(sb, store, crm=("orders",), cb=("orders",), flow=FLOW)
 
 
-#: what an invoice's copy keeps (the rest is the sandbox's bookkeeping or its orders)
-INVOICE_COPY = (
-    "customer_id",
-    "status",
-    "date",
-    "paid_at",
-    "currency_code",
-    "sub_total",
-    "tax",
-    "total",
-    "amount_paid",
-    "amount_due",
-    "line_items",
-    "shipping_address",
-    "billing_address",
-)
-
-
 def own_invoices(sb: Any, recs: list[Rec]) -> None:
     """Give every order of the batch its own invoice (a copy of the one drawn).
 
@@ -414,8 +386,8 @@ def own_invoices(sb: Any, recs: list[Rec]) -> None:
     for r in recs:
         inv = r.values.get("invoice_id")
         if isinstance(inv, str) and inv in originals:
-            copy = {k: originals[inv][k] for k in INVOICE_COPY if k in originals[inv]}
-            copy["id"] = r.values["invoice_id"] = fresh_id("hostile_inv")
+            copy = {k: originals[inv][k] for k in hostile.INVOICE_COPY if k in originals[inv]}
+            copy["id"] = r.values["invoice_id"] = hostile.fresh_id("hostile_inv")
             copies.append(copy)
     if copies:
         requests.post(
@@ -458,16 +430,9 @@ def plant(sb: Any, recs: list[Rec], *, generate: bool = True) -> None:
         r.id = rid
     cb = [r for r in recs if r.side == CB]
     for r in cb:  # never reuse an id: the APIs remember idempotency keys derived from it
-        r.id = fresh_id("hostile_ord")
-    if cb:  # by hand: requests refuses NaN and infinity, which Python's JSON (and the sandbox) take
-        body = json.dumps({"records": [_cb_body(r.values, r.id or "") for r in cb]})
-        out = requests.post(
-            f"{sb.cb_url}/_sandbox/records/orders",
-            data=body.encode(),
-            headers={"Content-Type": "application/json"},
-            timeout=30,
-        )
-        out.raise_for_status()
+        r.id = hostile.fresh_id("hostile_ord")
+    if cb:
+        hostile.plant_json(sb, "orders", [_cb_body(r.values, r.id or "") for r in cb])
 
 
 #: what a person types after reading the reason (in Customcrm form; Chargebee form below)
@@ -550,15 +515,10 @@ def check_batch(sb: Any, store: Any, recs: list[Rec], run: Any, lagging: set[str
     """What is wrong after a run; ``lagging``: Customcrm orders created in Chargebee by this
     run (legacy order management: their FROM_CHARGEBEE fields, and the ones Chargebee
     filled in, arrive next run)."""
-    problems: list[str] = []
-    if not run.ok:
-        problems.append(f"run failed: {run.failed_tasks}")
-    held = hostile.held(store, FLOW)
-    links = hostile.links(store, FLOW)
+    now = hostile.after_run(sb, store, FLOW, run, "orders", "orders")
+    problems, held, links, crm_now, cb_now = now.problems, now.held, now.links, now.crm, now.cb
     by_cb = {v: k for k, v in links.items()}
     customers = {cb: crm for crm, cb in hostile.links(store, "contact_customer").items()}
-    crm_now = {x["Id"]: x for x in hostile.admin_records(sb, CRM, "orders")}
-    cb_now = {x["id"]: x for x in hostile.admin_records(sb, CB, "orders")}
     for r in recs:
         assert r.id
         shown = repr(r.values.get(r.field or "number"))[:60]
@@ -572,7 +532,7 @@ def check_batch(sb: Any, store: Any, recs: list[Rec], run: Any, lagging: set[str
             kind, reason = hold
             if kind not in r.kinds:
                 problems.append(f"{what}: held as {kind!r}, expected {r.kinds}: {reason!r}")
-            found = reason_problems(what, reason, r.id, field_names(r.field or ""))
+            found = hostile.reason_problems(what, reason, r.id, field_names(r.field or ""))
             flat = " ".join(reason.split())
             if r.defect == "unknown_invoice" and DISABLED_REASON not in flat:
                 problems.append(f"{what}: the hold lacks the mapping's create_disabled_reason: {reason!r}")
@@ -609,8 +569,7 @@ def check_batch(sb: Any, store: Any, recs: list[Rec], run: Any, lagging: set[str
             elif linked:
                 problems.append(f"{what}: a bad record was linked")
             continue
-        if hold is not None and hold[0] in PROBLEM_KINDS:
-            problems.append(f"{what}: a good record is held: {hold}")
+        problems += hostile.good_record_problems(what, hold)
         other = links.get(r.id) if r.side == CRM else by_cb.get(r.id)
         if other is None:
             problems.append(f"{what}: a good record was not synced ({hold})")

@@ -20,27 +20,16 @@ quote's fields that flow from Chargebee only (Chargebee's values overwrite it).
 from __future__ import annotations
 
 import itertools
-import json
 import math
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
-import requests
 from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.chaos import hostile
-from tests.chaos.hostile import (
-    CB,
-    CONTROL,
-    CRM,
-    LONG_UNITS,
-    PROBLEM_KINDS,
-    exotic_text,
-    fresh_id,
-    reason_problems,
-)
+from tests.chaos.hostile import CB, CRM
 from tests.chaos.test_hostile_input_order_order import _fits, _text
 
 pytestmark = pytest.mark.e2e
@@ -86,13 +75,13 @@ def good_pair(draw: Any, n: int) -> Pair:
     number = f"QH-{n}"
     notes_kind = draw(st.sampled_from(["text", "text", "limit", "none", "blank"]))
     notes: Any = {
-        "text": lambda: draw(exotic_text.filter(lambda s: _fits(600, s))),
-        "limit": lambda: draw(st.sampled_from(LONG_UNITS)) * 600,
+        "text": lambda: draw(hostile.exotic_text.filter(lambda s: _fits(600, s))),
+        "limit": lambda: draw(st.sampled_from(hostile.LONG_UNITS)) * 600,
         "none": lambda: None,
         "blank": lambda: draw(st.sampled_from(["", "  ", "\u3000"])),
     }[notes_kind]()
     notes_on_crm = draw(st.booleans())
-    invoice = fresh_id("INV-H")
+    invoice = hostile.fresh_id("INV-H")
     crm = {
         "Number": number,
         "Status": "accepted",
@@ -104,7 +93,7 @@ def good_pair(draw: Any, n: int) -> Pair:
         "OrderNumber": draw(st.sampled_from([None, "bogus"])),
     }
     cb = {
-        "id": fresh_id("hostile_qo"),
+        "id": hostile.fresh_id("hostile_qo"),
         "object": "order",
         "document_number": f"{90000 + n}",
         "invoice_id": invoice,
@@ -143,8 +132,8 @@ def bad_pair(draw: Any, n: int, fixable_only: bool = False) -> Pair:
     elif defect in ("too_long", "control", "wrong_type"):
         p.crm["Notes"] = p.cb["note"] = None  # the bad note is the only one: it must flow
         rec[note_key] = {
-            "too_long": lambda: draw(st.sampled_from(LONG_UNITS)) * (600 + draw(st.integers(1, 300))),
-            "control": lambda: f"Bad{draw(st.sampled_from(CONTROL))}Note{n}",
+            "too_long": lambda: draw(st.sampled_from(hostile.LONG_UNITS)) * (600 + draw(st.integers(1, 300))),
+            "control": lambda: f"Bad{draw(st.sampled_from(hostile.CONTROL))}Note{n}",
             "wrong_type": lambda: draw(st.sampled_from([{"a": 1}, ["x"], True])),
         }[defect]()
     else:  # the quote's Number goes into the order's reference_id: linked by invoice
@@ -153,9 +142,9 @@ def bad_pair(draw: Any, n: int, fixable_only: bool = False) -> Pair:
         p.crm["InvoiceId"] = p.cb["invoice_id"]
         p.cb["reference_id"] = None
         if defect == "number_too_long":
-            p.crm["Number"] = draw(st.sampled_from(LONG_UNITS)) * (50 + draw(st.integers(1, 100)))
+            p.crm["Number"] = draw(st.sampled_from(hostile.LONG_UNITS)) * (50 + draw(st.integers(1, 100)))
         else:
-            p.crm["Number"] = f"QH{draw(st.sampled_from(CONTROL))}{n}"
+            p.crm["Number"] = f"QH{draw(st.sampled_from(hostile.CONTROL))}{n}"
     return p
 
 
@@ -180,15 +169,7 @@ def plant(sb: Any, pairs: list[Pair]) -> None:
     for p, rid in zip(pairs, ids, strict=True):
         p.crm_id = rid
         p.cb_id = p.cb["id"]
-    # by hand: requests refuses NaN and infinity, which Python's JSON (and the sandbox) take
-    body = json.dumps({"records": [{k: v for k, v in p.cb.items() if v is not None} for p in pairs]})
-    out = requests.post(
-        f"{sb.cb_url}/_sandbox/records/orders",
-        data=body.encode(),
-        headers={"Content-Type": "application/json"},
-        timeout=30,
-    )
-    out.raise_for_status()
+    hostile.plant_json(sb, "orders", [{k: v for k, v in p.cb.items() if v is not None} for p in pairs])
 
 
 #: a Chargebee order's currency and total cannot be changed through the API
@@ -206,6 +187,7 @@ def fix(sb: Any, p: Pair) -> None:
     else:
         p.cb["note"] = f"Fixed note {p.n}"
         sb.cb("POST", f"orders/{p.cb_id}", data={"note": p.cb["note"]})
+    p.defect = None  # from now on it must behave as a good pair
     # the fixed record changed, so it is read again; its partner did not change since the
     # first run read it: a full resync reads it too (quote_order's limitations say so)
 
@@ -214,13 +196,8 @@ def fix(sb: Any, p: Pair) -> None:
 
 
 def check_batch(sb: Any, store: Any, pairs: list[Pair], run: Any) -> list[str]:
-    problems: list[str] = []
-    if not run.ok:
-        problems.append(f"run failed: {run.failed_tasks}")
-    held = hostile.held(store, FLOW)
-    links = hostile.links(store, FLOW)
-    crm_now = {x["Id"]: x for x in hostile.admin_records(sb, CRM, "quotes")}
-    cb_now = {x["id"]: x for x in hostile.admin_records(sb, CB, "orders")}
+    now = hostile.after_run(sb, store, FLOW, run, "quotes", "orders")
+    problems, held, links, crm_now, cb_now = now.problems, now.held, now.links, now.crm, now.cb
     for p in pairs:
         if p.defect:
             assert p.side and p.field
@@ -234,15 +211,13 @@ def check_batch(sb: Any, store: Any, pairs: list[Pair], run: Any) -> list[str]:
             else:
                 if hold[0] not in ("invalid", "rejected"):
                     problems.append(f"{what}: held as {hold[0]!r}: {hold[1]!r}")
-                problems += reason_problems(what, hold[1], rid, [*FIELDS[p.field], p.field])
+                problems += hostile.reason_problems(what, hold[1], rid, [*FIELDS[p.field], p.field])
             if p.crm_id in links or p.cb_id in links.values():
                 problems.append(f"{what}: a bad pair was linked")
             continue
         what = f"pair {p.crm_id}/{p.cb_id} (good, by {'invoice' if p.by_invoice else 'reference_id'})"
         for side in (CRM, CB):
-            hold = held.get((side, p.rid(side)))
-            if hold is not None and hold[0] in PROBLEM_KINDS:
-                problems.append(f"{what}: {side} record is held: {hold}")
+            problems += hostile.good_record_problems(what, held.get((side, p.rid(side))), f"{side} record")
         if links.get(p.crm_id or "") != p.cb_id:
             problems.append(f"{what}: not linked (links to {links.get(p.crm_id or '')!r})")
             continue
@@ -268,15 +243,10 @@ def test_hostile_quotes_and_orders_bad_held_with_reasons_good_linked_fixed_relea
     wipe(sandboxes, store)
     plant(sandboxes, pairs)
 
-    def fix_one(victim):
-        fix(sandboxes, victim)
-        what = f"{victim.side} {victim.rid(victim.side or CRM)} ({victim.defect} {victim.field})"
-        victim.defect = None
-        return what
-
     hostile.first_run_then_fix(
         lambda: check_batch(sandboxes, store, pairs, run_flow(FLOW)),
         [p for p in pairs if p.defect in FIXABLE],
         pick,
-        fix_one,
+        lambda victim: fix(sandboxes, victim),
+        describe=lambda v: f"{v.side} {v.rid(v.side or CRM)} ({v.defect} {v.field})",
     )

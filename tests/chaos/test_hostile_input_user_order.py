@@ -33,16 +33,7 @@ from hypothesis import strategies as st
 from sqlalchemy import select
 
 from tests.chaos import hostile
-from tests.chaos.hostile import (
-    CB,
-    CONTROL,
-    CRM,
-    LONG_UNITS,
-    PROBLEM_KINDS,
-    exotic_text,
-    fresh_id,
-    reason_problems,
-)
+from tests.chaos.hostile import CB, CRM
 
 pytestmark = pytest.mark.e2e
 
@@ -94,10 +85,10 @@ class Batch:
 
 def _order(n: int, created_by: Any) -> dict[str, Any]:
     return {
-        "id": fresh_id("hostile_uo"),
+        "id": hostile.fresh_id("hostile_uo"),
         "object": "order",
         "document_number": f"{70000 + n}",
-        "invoice_id": fresh_id("INV-UO"),
+        "invoice_id": hostile.fresh_id("INV-UO"),
         "status": "queued",
         "order_type": "system_generated",
         "created_by": created_by,
@@ -125,12 +116,12 @@ def _variant(draw: Any, email: str) -> str:
 def good_user(draw: Any, b: Batch, n: int) -> None:
     kind = draw(st.sampled_from(["exotic", "exotic", "limit"]))
     if kind == "limit":
-        local = f"u{n}_".ljust(EMAIL_MAX - len(SUFFIX), draw(st.sampled_from(LONG_UNITS)))
+        local = f"u{n}_".ljust(EMAIL_MAX - len(SUFFIX), draw(st.sampled_from(hostile.LONG_UNITS)))
     else:
         local = f"{draw(st.sampled_from(LOCALS))}.{n}"
     email = local + SUFFIX
     assert len(email) <= EMAIL_MAX
-    u = User(n, _user(email, draw(exotic_text), draw(st.one_of(st.none(), exotic_text))))
+    u = User(n, _user(email, draw(hostile.exotic_text), draw(st.one_of(st.none(), hostile.exotic_text))))
     b.users.append(u)
     for _ in range(draw(st.integers(0, 3))):
         m = 1000 * n + len(b.orders)
@@ -147,9 +138,11 @@ def _bad_email(draw: Any, defect: str, n: int) -> Any:
         "two_at": lambda: f"user{n}@@hostile.example",
         "space": lambda: f"us er{n}{SUFFIX}",
         "blank": lambda: draw(st.sampled_from([None, "", "   ", "\u3000"])),
-        "control": lambda: f"user{draw(st.sampled_from(CONTROL))}{n}{SUFFIX}",
+        "control": lambda: f"user{draw(st.sampled_from(hostile.CONTROL))}{n}{SUFFIX}",
         "too_long": lambda: (
-            f"u{n}" + draw(st.sampled_from(LONG_UNITS)) * (EMAIL_MAX + draw(st.integers(0, 80))) + SUFFIX
+            f"u{n}"
+            + draw(st.sampled_from(hostile.LONG_UNITS)) * (EMAIL_MAX + draw(st.integers(0, 80)))
+            + SUFFIX
         ),
         "wrong_type": lambda: draw(st.sampled_from([{"a": 1}, ["x@y.z"], True])),
     }[defect]()
@@ -239,14 +232,10 @@ def links(store: Any) -> dict[str, str]:
 
 
 def check_batch(sb: Any, store: Any, b: Batch, run: Any) -> list[str]:
-    problems: list[str] = []
-    if not run.ok:
-        problems.append(f"run failed: {run.failed_tasks}")
-    held = hostile.held(store, FLOW)
+    now = hostile.after_run(sb, store, FLOW, run, "users", "orders")
+    problems, held, crm_now, cb_now = now.problems, now.held, now.crm, now.cb
     owner_of = links(store)
     linked_users = set(owner_of.values())
-    crm_now = {x["Id"]: x for x in hostile.admin_records(sb, CRM, "users")}
-    cb_now = {x["id"]: x for x in hostile.admin_records(sb, CB, "orders")}
 
     def bad(what: str, side: str, rid: str, kind: str, names: list[str], linked: bool) -> None:
         hold = held.get((side, rid))
@@ -255,7 +244,7 @@ def check_batch(sb: Any, store: Any, b: Batch, run: Any) -> list[str]:
         else:
             if hold[0] != kind:
                 problems.append(f"{what}: held as {hold[0]!r}, not {kind!r}: {hold[1]!r}")
-            problems.extend(reason_problems(what, hold[1], rid, names))
+            problems.extend(hostile.reason_problems(what, hold[1], rid, names))
         if linked:
             problems.append(f"{what}: a bad record was linked")
 
@@ -265,9 +254,7 @@ def check_batch(sb: Any, store: Any, b: Batch, run: Any) -> list[str]:
         if u.defect:
             bad(what, CRM, u.id, u.kind, ["Email"], u.id in linked_users)
             continue
-        hold = held.get((CRM, u.id))
-        if hold is not None and hold[0] in PROBLEM_KINDS:
-            problems.append(f"{what}: a good user is held: {hold}")
+        problems += hostile.good_record_problems(what, held.get((CRM, u.id)), "a good user")
         now = crm_now[u.id]  # nothing is written to Customcrm: exotic text arrives unchanged
         for k in ("Email", "FirstName", "LastName"):
             if now.get(k) != u.body[k]:
@@ -277,9 +264,7 @@ def check_batch(sb: Any, store: Any, b: Batch, run: Any) -> list[str]:
         if o.defect:
             bad(what, CB, o.id, o.kind, ["created_by"], o.id in owner_of)
             continue
-        hold = held.get((CB, o.id))
-        if hold is not None and hold[0] in PROBLEM_KINDS:
-            problems.append(f"{what}: a good order is held: {hold}")
+        problems += hostile.good_record_problems(what, held.get((CB, o.id)), "a good order")
         if cb_now[o.id].get("created_by") != o.body["created_by"]:
             problems.append(f"{what}: created_by changed: {cb_now[o.id].get('created_by')!r}")
         if o.owner is None:  # made by Chargebee itself: nobody to link to
@@ -306,14 +291,10 @@ def test_hostile_users_and_orders_bad_held_with_reasons_good_linked_fixed_releas
     wipe(sandboxes, store)
     plant(sandboxes, batch)
 
-    def fix_one(victim):
-        what = f"user {victim.id} ({victim.defect}: {victim.body['Email']!r})"
-        fix(sandboxes, batch, victim)
-        return what
-
     hostile.first_run_then_fix(
         lambda: check_batch(sandboxes, store, batch, run_flow(FLOW)),
         [u for u in batch.users if u.defect],
         pick,
-        fix_one,
+        lambda victim: fix(sandboxes, batch, victim),
+        describe=lambda u: f"user {u.id} ({u.defect}: {u.body['Email']!r})",
     )
