@@ -44,10 +44,11 @@ export AIRFLOW__CORE__LOAD_EXAMPLES="${AIRFLOW__CORE__LOAD_EXAMPLES:-False}"
 export AIRFLOW__CORE__PARALLELISM="${AIRFLOW__CORE__PARALLELISM:-4}"
 export AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG="${AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG:-4}"
 # The scheduler sleeps this long after a loop with nothing to do (Airflow's default 1 s):
-# each of a flow's 6 task hops, and a triggered run's start, waited half of it on average
-# (about 3.5 s of a 10 s one-edit run, bench/RESULTS.md "Where a one-edit run spends its
-# time"). 0.2 s costs a few more idle loops (a few % of one core, measured there).
-export AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME="${AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME:-0.2}"
+# a triggered run's start and each of a flow's 6 task hops waited about half of it (3.9 s
+# of a one-edit run). 0.5 s: 2.2 s; 0.2 s: 1.7 s, but the idle stack's CPU grows with
+# every extra loop (2.7 / 4.1 / 5.8 CPU-s per minute at 1 / 0.5 / 0.2 s) on 2 shared
+# cores. bench/RESULTS.md "Where a one-edit run spends its time".
+export AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME="${AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME:-0.5}"
 # The link store's tables are migrated by `airflow db migrate` through this DB manager
 # (also registered in the provider info; the `airflow db-manager` commands need it here).
 export AIRFLOW__DATABASE__EXTERNAL_DB_MANAGERS="${AIRFLOW__DATABASE__EXTERNAL_DB_MANAGERS:-crmsync.store.db_manager.LinkStoreDBManager}"
