@@ -1,8 +1,10 @@
 """``python -m bench [NAME ...] [--large] [--flow FLOW]``: run the benchmarks of issue 5.
 
-Names: calls, budget, overhead, memory, parse, linkstore (default: all, in that order).
+Names: calls, budget, overhead, memory, parse, linkstore, latency (default: all, in that
+order). ``latency`` (issue 15) runs a real Airflow stack (scheduler, triggerer, ...) against
+the sandboxes for about 9 minutes: edit-to-other-side latency and idle detection cost.
 ``--large`` uses the issue's full sizes (hours, not minutes); the default sizes finish in
-about 15 minutes on a 2-core machine. Each benchmark prints its tables and targets, and
+about 25 minutes on a 2-core machine. Each benchmark prints its tables and targets, and
 saves them as JSON under ``var/bench/`` (``python -m bench --markdown`` prints the last
 results as Markdown, for ``bench/RESULTS.md``).
 """
@@ -19,7 +21,7 @@ from pathlib import Path
 
 from bench.common import RESULTS_DIR, Result, markdown_table, print_result, save_result, setup_env
 
-ORDER = ("calls", "budget", "overhead", "memory", "parse", "linkstore")
+ORDER = ("calls", "budget", "overhead", "memory", "parse", "linkstore", "latency")
 
 
 def _module(name: str):  # type: ignore[no-untyped-def]
@@ -33,6 +35,7 @@ def _module(name: str):  # type: ignore[no-untyped-def]
             "memory": "bench.b4_memory",
             "parse": "bench.b5_parse",
             "linkstore": "bench.b6_linkstore",
+            "latency": "bench.b7_latency",
         }[name]
     )
 
