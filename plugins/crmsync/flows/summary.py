@@ -10,11 +10,13 @@ import json
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
-from crmsync.engine.plan import Action
+from crmsync.engine.plan import Action, Op
 from crmsync.engine.plan_text import describe
 from crmsync.engine.status import WRITE_FAILURES, WriteStatus
 from crmsync.mapping.model import Mapping as FlowMapping
+from crmsync.mapping.model import Side
 from crmsync.store import approvals
+from crmsync.store.plan import side_write_state
 
 if TYPE_CHECKING:
     from crmsync.store.repository import Repository
@@ -116,17 +118,17 @@ def _counts(repo: Repository, run_id: str) -> tuple[Counter[str], dict[str, Coun
     actions: Counter[str] = Counter()
     writes: dict[str, Counter[str]] = {s: Counter() for s in SIDES}
     for row in repo.plan_counts(run_id):
-        n = int(row["n"])
-        actions[row["action"]] += n
-        for side, prefix in (("customcrm", "crm"), ("chargebee", "cb")):
-            op, status = row[f"{prefix}_op"], row[f"{prefix}_status"]
+        n = row["n"]
+        actions[row["action"].value] += n
+        for side in (Side.CUSTOMCRM, Side.CHARGEBEE):
+            op, status = side_write_state(row, side)
             if op is None:
                 continue
-            key = {"create": "created", "update": "updated", "delete": "deleted"}[op]
-            writes[side][
+            key = {Op.CREATE: "created", Op.UPDATE: "updated", Op.DELETE: "deleted"}[op]
+            writes[side.value][
                 key
                 if status == WriteStatus.DONE
-                else (f"planned_{key}" if status == WriteStatus.PENDING else status)
+                else (f"planned_{key}" if status == WriteStatus.PENDING else str(status))
             ] += n
     return actions, writes
 

@@ -592,12 +592,13 @@ def _plan_assigned(mapping: FlowMapping, repo: Repository, run_id: str) -> None:
 
 def _pending_writes(repo: Repository, run_id: str, side: Side) -> int:
     """How many of this side's planned writes are not done yet (the progress line's total)."""
-    prefix = "crm" if side is Side.CUSTOMCRM else "cb"
+    from crmsync.store.plan import side_write_state
+
     return sum(
-        int(row["n"])
+        row["n"]
         for row in repo.plan_counts(run_id)
-        if row[f"{prefix}_op"] is not None
-        and row[f"{prefix}_status"] in (WriteStatus.PENDING, WriteStatus.IN_FLIGHT)
+        for op, status in [side_write_state(row, side)]
+        if op is not None and status in (WriteStatus.PENDING, WriteStatus.IN_FLIGHT)
     )
 
 

@@ -85,13 +85,31 @@ def stored_plan_row(r: Mapping[str, Any] | RowMapping) -> StoredPlanRow:
         "applied": bool(r["applied"]),
     }
     for prefix in ("crm", "cb"):
-        op, status = r[f"{prefix}_op"], r[f"{prefix}_status"]
-        decoded[f"{prefix}_op"] = None if op is None else Op(op)
-        decoded[f"{prefix}_status"] = None if status is None else WriteStatus(status)
+        decoded[f"{prefix}_op"] = _op(r[f"{prefix}_op"])
+        decoded[f"{prefix}_status"] = _status(r[f"{prefix}_status"])
     return cast(StoredPlanRow, {**r, **decoded})
 
 
-def side_write_state(row: StoredPlanRow, side: Side) -> tuple[Op | None, WriteStatus | None]:
+def _op(value: str | None) -> Op | None:
+    return None if value is None else Op(value)
+
+
+def _status(value: str | None) -> WriteStatus | None:
+    return None if value is None else WriteStatus(value)
+
+
+class PlanCount(TypedDict):
+    """How many plan rows of a run share an action and each side's operation and status."""
+
+    action: Action
+    crm_op: Op | None
+    crm_status: WriteStatus | None
+    cb_op: Op | None
+    cb_status: WriteStatus | None
+    n: int
+
+
+def side_write_state(row: StoredPlanRow | PlanCount, side: Side) -> tuple[Op | None, WriteStatus | None]:
     """``side``'s planned operation and write status on a plan row (None, None: no write there)."""
     if side is Side.CUSTOMCRM:
         return row["crm_op"], row["crm_status"]
@@ -274,9 +292,9 @@ class PlanStore(FlowStore):
                 or 0
             )
 
-    def plan_counts(self, run_id: str) -> list[RowMapping]:
+    def plan_counts(self, run_id: str) -> list[PlanCount]:
         with self.engine.connect() as conn:
-            return list(
+            rows = list(
                 conn.execute(
                     select(
                         plan.c.action,
@@ -290,6 +308,7 @@ class PlanStore(FlowStore):
                     .group_by(plan.c.action, plan.c.crm_op, plan.c.crm_status, plan.c.cb_op, plan.c.cb_status)
                 ).mappings()
             )
+        return [_plan_count(r) for r in rows]
 
     def plan_problems(self, run_id: str, limit: int = 50) -> list[RowMapping]:
         """Rows a person should look at: held records and failed writes."""
@@ -373,6 +392,18 @@ class PlanStore(FlowStore):
                     reason=r["reason"],
                     match_key=r["match_key"],
                 )
+
+
+def _plan_count(r: RowMapping) -> PlanCount:
+    """One group of :meth:`PlanStore.plan_counts`, decoded like :func:`stored_plan_row`."""
+    return PlanCount(
+        action=Action(r["action"]),
+        crm_op=_op(r["crm_op"]),
+        crm_status=_status(r["crm_status"]),
+        cb_op=_op(r["cb_op"]),
+        cb_status=_status(r["cb_status"]),
+        n=int(r["n"]),
+    )
 
 
 def _staged_values(blob: str | None) -> dict[str, Any] | None:

@@ -31,7 +31,7 @@ from crmsync.store.codec import (
     record_to_json,
 )
 from crmsync.store.links import LinkRow, LinkStore
-from crmsync.store.plan import PlanRow, PlanStore, StoredPlanRow
+from crmsync.store.plan import PlanCount, PlanRow, PlanStore, StoredPlanRow
 from crmsync.store.runs import RunRow, RunStore
 from crmsync.store.staging import REF_PENDING_TRIES, StagingStore
 
@@ -167,7 +167,7 @@ class Repository:
     def count_unfinished_writes(self, run_id: str) -> int:
         return self.plan.count_unfinished_writes(run_id)
 
-    def plan_counts(self, run_id: str) -> list[RowMapping]:
+    def plan_counts(self, run_id: str) -> list[PlanCount]:
         return self.plan.plan_counts(run_id)
 
     def plan_problems(self, run_id: str, limit: int = 50) -> list[RowMapping]:
