@@ -34,14 +34,7 @@ import requests
 from pydantic import Field, field_validator
 from requests.auth import HTTPBasicAuth
 
-from crmsync.hooks._http import (
-    ApiHook,
-    ConnectionConfigError,
-    ErrorReport,
-    HookClients,
-    HttpSettings,
-    quote_segment,
-)
+from crmsync.hooks import _http
 from crmsync.hooks.budget import DEFAULT_RATE_PER_MINUTE
 from crmsync.hooks.errors import (
     ApiError,
@@ -140,7 +133,7 @@ def encode_form(params: Mapping[str, Any]) -> list[tuple[str, str]]:
 # re-exported here for the hook's callers.
 
 
-class ChargebeeSettings(HttpSettings):
+class ChargebeeSettings(_http.HttpSettings):
     """Connection extra of a ``chargebee`` connection.
 
     ``object_keys`` registers further resources (``{"item_prices": "item_price"}``)
@@ -208,19 +201,19 @@ def chargebee_base_url(host: str | None, base_url: str | None) -> str:
     """
     raw = (base_url or "").strip() or (host or "").strip()
     if not raw:
-        raise ConnectionConfigError(
+        raise _http.ConnectionConfigError(
             "chargebee connection has no site: set host to the site name (e.g. 'acme-test') "
             "or to a base URL (e.g. http://127.0.0.1:8602/api/v2)"
         )
     if "://" in raw:
         parts = urlsplit(raw)
         if not parts.netloc:
-            raise ConnectionConfigError("chargebee base URL has no host")
+            raise _http.ConnectionConfigError("chargebee base URL has no host")
         path = parts.path.rstrip("/") or "/api/v2"
         return urlunsplit((parts.scheme, parts.netloc, path, "", ""))
     site = raw.lower().removesuffix(".chargebee.com")
     if not _SITE_RE.match(site):
-        raise ConnectionConfigError(
+        raise _http.ConnectionConfigError(
             "chargebee site name must be letters, digits and dashes (e.g. 'acme-test')"
         )
     return f"https://{site}.chargebee.com/api/v2"
@@ -274,11 +267,12 @@ CHARGEBEE_ERROR_CODES: dict[str, type[ApiError]] = {
 }
 
 
-class ChargebeeHook(ApiHook, system="chargebee", hook_name="Chargebee"):
+class ChargebeeHook(_http.ApiHook, system="chargebee", hook_name="Chargebee"):
     """Read and write Chargebee records with paging, retries, rate budget and typed errors.
 
     :param chargebee_conn_id: Airflow connection id (``conn_type`` ``chargebee``); the
-        other parameters (the per-site rate budget, the retry policy): see :class:`ApiHook`.
+        other parameters (the per-site rate budget, the retry policy): see
+        :class:`~crmsync.hooks._http.ApiHook`.
 
     Connection: host = site name (``acme-test``) or a full base URL; password = API key;
     extra: ``base_url``, ``rate_limit_per_minute`` (default 150, the test-site limit),
@@ -290,18 +284,20 @@ class ChargebeeHook(ApiHook, system="chargebee", hook_name="Chargebee"):
 
     conn_fields = CHARGEBEE_CONN_FIELDS
     ui_behaviour = CHARGEBEE_UI_BEHAVIOUR
-    settings_model: ClassVar[type[HttpSettings]] = ChargebeeSettings
+    settings_model: ClassVar[type[_http.HttpSettings]] = ChargebeeSettings
     default_rate_per_minute: ClassVar[int | None] = DEFAULT_RATE_PER_MINUTE
     #: Chargebee blocks a site for about a minute after a breach.
     default_rate_limit_pause: ClassVar[float | None] = 60.0
 
-    def __init__(self, chargebee_conn_id: str = "chargebee_default", **clients: Unpack[HookClients]) -> None:
+    def __init__(
+        self, chargebee_conn_id: str = "chargebee_default", **clients: Unpack[_http.HookClients]
+    ) -> None:
         super().__init__(chargebee_conn_id, **clients)
         self.chargebee_conn_id = chargebee_conn_id
 
     # ------------------------------------------------------------------ config
 
-    def _max_workers(self, settings: HttpSettings) -> int:
+    def _max_workers(self, settings: _http.HttpSettings) -> int:
         """Threads per task: the connection's ``max_workers`` if set, else sized to the budget.
 
         A request takes a few hundred milliseconds, so one thread makes about 240 a minute
@@ -320,10 +316,10 @@ class ChargebeeHook(ApiHook, system="chargebee", hook_name="Chargebee"):
         needed = math.ceil(rate / 60 * SIZING_LATENCY_SECONDS)
         return max(settings.max_workers, min(MAX_AUTO_WORKERS, needed))
 
-    def _resolve_base_url(self, conn: Any, settings: HttpSettings) -> str:
+    def _resolve_base_url(self, conn: Any, settings: _http.HttpSettings) -> str:
         return chargebee_base_url(conn.host, settings.base_url)
 
-    def _auth(self, conn: Any, settings: HttpSettings) -> Any:
+    def _auth(self, conn: Any, settings: _http.HttpSettings) -> Any:
         return HTTPBasicAuth(self._password(conn, "API key"), "")
 
     def resource(self, name: str) -> ChargebeeResource:
@@ -341,13 +337,13 @@ class ChargebeeHook(ApiHook, system="chargebee", hook_name="Chargebee"):
 
     # ----------------------------------------------------------------- errors
 
-    def _read_error(self, response: requests.Response, body: dict[str, Any]) -> ErrorReport:
+    def _read_error(self, response: requests.Response, body: dict[str, Any]) -> _http.ErrorReport:
         code = body.get("api_error_code") if isinstance(body.get("api_error_code"), str) else None
         message = body.get("message") if isinstance(body.get("message"), str) else response.reason
         param = body.get("param") if isinstance(body.get("param"), str) else None
         # Chargebee's error code decides over the status (a 400 "resource_not_found" is a NotFound).
         cls = None if response.status_code == 429 else CHARGEBEE_ERROR_CODES.get(code or "")
-        return ErrorReport(code, message, param, cls)
+        return _http.ErrorReport(code, message, param, cls)
 
     # ------------------------------------------------------------------ reads
 
@@ -447,7 +443,7 @@ class ChargebeeHook(ApiHook, system="chargebee", hook_name="Chargebee"):
         res = self._readable(resource)
         template = f"{res.name}/{{id}}"
         try:
-            response = self._request("GET", template, f"{res.name}/{quote_segment(record_id)}")
+            response = self._request("GET", template, f"{res.name}/{_http.quote_segment(record_id)}")
         except NotFound:
             return None
         return self._unwrap(self._json(response, "GET", template), res, "GET", template)
@@ -512,7 +508,7 @@ class ChargebeeHook(ApiHook, system="chargebee", hook_name="Chargebee"):
         _no_if_match(if_match)
         res = self.resource(resource)
         return self._post(
-            res, f"{res.name}/{{id}}", f"{res.name}/{quote_segment(record_id)}", params, idempotency_key
+            res, f"{res.name}/{{id}}", f"{res.name}/{_http.quote_segment(record_id)}", params, idempotency_key
         )
 
     def action(
@@ -534,7 +530,7 @@ class ChargebeeHook(ApiHook, system="chargebee", hook_name="Chargebee"):
         return self._post(
             res,
             f"{res.name}/{{id}}/{action}",
-            f"{res.name}/{quote_segment(record_id)}/{action}",
+            f"{res.name}/{_http.quote_segment(record_id)}/{action}",
             params,
             idempotency_key,
         )
@@ -550,7 +546,7 @@ class ChargebeeHook(ApiHook, system="chargebee", hook_name="Chargebee"):
         """Check the site and API key with one cheap list call (the UI's Test button)."""
         try:
             next(iter(self.iter_pages("customers", limit=1)), None)
-        except (ApiError, ConnectionConfigError, ValueError) as exc:
+        except (ApiError, _http.ConnectionConfigError, ValueError) as exc:
             return False, str(exc)
         return True, f"Connected to {self.base_url}"
 

@@ -32,14 +32,7 @@ from typing import Any, ClassVar, Literal, Unpack
 import requests
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from crmsync.hooks._http import (
-    ApiHook,
-    ConnectionConfigError,
-    ErrorReport,
-    HookClients,
-    HttpSettings,
-    quote_segment,
-)
+from crmsync.hooks import _http
 from crmsync.hooks.errors import (
     ApiError,
     NotFound,
@@ -92,7 +85,7 @@ class CustomcrmPagingParams(_Strict):
     max_limit: int = Field(default=100, ge=1, le=10_000)
 
 
-class CustomcrmApiSettings(HttpSettings):
+class CustomcrmApiSettings(_http.HttpSettings):
     """Connection extra of a ``customcrm`` connection (validated, unknown keys rejected).
 
     Example for a CRM that differs from the reference contract::
@@ -175,11 +168,11 @@ def if_match_value(version: int | str) -> str:
 CUSTOMCRM_STATUS_ERRORS: dict[int, type[ApiError]] = {410: NotFound, 428: PreconditionFailed}
 
 
-class CustomcrmHook(ApiHook, system="customcrm", hook_name="Customcrm"):
+class CustomcrmHook(_http.ApiHook, system="customcrm", hook_name="Customcrm"):
     """Read and write Customcrm records: cursor paging, If-Match writes, typed errors.
 
     :param customcrm_conn_id: Airflow connection id (``conn_type`` ``customcrm``); the
-        other parameters (the rate budget, the retry policy): see :class:`ApiHook`.
+        other parameters (the rate budget, the retry policy): see :class:`~crmsync.hooks._http.ApiHook`.
 
     Connection: host = base URL; password = API token (sent as ``Bearer``); extra: see
     :class:`CustomcrmApiSettings`.
@@ -188,10 +181,12 @@ class CustomcrmHook(ApiHook, system="customcrm", hook_name="Customcrm"):
     conn_fields = CUSTOMCRM_CONN_FIELDS
     ui_behaviour = CUSTOMCRM_UI_BEHAVIOUR
     status_errors = CUSTOMCRM_STATUS_ERRORS
-    settings_model: ClassVar[type[HttpSettings]] = CustomcrmApiSettings
+    settings_model: ClassVar[type[_http.HttpSettings]] = CustomcrmApiSettings
     default_rate_per_minute: ClassVar[int | None] = None
 
-    def __init__(self, customcrm_conn_id: str = "customcrm_default", **clients: Unpack[HookClients]) -> None:
+    def __init__(
+        self, customcrm_conn_id: str = "customcrm_default", **clients: Unpack[_http.HookClients]
+    ) -> None:
         super().__init__(customcrm_conn_id, **clients)
         self.customcrm_conn_id = customcrm_conn_id
 
@@ -209,10 +204,10 @@ class CustomcrmHook(ApiHook, system="customcrm", hook_name="Customcrm"):
         """The CRM's names of the system fields (records are returned under contract names)."""
         return self.api.fields
 
-    def _resolve_base_url(self, conn: Any, settings: HttpSettings) -> str:
+    def _resolve_base_url(self, conn: Any, settings: _http.HttpSettings) -> str:
         raw = (settings.base_url or "").strip() or (conn.host or "").strip()
         if not raw:
-            raise ConnectionConfigError(
+            raise _http.ConnectionConfigError(
                 f"connection {self.http_conn_id!r}: set host to the CRM's base URL (e.g. https://crm.example.com/api)"
             )
         if "://" not in raw:
@@ -222,7 +217,7 @@ class CustomcrmHook(ApiHook, system="customcrm", hook_name="Customcrm"):
                 raw = f"{raw}:{conn.port}"
         return raw
 
-    def _auth(self, conn: Any, settings: HttpSettings) -> Any:
+    def _auth(self, conn: Any, settings: _http.HttpSettings) -> Any:
         return _BearerAuth(self._password(conn, "API token"))
 
     # --------------------------------------------------------- field renaming
@@ -260,7 +255,7 @@ class CustomcrmHook(ApiHook, system="customcrm", hook_name="Customcrm"):
 
     # ----------------------------------------------------------------- errors
 
-    def _read_error(self, response: requests.Response, body: dict[str, Any]) -> ErrorReport:
+    def _read_error(self, response: requests.Response, body: dict[str, Any]) -> _http.ErrorReport:
         raw_type = body.get("type") if isinstance(body.get("type"), str) else None
         # "https://crm.example.com/problems/version-mismatch" or "urn:customcrm:problem:gone" → the slug.
         code = (
@@ -281,7 +276,7 @@ class CustomcrmHook(ApiHook, system="customcrm", hook_name="Customcrm"):
         else:
             message = detail or title or response.reason
         param = next((f for f, _ in errors if f), None)
-        return ErrorReport(code or title, message, param, errors=errors)
+        return _http.ErrorReport(code or title, message, param, errors=errors)
 
     # ------------------------------------------------------------------ reads
 
@@ -383,7 +378,7 @@ class CustomcrmHook(ApiHook, system="customcrm", hook_name="Customcrm"):
     def get(self, resource: str, record_id: str) -> dict[str, Any] | None:
         """Return one record, or ``None`` if it does not exist (404) or is a tombstone (410)."""
         template = f"{resource}/{{id}}"
-        path = f"{self.api.path_of(resource)}/{quote_segment(record_id)}"
+        path = f"{self.api.path_of(resource)}/{_http.quote_segment(record_id)}"
         try:
             response = self._request("GET", template, path)
         except NotFound:
@@ -441,7 +436,7 @@ class CustomcrmHook(ApiHook, system="customcrm", hook_name="Customcrm"):
         response = self._request(
             method,
             template,
-            f"{api.path_of(resource)}/{quote_segment(record_id)}",
+            f"{api.path_of(resource)}/{_http.quote_segment(record_id)}",
             data=self._body(body),
             headers=headers,
         )
@@ -456,7 +451,7 @@ class CustomcrmHook(ApiHook, system="customcrm", hook_name="Customcrm"):
             self._request(
                 "DELETE",
                 template,
-                f"{self.api.path_of(resource)}/{quote_segment(record_id)}",
+                f"{self.api.path_of(resource)}/{_http.quote_segment(record_id)}",
                 headers=headers,
             )
         except NotFound as err:
@@ -481,7 +476,7 @@ class CustomcrmHook(ApiHook, system="customcrm", hook_name="Customcrm"):
         """Check the base URL and token with one cheap list call (the UI's Test button)."""
         try:
             next(iter(self.iter_pages(self.api.test_resource, limit=1)), None)
-        except (ApiError, ConnectionConfigError, ValueError) as exc:
+        except (ApiError, _http.ConnectionConfigError, ValueError) as exc:
             return False, str(exc)
         return True, f"Connected to {self.base_url}"
 

@@ -51,6 +51,8 @@ class ApiError(Exception):
     :param method: HTTP method.
     :param path: path template, e.g. ``customers/{id}``.
     :param retry_after: seconds the server asked us to wait (``Retry-After``), if any.
+    :param errors: every ``(field, message)`` pair the API reported (Customcrm's
+        problem+json ``errors``); kept as :attr:`errors`, messages shortened.
     """
 
     #: Whether retrying the same request later may succeed. Subclasses override.
@@ -67,6 +69,7 @@ class ApiError(Exception):
         path: str | None = None,
         *,
         retry_after: float | None = None,
+        errors: Sequence[tuple[str | None, str]] = (),
     ) -> None:
         self.system = system
         self.status = status
@@ -76,7 +79,14 @@ class ApiError(Exception):
         self.method = method
         self.path = path
         self.retry_after = retry_after
+        self.errors: list[tuple[str | None, str]] = [
+            (f, short_message(m, 200)) for f, m in self._field_errors(errors)
+        ]
         super().__init__(self._render())
+
+    def _field_errors(self, errors: Sequence[tuple[str | None, str]]) -> list[tuple[str | None, str]]:
+        """The per-field errors to keep: what the API reported (subclasses add a fallback)."""
+        return list(errors)
 
     @property
     def retryable(self) -> bool:
@@ -157,22 +167,10 @@ class ValidationError(ApiError):
     with this message and carries on with the batch.
     """
 
-    def __init__(
-        self,
-        system: str,
-        status: int | None,
-        code: str | None,
-        message: str | None,
-        param: str | None = None,
-        method: str | None = None,
-        path: str | None = None,
-        *,
-        retry_after: float | None = None,
-        errors: Sequence[tuple[str | None, str]] = (),
-    ) -> None:
-        super().__init__(system, status, code, message, param, method, path, retry_after=retry_after)
-        pairs = list(errors) or ([(self.param, self.message)] if self.param or self.message else [])
-        self.errors: list[tuple[str | None, str]] = [(f, short_message(m, 200)) for f, m in pairs]
+    def _field_errors(self, errors: Sequence[tuple[str | None, str]]) -> list[tuple[str | None, str]]:
+        """What the API reported, else the one field and message it blamed (so a
+        quarantine row always has a field error to show)."""
+        return list(errors) or ([(self.param, self.message)] if self.param or self.message else [])
 
     @property
     def field(self) -> str | None:

@@ -33,8 +33,9 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, Unpack
 
+from crmsync.engine.lease import LeaseTerms
 from crmsync.hooks.budget import RateBudget, RateLimiter
 
 log = logging.getLogger("crmsync.budget")
@@ -61,17 +62,7 @@ class LeaseAnswer(Protocol):
 class LeaseSource(Protocol):
     """Where leases come from (:class:`crmsync.store.rate_budget.RateBudgetStore`)."""
 
-    def lease(
-        self,
-        site: str,
-        *,
-        want: int,
-        need: int,
-        cap: int,
-        span: float,
-        bucket_seconds: float,
-        give_back: tuple[int, int] | None = None,
-    ) -> LeaseAnswer: ...
+    def lease(self, site: str, **terms: Unpack[LeaseTerms]) -> LeaseAnswer: ...
 
     def block(self, site: str, seconds: float, give_back: tuple[int, int] | None = None) -> float: ...
 

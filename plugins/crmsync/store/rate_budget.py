@@ -55,13 +55,14 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, Unpack
 
 from sqlalchemy import create_engine, delete, event, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
+from crmsync.engine.lease import LeaseTerms
 from crmsync.store.engine import BUSY_TIMEOUT_SECONDS, sqlite_pragmas, track_write_locks
 from crmsync.store.schema import rate_budget
 
@@ -242,21 +243,14 @@ class RateBudgetStore:
 
     # ------------------------------------------------------------------ public
 
-    def lease(
-        self,
-        site: str,
-        *,
-        want: int,
-        need: int,
-        cap: int,
-        span: float,
-        bucket_seconds: float,
-        give_back: tuple[int, int] | None = None,
-    ) -> Lease:
+    def lease(self, site: str, **terms: Unpack[LeaseTerms]) -> Lease:
         """Lease up to ``want`` (at least ``need``) tokens of ``site``'s window, or say how long to wait.
 
-        ``give_back=(bucket, n)`` first returns ``n`` unused tokens of an earlier lease.
+        ``give_back=(bucket, n)`` first returns ``n`` unused tokens of an earlier lease
+        (the terms: :class:`~crmsync.engine.lease.LeaseTerms`).
         """
+        give_back = terms.get("give_back")
+        want, need, cap, span = terms["want"], terms["need"], terms["cap"], terms["span"]
 
         def tx(conn: Connection) -> Lease:
             blocked = self._lock_site(conn, site)
@@ -270,7 +264,7 @@ class RateBudgetStore:
             if not decision.granted:
                 assert decision.retry_at is not None
                 return Lease(0, None, max(0.0, decision.retry_at - now))
-            end = bucket_end_ms(now, bucket_seconds)
+            end = bucket_end_ms(now, terms["bucket_seconds"])
             self._add(conn, site, end, decision.granted)
             return Lease(decision.granted, end, 0.0)
 
