@@ -17,11 +17,12 @@ import itertools
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any, TypeVar
 
 import requests
 from crmsync.store.schema import TABLES, link, quarantine
-from hypothesis import HealthCheck, Phase, settings
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import delete, select
 
@@ -247,6 +248,34 @@ def first_run_then_fix(
     what = fix(victim) or what
     problems = check()
     assert not problems, f"after fixing {what}:\n" + "\n".join(problems)
+
+
+def batch_test(flow: ModuleType) -> Callable[..., None]:
+    """The batch test of a flow's hostile-input module ``flow``, built from its names:
+    ``batches()`` (the strategy of a batch), ``wipe(sb, store)``, ``plant(sb, batch)``,
+    ``checker(sb, store, batch, run_flow)`` (after planting: a function that runs the flow
+    and lists the problems), ``fixable(batch)`` (the bad records a person can fix) and
+    ``fix(sb, batch, victim)``; a victim says what it is with ``describe()``.
+
+    Both sides emptied, the batch planted, a run with no problem, one fixable record fixed
+    and a run after which it is synced too (:func:`first_run_then_fix`). The module binds the
+    result to its test's name, so the test keeps its id.
+    """
+
+    @BATCH_SETTINGS
+    @given(batch=flow.batches(), pick=st.integers(min_value=0))
+    def test(run_flow: Any, sandboxes: Any, store: Any, batch: Any, pick: int) -> None:
+        flow.wipe(sandboxes, store)
+        flow.plant(sandboxes, batch)
+        first_run_then_fix(
+            flow.checker(sandboxes, store, batch, run_flow),
+            flow.fixable(batch),
+            pick,
+            lambda victim: flow.fix(sandboxes, batch, victim),
+            describe=lambda victim: victim.describe(),
+        )
+
+    return test
 
 
 def good_record_problems(what: str, hold: tuple[str, str] | None, noun: str = "a good record") -> list[str]:
