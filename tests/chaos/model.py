@@ -398,15 +398,10 @@ class Report:
     faults: Counter[str] = field(default_factory=Counter)
     kills: int = 0
     kill_attempts: int = 0
-    duplicates: int = 0
-    lost_edits: int = 0
     conflicts_expected: int = 0
     conflicts_audited: int = 0
-    conflicts_missing: int = 0
     quarantined: int = 0
     quarantined_kinds: Counter[str] = field(default_factory=Counter)
-    quarantine_without_reason: int = 0
-    link_violations: int = 0
     seen_429: int = 0
     runs: int = 0
     runs_not_synced: int = 0
@@ -414,19 +409,12 @@ class Report:
     converge_runs: int = 0
     idle_writes: int | None = None
     violations: list[str] = field(default_factory=list)
+    #: violations per kind ("duplicate", "lost_edit", "conflict_not_audited", "link", "quarantine", ...)
+    violated: Counter[str] = field(default_factory=Counter)
 
     def fail(self, kind: str, message: str) -> None:
         self.violations.append(f"[{kind}] {message}")
-        if kind == "lost_edit":
-            self.lost_edits += 1
-        elif kind == "duplicate":
-            self.duplicates += 1
-        elif kind == "conflict_not_audited":
-            self.conflicts_missing += 1
-        elif kind == "link":
-            self.link_violations += 1
-        elif kind == "quarantine":
-            self.quarantine_without_reason += 1
+        self.violated[kind] += 1
 
 
 def table(reports: Iterable[Report]) -> str:
@@ -441,10 +429,13 @@ def table(reports: Iterable[Report]) -> str:
         ("drop", lambda r: r.faults.get("drop", 0)),
         ("lost resp", lambda r: r.faults.get("lost_response", 0)),
         ("kills", lambda r: f"{r.kills}/{r.kill_attempts}"),
-        ("duplicates", lambda r: r.duplicates),
-        ("lost edits", lambda r: r.lost_edits),
+        ("duplicates", lambda r: r.violated["duplicate"]),
+        ("lost edits", lambda r: r.violated["lost_edit"]),
         ("quarantined", lambda r: r.quarantined),
-        ("conflicts", lambda r: f"{r.conflicts_expected - r.conflicts_missing}/{r.conflicts_expected}"),
+        (
+            "conflicts",
+            lambda r: f"{r.conflicts_expected - r.violated['conflict_not_audited']}/{r.conflicts_expected}",
+        ),
         ("429s seen", lambda r: r.seen_429),
         (
             "converge",
