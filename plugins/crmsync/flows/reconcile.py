@@ -32,9 +32,8 @@ from crmsync.engine.reconcile import (
 from crmsync.engine.status import RunStatus
 from crmsync.flows.refs import RefResolver
 from crmsync.mapping.model import Mapping as FlowMapping
-from crmsync.mapping.model import Side
 from crmsync.store.reconcile import ReconcileStore
-from crmsync.store.repository import Repository, link_state, record_from_staging
+from crmsync.store.repository import Repository, link_state
 
 log = logging.getLogger("crmsync")
 #: how many lines of the report update_links repeats in its log (transform's log has them all)
@@ -52,18 +51,15 @@ def build_report(mapping: FlowMapping, run_id: str, repo: Repository) -> Report:
     refs = RefResolver(repo.engine, mapping)
     report = Report(mapping)
     for batch in store.iter_pairs(run_id):
-        refs.prefetch([record_from_staging(k, "k_") for _, _, k in batch if k is not None])
-        for link_row, c_row, k_row in batch:
-            crm = record_from_staging(c_row, "c_") if c_row is not None else None
+        refs.prefetch([pair.cb for pair in batch if pair.cb is not None])
+        for pair in batch:
             # references compared as the Customcrm ids they are linked to; one not linked
             # yet is left out (unknown), as transform leaves it out of the merge
-            cb = refs.canonical_soft(record_from_staging(k_row, "k_"))[0] if k_row is not None else None
-            report.add_pair(compare_pair(mapping, refs.resolve_link(link_state(link_row)), crm, cb))
+            cb = refs.canonical_soft(pair.cb)[0] if pair.cb is not None else None
+            report.add_pair(compare_pair(mapping, refs.resolve_link(link_state(pair.link)), pair.crm, cb))
     for row in store.iter_unlinked(run_id):
         report.add_unlinked(
-            unlinked(
-                mapping, Side(row["side"]), row["record_id"], row["match_key"], row["q_kind"], row["q_reason"]
-            )
+            unlinked(mapping, row.side, row.record_id, row.match_key, row.hold_kind, row.hold_reason)
         )
     report.add_duplicates(duplicates(mapping, store.iter_shared_keys(run_id)))
     return report

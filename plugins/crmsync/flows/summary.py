@@ -16,7 +16,7 @@ from crmsync.engine.status import WRITE_FAILURES, WriteStatus
 from crmsync.mapping.model import Mapping as FlowMapping
 from crmsync.mapping.model import Side
 from crmsync.store import approvals
-from crmsync.store.plan import side_write_state
+from crmsync.store.plan import side_write_state, write_outcome
 
 if TYPE_CHECKING:
     from crmsync.store.repository import Repository
@@ -166,10 +166,11 @@ def _plan_problems(repo: Repository, run_id: str) -> list[dict[str, Any]]:
     problems: list[dict[str, Any]] = []
     for p in repo.plan_problems(run_id):
         if p["action"] in (Action.QUARANTINE, Action.WAIT) or p["held_side"]:
-            problems.append({"kind": p["hold_kind"] or p["action"], "reason": p["reason"]})
-        for prefix in ("crm", "cb"):
-            if p[f"{prefix}_status"] in (*WRITE_FAILURES, WriteStatus.STALE):
-                problems.append({"kind": p[f"{prefix}_status"], "reason": p[f"{prefix}_error"]})
+            problems.append({"kind": str(p["hold_kind"] or p["action"]), "reason": p["reason"]})
+        for side in Side:
+            status, error = write_outcome(p, side)
+            if status in (*WRITE_FAILURES, WriteStatus.STALE):
+                problems.append({"kind": str(status), "reason": error})
     return problems
 
 

@@ -30,8 +30,6 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict
 from typing import Any
 
-from sqlalchemy.engine import RowMapping
-
 from crmsync.engine import pairing
 from crmsync.engine import plan as planner
 from crmsync.engine.canonical import SideRecord, content_hash, match_key
@@ -44,7 +42,8 @@ from crmsync.mapping.model import Cardinality, Side
 from crmsync.mapping.model import Mapping as FlowMapping
 from crmsync.store import approvals
 from crmsync.store.plan import PlanRow
-from crmsync.store.repository import Repository, dumps, link_state, record_from_staging, record_to_json
+from crmsync.store.repository import Repository, dumps, link_state, record_to_json
+from crmsync.store.staging import StagedRow
 
 log = logging.getLogger("crmsync")
 BATCH = 500
@@ -253,19 +252,18 @@ def build_plan(
 
 def _linked_pairs(p: Planner) -> None:
     for batch in p.repo.iter_touched_links(p.run_id):
-        staged_cb = [record_from_staging(k, "k_") for _, _, k in batch if k is not None]
-        p.refs.prefetch(staged_cb)
+        p.refs.prefetch([pair.cb for pair in batch if pair.cb is not None])
         decided = approvals.touched_decisions(p.repo.engine, p.mapping, batch)
-        for link_row, c_row, k_row in batch:
-            crm = record_from_staging(c_row, "c_") if c_row is not None else None
-            cb, why = p.resolve(record_from_staging(k_row, "k_") if k_row is not None else None)
+        for pair in batch:
+            crm, link_id = pair.crm, pair.link["id"]
+            cb, why = p.resolve(pair.cb)
             if cb is not None and why:
-                p.emit(planner.wait(p.mapping, cb, why, other_id=link_row["crm_id"]), crm, cb, link_row["id"])
+                p.emit(planner.wait(p.mapping, cb, why, other_id=pair.link["crm_id"]), crm, cb, link_id)
                 continue
-            state = p.refs.resolve_link(link_state(link_row))
+            state = p.refs.resolve_link(link_state(pair.link))
             approval = approvals.decision_for(decided, crm, cb)
             decision = planner.decide_linked(p.mapping, state, crm, cb, approval)
-            p.emit(decision, crm, cb, link_row["id"])
+            p.emit(decision, crm, cb, link_id)
 
 
 def _claimed_pairs(p: Planner) -> set[tuple[Side, str]]:
@@ -293,8 +291,7 @@ def _claimed_pairs(p: Planner) -> set[tuple[Side, str]]:
     for claim in claims:
         if not pairing.claim_open(claim, crm_rows, cb_rows, ended):
             continue  # not read this run, already linked, deleted, or ended by policy unlink
-        crm = record_from_staging(crm_rows[claim.crm_id])
-        cb_raw = record_from_staging(cb_rows[claim.cb_id])
+        crm, cb_raw = crm_rows[claim.crm_id], cb_rows[claim.cb_id]
         step = pairing.decide_claim(p.mapping, claim, crm, cb_raw, p.translate(cb_raw))
         p.step(step, {}, 0)
         taken |= {(Side.CUSTOMCRM, claim.crm_id), (Side.CHARGEBEE, claim.cb_id)}
@@ -308,7 +305,7 @@ def _unlinked(p: Planner) -> None:
     taken = _claimed_pairs(p)
     rows = p.repo.iter_unlinked(p.run_id)
     if taken:
-        rows = (r for r in rows if (Side(r["side"]), r["record_id"]) not in taken)
+        rows = (r for r in rows if (r.record.side, r.record.id) not in taken)
     _match_pass(p, 0, rows)
     for rule in range(1, rules):
         p.flush_deferred()
@@ -317,13 +314,12 @@ def _unlinked(p: Planner) -> None:
         p.repo.clear_deferred(p.run_id)
 
 
-def _match_pass(p: Planner, rule: int, rows: Iterable[RowMapping]) -> None:
+def _match_pass(p: Planner, rule: int, rows: Iterable[StagedRow]) -> None:
     """Group records by the key of ``rule`` (rows arrive ordered by it) and decide each group."""
     groups: list[tuple[str | None, list[SideRecord]]] = []
     current: object = object()
     for row in rows:
-        rec = record_from_staging(row)
-        key = row["match_key"]
+        rec, key = row.record, row.match_key
         if key is None or key != current:
             if len(groups) >= BATCH:
                 _flush_groups(p, rule, groups)

@@ -21,7 +21,6 @@ import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import and_, delete, exists, or_, select, update
 from sqlalchemy.engine import Connection, Engine
@@ -33,7 +32,7 @@ from crmsync.mapping.model import DeletePolicy, Side
 from crmsync.mapping.model import Mapping as FlowMapping
 from crmsync.store.codec import chunks, dumps, now, record_from_json
 from crmsync.store.schema import link, quarantine, staging
-from crmsync.store.staging import StagingStore
+from crmsync.store.staging import LinkedPair, StagingStore
 
 #: Quarantine kinds of a held delete: waiting for a decision, approved, rejected (the
 #: decision is the kind; the reason only tells a person).
@@ -210,18 +209,16 @@ def _drop_unlinked(conn: Connection, flow: str) -> None:
 Decisions = dict[tuple[str, str], DeleteDecision]
 
 
-def touched_decisions(
-    engine: Engine, mapping: FlowMapping, batch: Sequence[tuple[Any, Any, Any]]
-) -> Decisions:
-    """The decisions on the deletes of a batch of ``iter_touched_links`` rows (link,
-    Customcrm staged row, Chargebee staged row); empty for a flow without policy approve."""
+def touched_decisions(engine: Engine, mapping: FlowMapping, batch: Sequence[LinkedPair]) -> Decisions:
+    """The decisions on the deletes of a batch of ``iter_touched_links`` pairs (link,
+    Customcrm staged record, Chargebee staged record); empty for a flow without policy approve."""
     if DeletePolicy.APPROVE not in (mapping.delete.on_customcrm_delete, mapping.delete.on_chargebee_delete):
         return {}
     keys = [
-        (row[f"{prefix}side"], row[f"{prefix}record_id"])
-        for _, c_row, k_row in batch
-        for row, prefix in ((c_row, "c_"), (k_row, "k_"))
-        if row is not None and row[f"{prefix}deleted"]
+        (rec.side.value, rec.id)
+        for pair in batch
+        for rec in (pair.crm, pair.cb)
+        if rec is not None and rec.deleted
     ]
     return decisions(engine, mapping.flow, keys) if keys else {}
 

@@ -4,11 +4,13 @@ records it holds back with a reason, and what it decided on a person's behalf.""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any, TypedDict
 
 from sqlalchemy import and_, bindparam, delete, func, insert, select, update
 from sqlalchemy.engine import Connection, RowMapping
 
+from crmsync.engine.status import HoldKind
 from crmsync.mapping.model import Side
 from crmsync.store.codec import FlowStore, chunks, now
 from crmsync.store.schema import audit, link, plan, quarantine
@@ -34,6 +36,42 @@ class LinkRow(TypedDict):
     created_at: Any
     synced_at: Any
     last_run_id: str | None
+
+
+class QuarantineRow(TypedDict):
+    """One row of ``crmsync_quarantine``: a record held back, why, and since when; its
+    side and kind as their enums (``staged`` is the held record's JSON, None if not kept)."""
+
+    flow: str
+    side: Side
+    record_id: str
+    kind: HoldKind
+    reason: str
+    attempts: int
+    staged: str | None
+    content_hash: str | None
+    first_seen: datetime
+    last_seen: datetime
+    run_id: str | None
+    retry_requested: bool
+
+
+def quarantine_row(row: RowMapping) -> QuarantineRow:
+    """Decode one selected quarantine row (every column): the one place they are decoded."""
+    return QuarantineRow(
+        flow=row["flow"],
+        side=Side(row["side"]),
+        record_id=row["record_id"],
+        kind=HoldKind(row["kind"]),
+        reason=row["reason"],
+        attempts=int(row["attempts"] or 0),
+        staged=row["staged"],
+        content_hash=row["content_hash"],
+        first_seen=row["first_seen"],
+        last_seen=row["last_seen"],
+        run_id=row["run_id"],
+        retry_requested=bool(row["retry_requested"]),
+    )
 
 
 def link_row(row: RowMapping) -> LinkRow:
@@ -241,13 +279,15 @@ class LinkStore(FlowStore):
         with self.engine.connect() as conn:
             return int(conn.execute(select(func.count()).where(quarantine.c.flow == self.flow)).scalar() or 0)
 
-    def quarantined(self) -> list[RowMapping]:
+    def quarantined(self) -> list[QuarantineRow]:
+        """Every hold of the flow, by record id."""
         with self.engine.connect() as conn:
-            return list(
+            rows = list(
                 conn.execute(
                     select(quarantine).where(quarantine.c.flow == self.flow).order_by(quarantine.c.record_id)
                 ).mappings()
             )
+        return [quarantine_row(r) for r in rows]
 
     def partners(self, side: Side, ids: Sequence[str]) -> dict[str, str]:
         """The linked partner of each of ``ids`` (records of ``side``) that has a link:

@@ -116,6 +116,29 @@ def side_write_state(row: StoredPlanRow | PlanCount, side: Side) -> tuple[Op | N
     return row["cb_op"], row["cb_status"]
 
 
+class PlanProblem(TypedDict):
+    """A plan row a person should look at (:meth:`PlanStore.plan_problems`): held, waiting,
+    or with a failed or stale write; the action, hold kind and statuses as their enums."""
+
+    action: Action
+    crm_id: str | None
+    cb_id: str | None
+    reason: str | None
+    held_side: str | None
+    hold_kind: HoldKind | None
+    crm_status: WriteStatus | None
+    crm_error: str | None
+    cb_status: WriteStatus | None
+    cb_error: str | None
+
+
+def write_outcome(row: PlanProblem, side: Side) -> tuple[WriteStatus | None, str | None]:
+    """``side``'s write status and error on a problem row (None, None: no write there)."""
+    if side is Side.CUSTOMCRM:
+        return row["crm_status"], row["crm_error"]
+    return row["cb_status"], row["cb_error"]
+
+
 class PlanStore(FlowStore):
     """The plan rows and write statuses of one flow's runs."""
 
@@ -310,10 +333,10 @@ class PlanStore(FlowStore):
             )
         return [_plan_count(r) for r in rows]
 
-    def plan_problems(self, run_id: str, limit: int = 50) -> list[RowMapping]:
+    def plan_problems(self, run_id: str, limit: int = 50) -> list[PlanProblem]:
         """Rows a person should look at: held records and failed writes."""
         with self.engine.connect() as conn:
-            return list(
+            rows = list(
                 conn.execute(
                     select(
                         plan.c.action,
@@ -341,6 +364,7 @@ class PlanStore(FlowStore):
                     .limit(limit)
                 ).mappings()
             )
+        return [_plan_problem(r) for r in rows]
 
     def plan_skips(self, run_id: str, limit: int = 20) -> list[str]:
         """Why records were skipped (no partner and the flow does not create one), first few."""
@@ -403,6 +427,23 @@ def _plan_count(r: RowMapping) -> PlanCount:
         cb_op=_op(r["cb_op"]),
         cb_status=_status(r["cb_status"]),
         n=int(r["n"]),
+    )
+
+
+def _plan_problem(r: RowMapping) -> PlanProblem:
+    """One row of :meth:`PlanStore.plan_problems`, decoded like :func:`stored_plan_row`."""
+    hold = r["hold_kind"]
+    return PlanProblem(
+        action=Action(r["action"]),
+        crm_id=r["crm_id"],
+        cb_id=r["cb_id"],
+        reason=r["reason"],
+        held_side=r["held_side"],
+        hold_kind=HoldKind(hold) if hold else None,
+        crm_status=_status(r["crm_status"]),
+        crm_error=r["crm_error"],
+        cb_status=_status(r["cb_status"]),
+        cb_error=r["cb_error"],
     )
 
 

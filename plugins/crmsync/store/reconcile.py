@@ -6,15 +6,40 @@ staging rows and run row."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import and_, exists, func, select
 from sqlalchemy.engine import RowMapping
 
+from crmsync.engine.status import HoldKind
 from crmsync.mapping.model import Side
 from crmsync.store.codec import BATCH, FlowStore
 from crmsync.store.schema import link, quarantine, staging
-from crmsync.store.staging import PairRow, StagingStore
+from crmsync.store.staging import LinkedPair, StagingStore
+
+
+@dataclass(frozen=True)
+class UnlinkedStaged:
+    """A staged live record no link holds, with its quarantine entry's kind and reason
+    (both None when it is not held)."""
+
+    side: Side
+    record_id: str
+    match_key: str | None
+    hold_kind: HoldKind | None
+    hold_reason: str | None
+
+
+def _unlinked_staged(row: RowMapping) -> UnlinkedStaged:
+    kind = row["q_kind"]
+    return UnlinkedStaged(
+        Side(row["side"]),
+        row["record_id"],
+        row["match_key"],
+        HoldKind(kind) if kind else None,
+        row["q_reason"],
+    )
 
 
 class ReconcileStore(FlowStore):
@@ -23,15 +48,15 @@ class ReconcileStore(FlowStore):
     def _staged(self, run_id: str, side: Side) -> Any:
         return and_(staging.c.run_id == run_id, staging.c.flow == self.flow, staging.c.side == side.value)
 
-    def iter_pairs(self, run_id: str) -> Iterator[list[PairRow]]:
+    def iter_pairs(self, run_id: str) -> Iterator[list[LinkedPair]]:
         """Every link of the flow with its staged Customcrm and Chargebee rows (None where
-        the full read did not return the record), in batches, in link order. Columns of the
-        staged rows are prefixed ``c_`` and ``k_`` as in ``StagingStore.iter_touched_links``."""
+        the full read did not return the record), in batches, in link order, decoded as
+        ``StagingStore.iter_touched_links`` decodes them."""
         return StagingStore(self.engine, self.flow).iter_links_with_staged(run_id, touched_only=False)
 
-    def iter_unlinked(self, run_id: str) -> Iterator[RowMapping]:
-        """Staged live records no link holds, each with its quarantine entry's ``q_kind``
-        and ``q_reason`` (None when not held), ordered by side and id."""
+    def iter_unlinked(self, run_id: str) -> Iterator[UnlinkedStaged]:
+        """Staged live records no link holds, each with its quarantine entry's kind and
+        reason (None when not held), ordered by side and id."""
         query = (
             select(
                 staging.c.side,
@@ -63,7 +88,8 @@ class ReconcileStore(FlowStore):
             .order_by(staging.c.side, staging.c.record_id)
         )
         with self.engine.connect() as conn:
-            yield from conn.execution_options(yield_per=BATCH).execute(query).mappings()
+            for row in conn.execution_options(yield_per=BATCH).execute(query).mappings():
+                yield _unlinked_staged(row)
 
     def iter_shared_keys(self, run_id: str) -> Iterator[tuple[Side, str, list[str]]]:
         """``(side, match key, ids)`` for each match key that two or more staged live records

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
-from sqlalchemy.engine import Engine, RowMapping
+from sqlalchemy.engine import Engine
 
 from crmsync.engine.canonical import SideRecord
 from crmsync.engine.plan_text import PlanView
@@ -30,10 +30,10 @@ from crmsync.store.codec import (
     record_from_staging,
     record_to_json,
 )
-from crmsync.store.links import LinkRow, LinkStore
-from crmsync.store.plan import PlanCount, PlanRow, PlanStore, StoredPlanRow
+from crmsync.store.links import LinkRow, LinkStore, QuarantineRow
+from crmsync.store.plan import PlanCount, PlanProblem, PlanRow, PlanStore, StoredPlanRow
 from crmsync.store.runs import RunRow, RunStore
-from crmsync.store.staging import REF_PENDING_TRIES, StagingStore
+from crmsync.store.staging import REF_PENDING_TRIES, LinkedPair, StagedRow, StagingStore
 
 __all__ = [
     "BATCH",
@@ -97,7 +97,7 @@ class Repository:
     ) -> int:
         return self.staging.stage_deferred(run_id, rule, rows)
 
-    def iter_deferred(self, run_id: str, rule: int) -> Iterator[RowMapping]:
+    def iter_deferred(self, run_id: str, rule: int) -> Iterator[StagedRow]:
         return self.staging.iter_deferred(run_id, rule)
 
     def clear_deferred(self, run_id: str) -> None:
@@ -112,18 +112,16 @@ class Repository:
     def purge_staging(self, run_id: str) -> None:
         self.staging.purge_staging(run_id)
 
-    def iter_touched_links(
-        self, run_id: str
-    ) -> Iterator[list[tuple[RowMapping, RowMapping | None, RowMapping | None]]]:
+    def iter_touched_links(self, run_id: str) -> Iterator[list[LinkedPair]]:
         return self.staging.iter_touched_links(run_id)
 
-    def iter_unlinked(self, run_id: str) -> Iterator[RowMapping]:
+    def iter_unlinked(self, run_id: str) -> Iterator[StagedRow]:
         return self.staging.iter_unlinked(run_id)
 
     def unlinked_claims(self, run_id: str, cb_prefix: str | None) -> tuple[list[tuple[str, str]], list[str]]:
         return self.staging.unlinked_claims(run_id, cb_prefix)
 
-    def staged_unlinked(self, run_id: str, side: Side, ids: Sequence[str]) -> dict[str, RowMapping]:
+    def staged_unlinked(self, run_id: str, side: Side, ids: Sequence[str]) -> dict[str, SideRecord]:
         return self.staging.staged_unlinked(run_id, side, ids)
 
     # -- plan (PlanStore) ---------------------------------------------------------
@@ -170,7 +168,7 @@ class Repository:
     def plan_counts(self, run_id: str) -> list[PlanCount]:
         return self.plan.plan_counts(run_id)
 
-    def plan_problems(self, run_id: str, limit: int = 50) -> list[RowMapping]:
+    def plan_problems(self, run_id: str, limit: int = 50) -> list[PlanProblem]:
         return self.plan.plan_problems(run_id, limit)
 
     def plan_skips(self, run_id: str, limit: int = 20) -> list[str]:
@@ -225,7 +223,7 @@ class Repository:
     def count_held(self) -> int:
         return self.links.count_held()
 
-    def quarantined(self) -> list[RowMapping]:
+    def quarantined(self) -> list[QuarantineRow]:
         return self.links.quarantined()
 
     def partners(self, side: Side, ids: Sequence[str]) -> dict[str, str]:

@@ -5,6 +5,7 @@ against the links (touched links, unlinked records, their claims)."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import and_, delete, exists, func, insert, or_, select, text, update
@@ -12,14 +13,45 @@ from sqlalchemy.engine import RowMapping
 
 from crmsync.engine.canonical import SideRecord, content_hash
 from crmsync.mapping.model import Side
-from crmsync.store.codec import BATCH, HINTS, FlowStore, chunks, dumps, record_from_json
+from crmsync.store.codec import BATCH, HINTS, FlowStore, chunks, dumps, record_from_json, record_from_staging
+from crmsync.store.links import LinkRow, link_row
 from crmsync.store.schema import link, plan, quarantine, staging
 
 #: runs an optional reference is retried before the record stops being carried
-#: a link row with the staged row of each side (None where not staged)
-PairRow = tuple[RowMapping, RowMapping | None, RowMapping | None]
-
 REF_PENDING_TRIES = 3
+
+
+@dataclass(frozen=True)
+class StagedRow:
+    """A staged record as transform reads it back: the record (decoded once, here) and the
+    match key it was staged under (None: the record has no key)."""
+
+    record: SideRecord
+    match_key: str | None
+
+
+@dataclass(frozen=True)
+class LinkedPair:
+    """A link of the flow with the run's staged record of each side (None where that side
+    was not staged), read by transform and reconcile."""
+
+    link: LinkRow
+    crm: SideRecord | None
+    cb: SideRecord | None
+
+
+def staged_row(row: RowMapping) -> StagedRow:
+    """Decode one selected staging row (every column of ``crmsync_staging``)."""
+    return StagedRow(record_from_staging(row), row["match_key"])
+
+
+def _linked_pair(row: RowMapping) -> LinkedPair:
+    """Decode one row of the link/staging join (staged columns prefixed ``c_`` and ``k_``)."""
+    return LinkedPair(
+        link_row(row),
+        record_from_staging(row, "c_") if row["c_record_id"] is not None else None,
+        record_from_staging(row, "k_") if row["k_record_id"] is not None else None,
+    )
 
 
 class StagingStore(FlowStore):
@@ -66,7 +98,7 @@ class StagingStore(FlowStore):
         """
         return self._stage(run_id, rows, self._deferred_flow(rule))
 
-    def iter_deferred(self, run_id: str, rule: int) -> Iterator[RowMapping]:
+    def iter_deferred(self, run_id: str, rule: int) -> Iterator[StagedRow]:
         """Records staged for match rule ``rule``, ordered by its key."""
         query = (
             select(staging)
@@ -74,7 +106,8 @@ class StagingStore(FlowStore):
             .order_by(staging.c.match_key, staging.c.side, staging.c.record_id)
         )
         with self.engine.connect() as conn:
-            yield from conn.execution_options(yield_per=BATCH).execute(query).mappings()
+            for row in conn.execution_options(yield_per=BATCH).execute(query).mappings():
+                yield staged_row(row)
 
     def clear_deferred(self, run_id: str) -> None:
         with self.engine.begin() as conn:
@@ -199,14 +232,15 @@ class StagingStore(FlowStore):
             )
         self.clear_deferred(run_id)
 
-    def iter_touched_links(self, run_id: str) -> Iterator[list[PairRow]]:
+    def iter_touched_links(self, run_id: str) -> Iterator[list[LinkedPair]]:
         """Linked pairs with at least one side staged, in batches, with both staged rows."""
         return self.iter_links_with_staged(run_id, touched_only=True)
 
-    def iter_links_with_staged(self, run_id: str, *, touched_only: bool) -> Iterator[list[PairRow]]:
-        """The flow's links with the run's staged row of each side (None where that side
+    def iter_links_with_staged(self, run_id: str, *, touched_only: bool) -> Iterator[list[LinkedPair]]:
+        """The flow's links with the run's staged record of each side (None where that side
         was not staged), in batches, in link order; ``touched_only``: only links with at
-        least one side staged. Staged columns are prefixed ``c_`` (Customcrm) and ``k_``."""
+        least one side staged. Staged columns are selected prefixed ``c_`` (Customcrm) and
+        ``k_``, and decoded here."""
         c = staging.alias("c")
         k = staging.alias("k")
         cols: list[Any] = [link]
@@ -230,15 +264,9 @@ class StagingStore(FlowStore):
         query = select(*cols).select_from(joined).where(*where).order_by(link.c.id)
         with self.engine.connect() as conn:
             result = conn.execution_options(yield_per=BATCH).execute(query).mappings()
-            batch: list[PairRow] = []
+            batch: list[LinkedPair] = []
             for row in result:
-                batch.append(
-                    (
-                        row,
-                        row if row["c_record_id"] is not None else None,
-                        row if row["k_record_id"] is not None else None,
-                    )
-                )
+                batch.append(_linked_pair(row))
                 if len(batch) >= BATCH:
                     yield batch
                     batch = []
@@ -253,7 +281,7 @@ class StagingStore(FlowStore):
             ~exists().where(link.c.flow == self.flow, col == staging.c.record_id),
         )
 
-    def iter_unlinked(self, run_id: str) -> Iterator[RowMapping]:
+    def iter_unlinked(self, run_id: str) -> Iterator[StagedRow]:
         """Staged records with no link, ordered by match key so equal keys come together."""
         query = (
             select(staging)
@@ -265,7 +293,8 @@ class StagingStore(FlowStore):
             .order_by(staging.c.match_key, staging.c.side, staging.c.record_id)
         )
         with self.engine.connect() as conn:
-            yield from conn.execution_options(yield_per=BATCH).execute(query).mappings()
+            for row in conn.execution_options(yield_per=BATCH).execute(query).mappings():
+                yield staged_row(row)
 
     def unlinked_claims(self, run_id: str, cb_prefix: str | None) -> tuple[list[tuple[str, str]], list[str]]:
         """What unlinked staged records say about their partner, whatever their match key:
@@ -292,9 +321,9 @@ class StagingStore(FlowStore):
                 )
         return [(crm_id, ext) for crm_id, ext in refs], made
 
-    def staged_unlinked(self, run_id: str, side: Side, ids: Sequence[str]) -> dict[str, RowMapping]:
+    def staged_unlinked(self, run_id: str, side: Side, ids: Sequence[str]) -> dict[str, SideRecord]:
         """These staged records of ``side``, those of them that are unlinked and not deleted."""
-        out: dict[str, RowMapping] = {}
+        out: dict[str, SideRecord] = {}
         with self.engine.connect() as conn:
             for chunk in chunks(list(ids)):
                 for row in conn.execute(
@@ -306,5 +335,5 @@ class StagingStore(FlowStore):
                         staging.c.record_id.in_(chunk),
                     )
                 ).mappings():
-                    out[row["record_id"]] = row
+                    out[row["record_id"]] = record_from_staging(row)
         return out

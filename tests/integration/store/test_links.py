@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from crmsync.engine.status import HoldKind
 from crmsync.mapping.model import Side
 from crmsync.store.links import LinkRow, LinkStore
 from crmsync.store.plan import PlanStore
@@ -63,6 +64,11 @@ def test_holds_count_attempts_and_are_released(engine: Engine) -> None:
         "r2",
     )
     assert first["content_hash"] == "h"
+    assert (first["side"], first["kind"], first["retry_requested"]) == (
+        Side.CUSTOMCRM,
+        HoldKind.WAITING,
+        False,
+    )
     apply(links, "r3", release=[("customcrm", "c1"), ("chargebee", "c2")])
     assert [q["record_id"] for q in links.quarantined()] == ["c2"]
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from crmsync.engine.plan import Action
+from crmsync.engine.status import HoldKind, WriteStatus
 from crmsync.mapping.model import Side
-from crmsync.store.plan import PlanStore
+from crmsync.store.plan import PlanStore, write_outcome
 from crmsync.store.schema import plan
 from sqlalchemy.engine import Engine
 
@@ -96,6 +98,14 @@ def test_what_the_summary_reads(engine: Engine) -> None:
         ("update", "k4"),
     ]
     assert len(plans.plan_problems("r1", limit=1)) == 1
+    held, rejected = plans.plan_problems("r1")
+    assert (held["action"], held["hold_kind"], held["held_side"]) == (
+        Action.QUARANTINE,
+        HoldKind.INVALID,
+        "customcrm",
+    )
+    assert write_outcome(held, CRM) == (None, None)
+    assert write_outcome(rejected, CB) == (WriteStatus.REJECTED, "no")
     counts = {(c["action"], c["cb_status"]): c["n"] for c in plans.plan_counts("r1")}
     assert counts == {
         ("skip", None): 2,

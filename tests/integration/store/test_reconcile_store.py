@@ -4,6 +4,7 @@ unlinked records with their quarantine entry, the match keys a side carries twic
 from __future__ import annotations
 
 from crmsync.engine.canonical import SideRecord
+from crmsync.engine.status import HoldKind
 from crmsync.mapping.model import Side
 from crmsync.store.links import LinkStore
 from crmsync.store.reconcile import ReconcileStore
@@ -37,12 +38,16 @@ def test_reads_pairs_unlinked_and_shared_keys(engine: Engine) -> None:
 
     store = ReconcileStore(engine, FLOW)
     pairs = [
-        (p["crm_id"], c is not None, k is not None) for batch in store.iter_pairs("r1") for p, c, k in batch
+        (p.link["crm_id"], p.crm is not None, p.cb is not None)
+        for batch in store.iter_pairs("r1")
+        for p in batch
     ]
     assert pairs == [("c1", True, True), ("c2", False, False)]  # c2 ⇄ k2: read on neither side
-    unlinked = {(r["side"], r["record_id"]): (r["q_kind"], r["q_reason"]) for r in store.iter_unlinked("r1")}
+    first = next(iter(store.iter_pairs("r1")))[0]
+    assert (first.crm, first.cb) == (rec(CRM, "c1", "a@x"), rec(CB, "k1", "a@x"))  # decoded in store/
+    unlinked = {(r.side, r.record_id): (r.hold_kind, r.hold_reason) for r in store.iter_unlinked("r1")}
     assert unlinked == {
-        ("customcrm", "c4"): ("ambiguous", "shares a@x"),
+        ("customcrm", "c4"): (HoldKind.AMBIGUOUS, "shares a@x"),
         ("customcrm", "c6"): (None, None),  # c5 is a tombstone: not listed
         ("chargebee", "k9"): (None, None),
     }

@@ -6,7 +6,7 @@ import json
 
 from crmsync.engine.canonical import SideRecord
 from crmsync.mapping.model import Side
-from crmsync.store.codec import dumps, record_from_staging, record_to_json
+from crmsync.store.codec import dumps, record_to_json
 from crmsync.store.links import LinkStore
 from crmsync.store.plan import PlanStore
 from crmsync.store.staging import REF_PENDING_TRIES, StagingStore
@@ -30,8 +30,9 @@ def test_stage_keeps_the_newest_copy_of_a_record_and_its_hints(engine: Engine) -
     st.stage("r1", [staged(rec(CB, "k1", "a@x"), "a@x")])
     assert st.count_staged("r1") == {"customcrm": 2, "chargebee": 1}
     assert StagingStore(engine, OTHER).count_staged("r1") == {}
-    rows = {r["record_id"]: r for r in st.iter_unlinked("r1")}
-    back = record_from_staging(rows["c1"])
+    rows = {r.record.id: r for r in st.iter_unlinked("r1")}
+    back = rows["c1"].record
+    assert rows["c1"].match_key == "a2@x"
     assert back.values == {"email": "a2@x"} and back.version == "2" and back.hints == {"created_by": "u1"}
     st.clear_staging("r1", CRM)
     assert st.count_staged("r1") == {"chargebee": 1}
@@ -41,7 +42,7 @@ def test_deferred_rows_are_kept_apart_ordered_by_key_and_cleared(engine: Engine)
     st = StagingStore(engine, FLOW)
     st.stage("r1", [staged(rec(CRM, "c1", "a@x"), "a@x")])
     st.stage_deferred("r1", 1, [staged(rec(CRM, "c2", "z"), "z"), staged(rec(CRM, "c3", "m"), "m")])
-    assert [r["record_id"] for r in st.iter_deferred("r1", 1)] == ["c3", "c2"]
+    assert [(r.record.id, r.match_key) for r in st.iter_deferred("r1", 1)] == [("c3", "m"), ("c2", "z")]
     assert list(st.iter_deferred("r1", 2)) == []
     assert st.count_staged("r1") == {"customcrm": 1}
     st.clear_deferred("r1")
@@ -71,17 +72,19 @@ def test_reads_against_links(engine: Engine) -> None:
     st.stage("r1", [staged(rec(CB, "k1", "a@x"), "a@x"), staged(rec(CB, "cb_7", "b@x"), "b@x")])
     batches = list(st.iter_touched_links("r1"))
     assert len(batches) == 1 and len(batches[0]) == 1
-    row, crm_row, cb_row = batches[0][0]
-    assert row["crm_id"] == "c1" and crm_row is not None and cb_row is not None
-    assert record_from_staging(crm_row, "c_").id == "c1" and record_from_staging(cb_row, "k_").id == "k1"
-    assert [(r["side"], r["record_id"]) for r in st.iter_unlinked("r1")] == [
+    pair = batches[0][0]
+    assert pair.link["crm_id"] == "c1" and pair.crm is not None and pair.cb is not None
+    assert (pair.crm.side, pair.crm.id, pair.cb.side, pair.cb.id) == (CRM, "c1", CB, "k1")
+    assert pair.crm.values == {"email": "a@x"}
+    assert [(r.record.side, r.record.id) for r in st.iter_unlinked("r1")] == [
         ("chargebee", "cb_7"),
         ("customcrm", "c2"),
         ("customcrm", "c3"),
     ]
     assert st.unlinked_claims("r1", "cb_") == ([("c2", "cb_9")], ["cb_7"])
     assert st.unlinked_claims("r1", None) == ([("c2", "cb_9")], [])
-    assert set(st.staged_unlinked("r1", CRM, ["c1", "c2", "c3"])) == {"c2"}
+    claimed = st.staged_unlinked("r1", CRM, ["c1", "c2", "c3"])
+    assert set(claimed) == {"c2"} and claimed["c2"].external_ref == "cb_9"
 
 
 def test_held_records_are_carried_unless_they_wait_for_a_change(engine: Engine) -> None:
@@ -106,7 +109,7 @@ def test_held_records_are_carried_unless_they_wait_for_a_change(engine: Engine) 
     links.apply("r0", [], upsert_links=[], delete_links=[], hold=held, release=[], audits=[])
     st.stage("r1", [staged(rec(CRM, "s", "s-new@x"), "s-new@x")])  # re-read: not carried
     assert st.carry_quarantined("r1", lambda r: str(r.values["email"])) == 3
-    assert {r["record_id"]: r["match_key"] for r in st.iter_unlinked("r1")} == {
+    assert {r.record.id: r.match_key for r in st.iter_unlinked("r1")} == {
         "f": "f@x",
         "p": "p@x",
         "s": "s-new@x",
@@ -117,7 +120,7 @@ def test_held_records_are_carried_unless_they_wait_for_a_change(engine: Engine) 
         links.apply("rx", [], upsert_links=[], delete_links=[], hold=[held[3]], release=[], audits=[])
     st.clear_staging("r2", CRM)
     assert st.carry_quarantined("r2", lambda r: None) == 3
-    assert "p" not in {r["record_id"] for r in st.iter_unlinked("r2")}
+    assert "p" not in {r.record.id for r in st.iter_unlinked("r2")}
 
 
 def test_purge_staging_keeps_what_the_summary_needs(engine: Engine) -> None:
