@@ -210,6 +210,7 @@ def _prepare(flow: Flow, repo: Any, counter: Counter, run_id: str, staged: int) 
 
 def _backend(env: BenchEnv, flow: Flow, label: str, mapping_file: Any, staged: int) -> list[list[Any]]:
     from crmsync.flows import tasks
+    from crmsync.flows.upsert import upsert
     from crmsync.mapping.model import Side
 
     mapping = tasks._mapping(str(mapping_file))
@@ -225,11 +226,11 @@ def _backend(env: BenchEnv, flow: Flow, label: str, mapping_file: Any, staged: i
         ("transform", lambda: tasks.run_step("transform", str(mapping_file), run_id=run_id, params=params)),
         (
             "upsert chargebee (stub API)",
-            lambda: tasks.upsert(mapping, Side.CHARGEBEE, run_id, params, StubChargebee(), repo),
+            lambda: upsert(mapping, Side.CHARGEBEE, run_id, params, StubChargebee(), repo),
         ),
         (
             "upsert customcrm (stub API)",
-            lambda: tasks.upsert(mapping, Side.CUSTOMCRM, run_id, params, StubCustomcrm(), repo),
+            lambda: upsert(mapping, Side.CUSTOMCRM, run_id, params, StubCustomcrm(), repo),
         ),
         (
             "update_links",

@@ -96,12 +96,12 @@ def arm(at, n):
 
         setattr(Repository, at, after_commit)
     else:
-        import crmsync.flows.tasks
+        import crmsync.flows.upsert
         from crmsync.hooks._http import ApiHook
 
         # one writer thread: the kill lands between two requests, never while another
         # thread is half way through sending one (see the module's docstring)
-        crmsync.flows.tasks._workers = lambda mapping, hook: 1
+        crmsync.flows.upsert._workers = lambda mapping, hook: 1
         send = ApiHook._send_once
 
         def send_once(self, method, *a, **kw):

@@ -85,7 +85,7 @@ class Decision:
     decided_by: str | None = None
     #: for a decision on a linked pair one side (or both) of which was deleted: the sides
     #: whose record was deleted. Carried to the plan row's and the audit row's detail
-    #: (``deleted_on``), where the extract reads it (flows/tasks.py), not the reason text.
+    #: (``deleted_on``), where the extract reads it (flows/extract.py), not the reason text.
     deleted_on: tuple[Side, ...] = ()
 
     def write_for(self, side: Side) -> SideWrite | None:

@@ -242,7 +242,7 @@ def _plan_audits(row: FinishedRow) -> list[AuditRow]:
 def _audit(kind: str, row: FinishedRow) -> AuditRow:
     """The audit row of an ended pair: the reason for people, and for the sync the sides
     whose record was deleted (``deleted_on``, from the plan's Decision: the extract reads
-    it to keep a handled Chargebee delete from coming back, flows/tasks.py)."""
+    it to keep a handled Chargebee delete from coming back, flows/extract.py)."""
     detail: Json = {"reason": row.reason}
     if row.detail.get("deleted_on"):
         detail["deleted_on"] = list(row.detail["deleted_on"])

@@ -1,6 +1,7 @@
-"""update_links: finished plan rows → links, quarantine and audit (one transaction per chunk).
+"""The update_links task: finished plan rows → links, quarantine and audit (one transaction
+per chunk), then the watermarks and the run summary.
 
-Orchestration only: read the links a chunk touches, convert the rows to the engine's
+Settling a chunk is orchestration only: read the links a chunk touches, convert the rows to the engine's
 typed input, let :func:`crmsync.engine.settle.settle` decide (the rules are there), and
 hand the :class:`~crmsync.engine.settle.Settlement` to the link store.
 """
@@ -8,8 +9,10 @@ hand the :class:`~crmsync.engine.settle.Settlement` to the link store.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping
 from dataclasses import asdict
+from datetime import UTC, datetime
 from typing import Any
 
 from crmsync.engine.plan import Op
@@ -24,13 +27,16 @@ from crmsync.engine.settle import (
     restores_to_read,
     settle,
 )
-from crmsync.engine.status import HoldKind, WriteStatus
+from crmsync.engine.status import HoldKind, RunStatus, WriteStatus
+from crmsync.flows.failures import fail, recorded_failures
 from crmsync.mapping.model import Mapping as FlowMapping
 from crmsync.mapping.model import Side
 from crmsync.store import approvals
 from crmsync.store.links import LinkRow
 from crmsync.store.plan import StoredPlanRow
-from crmsync.store.repository import Repository, loads
+from crmsync.store.repository import Repository, RunRow, loads
+
+log = logging.getLogger("crmsync")
 
 
 def apply_plan_rows(mapping: FlowMapping, repo: Repository, run_id: str, rows: list[StoredPlanRow]) -> None:
@@ -142,3 +148,118 @@ def _base_after(
     return base_after(
         mapping, _side(row, "crm"), _side(row, "cb"), merged, crm_values, cb_values, cb_pending, old_base
     )
+
+
+# -- the update_links task ---------------------------------------------------------------
+
+
+def update_links(
+    mapping: FlowMapping, run_id: str, params: dict[str, Any], repo: Repository
+) -> dict[str, Any]:
+    """Turn finished plan rows into links, hold what failed, advance watermarks, summarise.
+
+    Runs even when an upsert task failed (trigger rule ``all_done``), so the writes that
+    succeeded are linked. Watermarks advance only when the plan was complete and no
+    write is left pending: otherwise the next run re-reads the same window.
+    """
+    from crmsync.flows.summary import build_summary, render_summary
+
+    repo.begin_run(run_id, params)
+    dry_run = bool(params.get("dry_run"))
+    run_row = repo.get_run(run_id)
+    if run_row is not None and run_row["status"] == RunStatus.FINISHED and run_row["summary"]:
+        summary = json.loads(run_row["summary"])
+        log.info("update_links: run already finished\n%s", render_summary(summary))
+        return dict(summary)
+    if params.get("reconcile"):  # no link, no watermark: the report (crmsync.flows.reconcile)
+        from crmsync.flows.reconcile import finish
+
+        return finish(mapping, run_id, params, repo)
+    planned = run_row is not None and run_row["status"] == RunStatus.PLANNED
+    if not dry_run:
+        for batch in repo.iter_unapplied(run_id):
+            apply_plan_rows(mapping, repo, run_id, batch)
+    unfinished = 0 if dry_run else repo.count_unfinished_writes(run_id)
+    plan = _log_readable_plan(mapping, repo, run_id) if dry_run and planned else None
+    summary = build_summary(mapping, repo, run_id, dry_run=dry_run, plan=plan)
+    if not planned:
+        _fail_unplanned(run_row)
+    if recorded_failures(run_row):
+        summary["failures"] = recorded_failures(run_row)
+    if unfinished:
+        _fail_unfinished(repo, run_id, summary, unfinished)
+    if not dry_run and run_row is not None:
+        repo.commit_watermarks(
+            run_id,
+            {Side.CUSTOMCRM: run_row["crm_next_watermark"], Side.CHARGEBEE: run_row["cb_next_watermark"]},
+        )
+    repo.purge_staging(run_id)
+    repo.set_run(
+        run_id, status=RunStatus.FINISHED, finished_at=datetime.now(UTC), summary=json.dumps(summary)
+    )
+    if not dry_run:
+        from crmsync.alerts import check_quarantine
+
+        check_quarantine(mapping.flow, run_id, int(summary.get("held_total") or 0))
+    log.info("run summary\n%s", render_summary(summary))
+    return summary
+
+
+def _fail_unplanned(run_row: RunRow | None) -> None:
+    """Fail update_links of a run whose plan was never finished, with the cause an earlier
+    task recorded (or the fix when none did): nothing was written, watermarks stay."""
+    failures = recorded_failures(run_row)
+    if failures:
+        first = failures[0]
+        fail(
+            f"{first['task']} failed ({first['cause']}), so the plan was not finished: nothing was "
+            "written and the watermarks are unchanged",
+            fix=first["fix"],
+        )
+    fail(
+        "transform did not finish (it did not run, or it was stopped before recording its plan); "
+        "nothing was written, watermarks are unchanged",
+        fix="clear transform (and the tasks after it) in the Airflow UI, or trigger a new run",
+    )
+
+
+def _fail_unfinished(repo: Repository, run_id: str, summary: dict[str, Any], unfinished: int) -> None:
+    """Fail update_links when planned writes did not run (an upsert task failed or was
+    killed): the writes that ran are linked, the watermarks stay, the summary says so."""
+    from crmsync.flows.summary import render_summary
+
+    summary["unfinished_writes"] = unfinished
+    repo.set_run(run_id, summary=json.dumps(summary))
+    log.warning(
+        "update_links: %d planned writes did not run (an upsert task failed or was killed); "
+        "their records are not linked yet and the watermarks stay where they were. Clear the "
+        "failed upsert task (and this one) to finish the run.\n%s",
+        unfinished,
+        render_summary(summary),
+    )
+    fail(
+        f"{unfinished} planned writes did not run because an upsert task failed; the writes that "
+        "ran are linked. Fix the cause shown in the upsert task's log, then clear the failed "
+        "upsert task and this one.",
+        fix="fix the cause the failed upsert task reports above, then clear it and update_links",
+    )
+
+
+#: the most lines of a dry run's plan one task log holds
+PLAN_LOG_MAX = 5000
+
+
+def _log_readable_plan(mapping: FlowMapping, repo: Repository, run_id: str) -> tuple[list[str], int]:
+    """A dry run's plan in the task log, a line per write: what to check before running it
+    for real. Returned for the summary, which keeps the first lines only."""
+    from crmsync.flows.summary import readable_plan
+
+    lines, total = readable_plan(mapping, repo, run_id, PLAN_LOG_MAX)
+    more = f"\n  ... {total - len(lines)} more (crmsync_plan rows of this run)" if total > len(lines) else ""
+    log.info(
+        "dry run: the plan, %d writes and holds (nothing was written)\n%s%s",
+        total,
+        "\n".join(f"  {line}" for line in lines) or "  (nothing to do)",
+        more,
+    )
+    return lines, total

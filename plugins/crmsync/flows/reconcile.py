@@ -87,13 +87,13 @@ def reconcile(mapping: FlowMapping, run_id: str, params: dict[str, Any], repo: R
 def finish(mapping: FlowMapping, run_id: str, params: dict[str, Any], repo: Repository) -> dict[str, Any]:
     """update_links' work in a reconcile run: the summary with the report; no link, no
     watermark. Fails, as a sync run does, when transform did not finish its report."""
+    from crmsync.flows.failures import fail
     from crmsync.flows.summary import build_summary, render_summary
-    from crmsync.flows.tasks import _fail
 
     row = repo.get_run(run_id)
     stored = json.loads(row["summary"]) if row is not None and row["summary"] else {}
     if row is None or row["status"] != RunStatus.PLANNED or "reconciliation" not in stored:
-        _fail(
+        fail(
             "reconcile: transform did not finish the report (see its failure above); nothing was written",
             fix="clear transform (and the tasks after it) in the Airflow UI, or trigger a new run",
         )

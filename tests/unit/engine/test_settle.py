@@ -197,7 +197,7 @@ def test_unlink_deletes_the_link_and_audits_it(m: Mapping) -> None:
 
 def test_an_ended_pair_audits_the_deleted_sides_the_plan_named(m: Mapping) -> None:
     """``deleted_on`` (the plan's Decision, in the plan row's detail) reaches the audit row,
-    where the extract reads it (flows/tasks.py ``_deleted_in_chargebee``)."""
+    where the extract reads it (flows/extract.py ``_deleted_in_chargebee``)."""
     unlink = FinishedRow(
         id=1,
         action=Action.UNLINK,

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from airflow.sdk.exceptions import AirflowFailException
 from crmsync.engine.canonical import SideRecord, content_hash, match_key, to_canonical
-from crmsync.flows.tasks import _circuit_breaker
+from crmsync.flows.breaker import _circuit_breaker
 from crmsync.flows.transform import build_plan
 from crmsync.mapping.model import Mapping, Side, load_mapping
 from crmsync.store.repository import Repository

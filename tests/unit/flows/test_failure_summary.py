@@ -87,10 +87,10 @@ def test_progress_line(args: tuple, expected: str) -> None:
 def test_progress_logs_every_n_records_and_a_final_line(caplog: pytest.LogCaptureFixture) -> None:
     import logging
 
-    from crmsync.flows import tasks
+    from crmsync.flows.progress import Progress
 
     caplog.set_level(logging.INFO, logger="crmsync.progress")
-    p = tasks.Progress("upsert chargebee", total=2500)
+    p = Progress("upsert chargebee", total=2500)
     for _ in range(2500):
         p.add()
     p.log()

@@ -91,7 +91,7 @@ def test_a_handled_chargebee_delete_is_read_from_the_audits_deleted_sides(
     """The extract's "deleted already" comes from the audit's ``deleted_on`` (the plan's
     Decision), whatever the reason's wording; rows audited before it existed are read by
     their reason as before."""
-    from crmsync.flows.tasks import _deleted_in_chargebee
+    from crmsync.flows.extract import _deleted_in_chargebee
 
     ended(repo, "C1", "cb1", "unlink", {"reason": "reworded", "deleted_on": ["chargebee"]})
     ended(repo, "C2", "cb2", "unlink", {"reason": "x was deleted in Chargebee", "deleted_on": ["customcrm"]})
