@@ -20,7 +20,9 @@ until it is back under the threshold.
 
 Who sends what: the DAG's ``on_failure_callback`` (:class:`CrmsyncNotifier`, wired in
 :mod:`crmsync.flows.factory`) a failed run, with the failures the tasks recorded on the run
-row (task, cause, fix); the task that sees them the other three (:mod:`crmsync.flows.tasks`).
+row (task, cause, fix); the task that sees them the others (circuit breaker:
+:mod:`crmsync.flows.breaker`, site blocked: :mod:`crmsync.flows.failures`, quarantine:
+:mod:`crmsync.flows.links`, writes refused: :mod:`crmsync.flows.upsert`).
 
 Never a secret in a log line or an alert: the webhook URL (it often holds a token), the
 password and the server's answers are left out of log lines; an alert carries the run

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 
 class Step(StrEnum):
-    """What a task of a flow does (:mod:`crmsync.flows.tasks` has one function each)."""
+    """What a task of a flow does (:func:`crmsync.flows.tasks.run_step` runs each one's module)."""
 
     EXTRACT = "extract"  # stage what changed on one side since its watermark
     TRANSFORM = "transform"  # match, merge, plan
