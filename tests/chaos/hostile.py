@@ -17,10 +17,12 @@ import itertools
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from types import ModuleType
 from typing import Any, TypeVar
 
 import requests
+import yaml
 from crmsync.store.schema import TABLES, link, quarantine
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
@@ -296,3 +298,13 @@ def bad_record_problems(
     if linked_to is not None:
         problems.append(f"{what}: a bad record was linked")
     return problems
+
+
+MAPPINGS = Path(__file__).resolve().parents[2] / "include" / "mappings"
+
+
+def mapped_fields(flow: str, *, leave_out: Sequence[str] = ()) -> dict[str, tuple[str, str]]:
+    """Every field the flow's shipped mapping file maps: canonical name → (Customcrm field,
+    Chargebee path), read from the YAML itself so a hostile test checks what the file says."""
+    doc = yaml.safe_load((MAPPINGS / f"{flow}.yaml").read_text(encoding="utf-8"))
+    return {f["name"]: (f["customcrm"], f["chargebee"]) for f in doc["fields"] if f["name"] not in leave_out}

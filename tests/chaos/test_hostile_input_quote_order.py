@@ -36,14 +36,7 @@ from tests.chaos.test_hostile_input_order_order import _fits, _text
 pytestmark = pytest.mark.e2e
 
 FLOW = "quote_order"
-FIELDS = {  # canonical name → (Customcrm, Chargebee)
-    "quote_number": ("Number", "reference_id"),
-    "notes": ("Notes", "note"),
-    "order_number": ("OrderNumber", "document_number"),
-    "invoice_id": ("InvoiceId", "invoice_id"),
-    "amount": ("Amount", "total"),
-    "currency": ("Currency", "currency_code"),
-}
+FIELDS = hostile.mapped_fields(FLOW)  # canonical name → (Customcrm, Chargebee)
 CURRENCY_OK = ["EUR", "NOK", "usd", " Gbp "]
 
 
