@@ -114,6 +114,25 @@ def doc_md(mapping: FlowMapping) -> str:
     )
 
 
+def _params() -> dict[str, Any]:
+    """The trigger form of every flow's DAG (Airflow Params: the UI shows a form)."""
+    from airflow.sdk import Param
+
+    return {
+        "full_resync": Param(False, type="boolean", description="Ignore watermarks and re-read everything."),
+        "dry_run": Param(False, type="boolean", description="Plan and summarise without writing."),
+        "approve_large_change": Param(
+            False, type="boolean", description="Let a run past the circuit breaker."
+        ),
+        "reconcile": Param(
+            False,
+            type="boolean",
+            description="Write nothing: read both sides in full and report linked pairs whose "
+            "fields differ, unlinked records and duplicate match keys (transform's log, run summary).",
+        ),
+    }
+
+
 def build_dag(
     mapping_file: str | Path,
     known_flows: Collection[str] | None = None,
@@ -123,7 +142,7 @@ def build_dag(
     """One DAG for one mapping file (``mapping``: the file, already loaded).
     ``known_flows``: the flows deployed with it, which order it
     (:mod:`crmsync.flows.assets`); default: the mapping files next to it."""
-    from airflow.sdk import DAG, Param
+    from airflow.sdk import DAG
 
     from crmsync.alerts import CrmsyncNotifier
     from crmsync.flows.assets import links_asset, schedule_for
@@ -146,21 +165,7 @@ def build_dag(
         default_args=DEFAULT_ARGS,
         # a failed run alerts through the crmsync_alerts connection, if any (crmsync.alerts)
         on_failure_callback=CrmsyncNotifier(store_conn_id=mapping.connections.store),
-        params={
-            "full_resync": Param(
-                False, type="boolean", description="Ignore watermarks and re-read everything."
-            ),
-            "dry_run": Param(False, type="boolean", description="Plan and summarise without writing."),
-            "approve_large_change": Param(
-                False, type="boolean", description="Let a run past the circuit breaker."
-            ),
-            "reconcile": Param(
-                False,
-                type="boolean",
-                description="Write nothing: read both sides in full and report linked pairs whose "
-                "fields differ, unlinked records and duplicate match keys (transform's log, run summary).",
-            ),
-        },
+        params=_params(),
     ) as dag:
 
         def step(task_id: str, name: Step, side: Side | None = None, **extra: Any) -> SyncStepOperator:
